@@ -1,0 +1,349 @@
+"""Every failure chenyu_assets raises, in one place.
+
+::
+
+    ChenyuAssetsError
+    ├── ConfigurationError            bad or missing settings (names the variable, never its value)
+    ├── TransportError                no usable HTTP response arrived
+    │   ├── ConnectError              could not connect: nothing was sent
+    │   ├── RequestTimeoutError       connect or read timed out (``.sent`` tells which)
+    │   └── ConnectionLostError       reset / closed mid-request: the server may have acted
+    ├── APIError                      the service answered with an error
+    │   ├── BadRequestError           400 (MissingParameter*, InvalidParameter*, InvalidTimestamp)
+    │   ├── AuthenticationError       401 (missing / bad signature, unknown key)
+    │   ├── PermissionDeniedError     403 (AccessDenied, ...)
+    │   ├── NotFoundError             404 (NotFound.*, InvalidActionOrVersion)
+    │   ├── PayloadTooLargeError      413
+    │   ├── RateLimitError            429 (FlowLimitExceeded); ``.retry_after`` in seconds
+    │   ├── ServerError               5xx
+    │   └── ResponseFormatError       an answer that is not the family's envelope (HTML, truncated JSON)
+    ├── AmbiguousOutcomeError         a create was sent but its outcome is unknown: reconcile, don't resend
+    ├── UploadError                   a local file can't be uploaded (too big, empty, changed mid-upload)
+    ├── MediaCheckError               local media breaks the service's limits (``.reason`` is stable)
+    ├── InvalidReferenceError         a malformed workflow-input reference or label (also a ValueError)
+    ├── AssetFailedError              an asset ended ``Failed`` (server ``.code`` and ``.message``)
+    ├── WaitTimeoutError              polling hit its deadline (also a TimeoutError)
+    ├── LimiterUnavailableError       a shared (Redis) limiter cannot be reached: fail safe
+    └── JournalLockedError            another run holds the ingest journal
+
+``str()`` of every error is meant for a support ticket: method, path, HTTP status, vendor
+code, message and request id. No secret ever appears in it: the values that make up a
+request's credentials are never passed to an exception in the first place.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+__all__ = [
+    "ARK_ERROR_STATUS",
+    "APIError",
+    "AmbiguousOutcomeError",
+    "AssetFailedError",
+    "AuthenticationError",
+    "BadRequestError",
+    "ChenyuAssetsError",
+    "ConfigurationError",
+    "ConnectError",
+    "ConnectionLostError",
+    "InvalidReferenceError",
+    "JournalLockedError",
+    "LimiterUnavailableError",
+    "MediaCheckError",
+    "NotFoundError",
+    "PayloadTooLargeError",
+    "PermissionDeniedError",
+    "RateLimitError",
+    "RequestTimeoutError",
+    "ResponseFormatError",
+    "ServerError",
+    "TransportError",
+    "UploadError",
+    "WaitTimeoutError",
+    "api_error_for",
+]
+
+#: The Ark error codes of api-reference.md §2.4 and the HTTP status each travels with.
+#: The emulator answers with these statuses; clients map a code to an exception class
+#: by this status when the HTTP status itself is not an error (an ``Error`` in a 200).
+#: ``MissingParameter.<Field>`` / ``InvalidParameter.<Field>`` / ``NotFound.<field>``
+#: share the status of their prefix.
+ARK_ERROR_STATUS: Final[dict[str, int]] = {
+    "MissingParameter": 400,
+    "InvalidParameter": 400,
+    "InvalidTimestamp": 400,
+    "MissingAuthenticationToken": 401,
+    "MissingSignature": 401,
+    "InvalidAccessKey": 401,
+    "SignatureDoesNotMatch": 401,
+    "InvalidAuthorization": 401,
+    "AccessDenied": 403,
+    "InvalidActionOrVersion": 404,
+    "NotFound": 404,
+    "FlowLimitExceeded": 429,
+    "InternalError": 500,
+    "ServiceUnavailable": 503,
+}
+
+
+def ark_status_for_code(code: str) -> int | None:
+    """HTTP status of a vendor error code (``NotFound.asset_id`` -> 404), or None."""
+    if code in ARK_ERROR_STATUS:
+        return ARK_ERROR_STATUS[code]
+    prefix = code.split(".", 1)[0]
+    return ARK_ERROR_STATUS.get(prefix)
+
+
+class ChenyuAssetsError(Exception):
+    """Base of every error this package raises."""
+
+
+class ConfigurationError(ChenyuAssetsError):
+    """A setting is missing or invalid. The message names the setting, never its value."""
+
+
+class _RequestContext:
+    """Where a request-scoped error happened: method, path and request id."""
+
+    method: str | None
+    path: str | None
+    request_id: str | None
+
+    def _where(self) -> str:
+        parts = []
+        if self.method or self.path:
+            parts.append(f"{self.method or '?'} {self.path or '?'}")
+        if self.request_id:
+            parts.append(f"request_id={self.request_id}")
+        return " ".join(parts)
+
+
+class TransportError(ChenyuAssetsError, _RequestContext):
+    """No usable HTTP response arrived."""
+
+    #: True when the request may have reached the server (its effect is unknown).
+    sent: bool = True
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        method: str | None = None,
+        path: str | None = None,
+        sent: bool | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.method = method
+        self.path = path
+        self.request_id = None
+        if sent is not None:
+            self.sent = sent
+
+    def __str__(self) -> str:
+        where = self._where()
+        return f"{where}: {self.message}" if where else self.message
+
+
+class ConnectError(TransportError):
+    """The connection could not be opened; nothing was sent."""
+
+    sent = False
+
+
+class RequestTimeoutError(TransportError):
+    """The connect or read timed out. ``sent`` is False only for connect timeouts."""
+
+
+class ConnectionLostError(TransportError):
+    """The connection broke mid-request (reset, server closed, truncated body)."""
+
+
+class APIError(ChenyuAssetsError, _RequestContext):
+    """The service answered with an error.
+
+    Attributes: ``status`` (HTTP), ``code`` (vendor error code or numeric Chenyu code as
+    text), ``message``, ``request_id``, ``method``, ``path``.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        code: str | None = None,
+        request_id: str | None = None,
+        method: str | None = None,
+        path: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status = status
+        self.code = code
+        self.request_id = request_id
+        self.method = method
+        self.path = path
+
+    def __str__(self) -> str:
+        head = []
+        if self.method or self.path:
+            head.append(f"{self.method or '?'} {self.path or '?'}")
+        if self.status is not None:
+            head.append(f"HTTP {self.status}")
+        if self.code:
+            head.append(str(self.code))
+        text = " ".join(head)
+        text = f"{text}: {self.message}" if text else self.message
+        if self.request_id:
+            text += f" (request_id={self.request_id})"
+        return text
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (
+            _rebuild_api_error,
+            (type(self), self.message, self.status, self.code, self.request_id, self.method,
+             self.path, self.__dict__),
+        )
+
+
+def _rebuild_api_error(
+    cls: type[APIError],
+    message: str,
+    status: int | None,
+    code: str | None,
+    request_id: str | None,
+    method: str | None,
+    path: str | None,
+    state: dict[str, Any],
+) -> APIError:
+    err = cls.__new__(cls)
+    APIError.__init__(
+        err, message, status=status, code=code, request_id=request_id, method=method, path=path
+    )
+    err.__dict__.update(state)
+    return err
+
+
+class BadRequestError(APIError):
+    """400: a missing or invalid parameter, or a request signed with a skewed clock."""
+
+
+class AuthenticationError(APIError):
+    """401: credentials missing, unknown or wrongly signed."""
+
+
+class PermissionDeniedError(APIError):
+    """403: the credentials are valid but not allowed to do this."""
+
+
+class NotFoundError(APIError):
+    """404: the id (or action) is unknown in this account and project."""
+
+
+class PayloadTooLargeError(APIError):
+    """413: the upload is over the service's size cap."""
+
+
+class RateLimitError(APIError):
+    """429: over the account's rate or in-flight limit.
+
+    ``retry_after`` is the server's hint in seconds, when it gave one.
+    """
+
+    def __init__(self, message: str, *, retry_after: float | None = None, **kw: Any) -> None:
+        super().__init__(message, **kw)
+        self.retry_after = retry_after
+
+
+class ServerError(APIError):
+    """5xx: the service failed. For a create, the outcome may be unknown."""
+
+
+class ResponseFormatError(APIError):
+    """The answer is not the expected envelope: HTML, truncated JSON, missing fields."""
+
+
+_STATUS_CLASSES: Final[dict[int, type[APIError]]] = {
+    400: BadRequestError,
+    401: AuthenticationError,
+    403: PermissionDeniedError,
+    404: NotFoundError,
+    413: PayloadTooLargeError,
+    429: RateLimitError,
+}
+
+
+def api_error_for(status: int | None, code: str | None = None) -> type[APIError]:
+    """The exception class for an HTTP status, falling back to the vendor code's status.
+
+    ``status`` may be 200 when the error travelled inside a successful HTTP answer; then the
+    vendor code decides (``FlowLimitExceeded`` -> RateLimitError, ``NotFound.*`` -> NotFoundError).
+    """
+    effective = status
+    if (effective is None or effective < 400) and code:
+        effective = ark_status_for_code(code)
+    if effective is None:
+        return APIError
+    if effective in _STATUS_CLASSES:
+        return _STATUS_CLASSES[effective]
+    if effective >= 500:
+        return ServerError
+    return APIError
+
+
+class AmbiguousOutcomeError(ChenyuAssetsError):
+    """A non-idempotent request (a create) was sent and its outcome is unknown.
+
+    The core never re-sends it: the caller must reconcile (list for the deterministic name)
+    before deciding to create again. ``cause`` is the failure that made it ambiguous.
+    """
+
+    def __init__(self, action: str, cause: BaseException) -> None:
+        super().__init__(f"{action}: outcome unknown after {type(cause).__name__}: {cause}")
+        self.action = action
+        self.cause = cause
+
+
+class UploadError(ChenyuAssetsError):
+    """A local file can't be uploaded: too big, empty, not a regular file, unreadable,
+    or changed while it was being sent. ``reason`` is a stable code."""
+
+    def __init__(self, message: str, *, reason: str = "upload_failed", path: str | None = None):
+        super().__init__(message)
+        self.reason = reason
+        self.path = path
+
+
+class MediaCheckError(ChenyuAssetsError):
+    """Local media breaks the published limits; ``reason`` is stable (e.g. ``image_ratio``)."""
+
+    def __init__(self, message: str, *, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class InvalidReferenceError(ChenyuAssetsError, ValueError):
+    """A workflow-input reference, role or label is malformed; the message names the item."""
+
+
+class AssetFailedError(ChenyuAssetsError):
+    """An asset finished ``Failed``. ``code`` and ``message`` are the server's."""
+
+    def __init__(self, asset_id: str, code: str | None, message: str | None) -> None:
+        super().__init__(f"asset {asset_id} failed: {code or 'unknown'}: {message or ''}".rstrip())
+        self.asset_id = asset_id
+        self.code = code
+        self.message = message
+
+
+class WaitTimeoutError(ChenyuAssetsError, TimeoutError):
+    """Polling did not see a terminal status before its deadline."""
+
+
+class LimiterUnavailableError(ChenyuAssetsError):
+    """A shared limiter backend (Redis) is unreachable. Sending stops rather than exceed
+    the account's limits with a local fallback."""
+
+
+class JournalLockedError(ChenyuAssetsError):
+    """Another process is using this ingest journal."""
