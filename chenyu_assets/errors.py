@@ -3,24 +3,24 @@
 ::
 
     ChenyuAssetsError
-    ├── ConfigurationError            bad or missing settings (names the variable, never its value)
+    ├── ConfigurationError            bad or missing setting (named; its value never shown)
     ├── TransportError                no usable HTTP response arrived
     │   ├── ConnectError              could not connect: nothing was sent
     │   ├── RequestTimeoutError       connect or read timed out (``.sent`` tells which)
     │   └── ConnectionLostError       reset / closed mid-request: the server may have acted
     ├── APIError                      the service answered with an error
-    │   ├── BadRequestError           400 (MissingParameter*, InvalidParameter*, InvalidTimestamp)
+    │   ├── BadRequestError           400 (Missing/InvalidParameter*, InvalidTimestamp)
     │   ├── AuthenticationError       401 (missing / bad signature, unknown key)
     │   ├── PermissionDeniedError     403 (AccessDenied, ...)
     │   ├── NotFoundError             404 (NotFound.*, InvalidActionOrVersion)
     │   ├── PayloadTooLargeError      413
     │   ├── RateLimitError            429 (FlowLimitExceeded); ``.retry_after`` in seconds
     │   ├── ServerError               5xx
-    │   └── ResponseFormatError       an answer that is not the family's envelope (HTML, truncated JSON)
-    ├── AmbiguousOutcomeError         a create was sent but its outcome is unknown: reconcile, don't resend
-    ├── UploadError                   a local file can't be uploaded (too big, empty, changed mid-upload)
-    ├── MediaCheckError               local media breaks the service's limits (``.reason`` is stable)
-    ├── InvalidReferenceError         a malformed workflow-input reference or label (also a ValueError)
+    │   └── ResponseFormatError       not the family's envelope (HTML, truncated JSON)
+    ├── AmbiguousOutcomeError         a create was sent, outcome unknown: reconcile, don't resend
+    ├── UploadError                   a file can't be uploaded (too big, empty, changed mid-upload)
+    ├── MediaCheckError               media breaks the service's limits (``.reason`` is stable)
+    ├── InvalidReferenceError         malformed workflow-input reference or label (a ValueError)
     ├── AssetFailedError              an asset ended ``Failed`` (server ``.code`` and ``.message``)
     ├── WaitTimeoutError              polling hit its deadline (also a TimeoutError)
     ├── LimiterUnavailableError       a shared (Redis) limiter cannot be reached: fail safe
@@ -201,8 +201,16 @@ class APIError(ChenyuAssetsError, _RequestContext):
     def __reduce__(self) -> tuple[Any, ...]:
         return (
             _rebuild_api_error,
-            (type(self), self.message, self.status, self.code, self.request_id, self.method,
-             self.path, self.__dict__),
+            (
+                type(self),
+                self.message,
+                self.status,
+                self.code,
+                self.request_id,
+                self.method,
+                self.path,
+                self.__dict__,
+            ),
         )
 
 
