@@ -7,7 +7,8 @@
     ├── TransportError                no usable HTTP response arrived
     │   ├── ConnectError              could not connect: nothing was sent
     │   ├── RequestTimeoutError       connect or read timed out (``.sent`` tells which)
-    │   └── ConnectionLostError       reset / closed mid-request: the server may have acted
+    │   ├── ConnectionLostError       reset / closed mid-request: the server may have acted
+    │   └── TLSVerificationError      the server's certificate is not trusted (never retried)
     ├── APIError                      the service answered with an error
     │   ├── BadRequestError           400 (Missing/InvalidParameter*, InvalidTimestamp)
     │   ├── AuthenticationError       401 (missing / bad signature, unknown key)
@@ -57,6 +58,7 @@ __all__ = [
     "RequestTimeoutError",
     "ResponseFormatError",
     "ServerError",
+    "TLSVerificationError",
     "TransportError",
     "UploadError",
     "WaitTimeoutError",
@@ -157,6 +159,13 @@ class RequestTimeoutError(TransportError):
 
 class ConnectionLostError(TransportError):
     """The connection broke mid-request (reset, server closed, truncated body)."""
+
+
+class TLSVerificationError(TransportError):
+    """TLS verification failed. Pass ``ca_bundle=`` to trust a private CA; it is never
+    turned off."""
+
+    sent = False
 
 
 class APIError(ChenyuAssetsError, _RequestContext):

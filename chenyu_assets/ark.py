@@ -1,0 +1,588 @@
+"""``ArkClient``: the ten actions of the Volcengine / BytePlus Ark asset library.
+
+Transports (chosen at construction):
+
+===========================  =======================================  ==================
+transport                    endpoint                                 auth / envelope
+===========================  =======================================  ==================
+official Volcengine          ``https://open.volcengineapi.com``       AK/SK SignerV4,
+  (``region="cn-beijing"``)  ``POST /?Action=<A>&Version=2024-01-01`` ResponseMetadata
+official BytePlus            ``https://ark.<region>.byteplusapi.com`` same
+  (``region="ap-southeast-1"``, ``"eu-west-1"``)
+gateway (``style="gateway"``) ``<base_url>/<Action>``                 Bearer, flat fields
+                                                                      + ``base_resp``
+===========================  =======================================  ==================
+
+The private-avatar proxy (:mod:`chenyu_assets.avatar`) reuses the typed methods of
+:class:`ArkFamilyClient` with its own routes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any, Literal, Self, TypeVar
+from urllib.parse import urlsplit
+
+from chenyu_assets._core.engine import ClientBase, Prepared
+from chenyu_assets._core.logs import register_secret
+from chenyu_assets._core.pagination import AsyncPaginator, Page
+from chenyu_assets._core.polling import wait_until
+from chenyu_assets._core.ratelimit import LimiterFactory, LimiterRegistry
+from chenyu_assets._core.retry import RetryBudget, RetryPolicy, parse_retry_after
+from chenyu_assets._core.signing import BearerAuth, Credentials, sign_request
+from chenyu_assets._core.transport import Response, Timeouts
+from chenyu_assets.errors import (
+    AssetFailedError,
+    ConfigurationError,
+    RateLimitError,
+    ResponseFormatError,
+    api_error_for,
+)
+from chenyu_assets.limits import ACTION_RATES, ARK_VERSION
+from chenyu_assets.models.ark import Asset, AssetGroup
+
+__all__ = [
+    "ArkClient",
+    "ArkFamilyClient",
+    "official_endpoint",
+    "parse_flat_envelope",
+    "parse_volc_envelope",
+]
+
+VOLCENGINE_ENDPOINT = "https://open.volcengineapi.com"
+GATEWAY_ENDPOINT = "https://api.agentsflare.com/byteplus/_unstable/open"
+_CREATES = frozenset({"CreateAsset", "CreateAssetGroup"})
+MAX_PAGE_SIZE = 100
+M = TypeVar("M", Asset, AssetGroup)
+
+
+def official_endpoint(region: str) -> str:
+    """The official host for ``region``: Volcengine for cn-*, BytePlus otherwise."""
+    if region.startswith("cn-"):
+        return VOLCENGINE_ENDPOINT
+    return f"https://ark.{region}.byteplusapi.com"
+
+
+def _compact(body: Mapping[str, Any]) -> dict[str, Any]:
+    """Drop None values and empty filters: the service treats absent and null alike."""
+    out: dict[str, Any] = {}
+    for k, v in body.items():
+        if v is None:
+            continue
+        if isinstance(v, Mapping):
+            v = _compact(v)
+            if not v:
+                continue
+        out[k] = v
+    return out
+
+
+def _load_json(resp: Response) -> Any:
+    try:
+        return json.loads(resp.body)
+    except (ValueError, UnicodeDecodeError):
+        kind = resp.content_type or "unknown content type"
+        snippet = resp.body[:60].decode("utf-8", "replace").replace("\n", " ")
+        if resp.status == 429:
+            raise RateLimitError(
+                f"{resp.status} with a non-JSON body",
+                status=resp.status,
+                method=resp.method,
+                path=resp.path,
+                retry_after=parse_retry_after(resp.headers),
+            ) from None
+        raise ResponseFormatError(
+            f"answer is not JSON ({kind}): {snippet!r}",
+            status=resp.status,
+            method=resp.method,
+            path=resp.path,
+        ) from None
+
+
+def _raise_for(resp: Response, code: str | None, message: str, request_id: str | None) -> None:
+    status = resp.status
+    cls = api_error_for(status if status >= 400 else None, code)
+    kwargs: dict[str, Any] = {
+        "status": status,
+        "code": code,
+        "request_id": request_id,
+        "method": resp.method,
+        "path": resp.path,
+    }
+    if cls is RateLimitError:
+        raise RateLimitError(message, retry_after=parse_retry_after(resp.headers), **kwargs)
+    raise cls(message, **kwargs)
+
+
+def parse_volc_envelope(resp: Response) -> tuple[dict[str, Any], str | None]:
+    """``(Result, RequestId)`` of a Volcengine-envelope answer, or the mapped error.
+
+    A body without ``ResponseMetadata`` is a ResponseFormatError; an ``Error`` inside an
+    HTTP 200 is an error like any other.
+    """
+    data = _load_json(resp)
+    meta = data.get("ResponseMetadata") if isinstance(data, dict) else None
+    if not isinstance(meta, dict):
+        if resp.status >= 400:
+            _raise_for(resp, None, f"HTTP {resp.status} without ResponseMetadata", None)
+        raise ResponseFormatError(
+            "answer has no ResponseMetadata",
+            status=resp.status,
+            method=resp.method,
+            path=resp.path,
+        )
+    request_id = meta.get("RequestId") or resp.headers.get("X-Tt-Logid")
+    error = meta.get("Error")
+    if isinstance(error, dict) and (error.get("Code") or error.get("CodeN")):
+        _raise_for(
+            resp,
+            str(error.get("Code") or error.get("CodeN")),
+            str(error.get("Message") or "error"),
+            request_id,
+        )
+    if resp.status >= 400:
+        _raise_for(resp, None, f"HTTP {resp.status}", request_id)
+    result = data.get("Result")
+    if result is None:
+        result = {}
+    if not isinstance(result, dict):
+        raise ResponseFormatError(
+            "Result is not an object",
+            status=resp.status,
+            request_id=request_id,
+            method=resp.method,
+            path=resp.path,
+        )
+    return result, request_id
+
+
+def parse_flat_envelope(resp: Response) -> tuple[dict[str, Any], str | None]:
+    """The gateway's flat answer: fields at top level plus ``base_resp{status_code,...}``."""
+    data = _load_json(resp)
+    base = data.get("base_resp") if isinstance(data, dict) else None
+    if not isinstance(base, dict) or "status_code" not in base:
+        if resp.status >= 400:
+            _raise_for(resp, None, f"HTTP {resp.status} without base_resp", None)
+        raise ResponseFormatError(
+            "answer has no base_resp", status=resp.status, method=resp.method, path=resp.path
+        )
+    request_id = resp.headers.get("X-Request-Id") or data.get("request_id")
+    code = base.get("status_code")
+    if code != 0:
+        _raise_for(resp, str(code), str(base.get("status_msg") or "error"), request_id)
+    if resp.status >= 400:
+        _raise_for(resp, None, f"HTTP {resp.status}", request_id)
+    return {k: v for k, v in data.items() if k != "base_resp"}, request_id
+
+
+class ArkFamilyClient(ClientBase):
+    """The typed methods shared by every Ark-shaped API; subclasses route ``_call``."""
+
+    project_name: str | None
+
+    async def _call(
+        self, action: str, body: dict[str, Any], *, deadline: float | None = None
+    ) -> tuple[dict[str, Any], str | None]:
+        raise NotImplementedError
+
+    def _project(self, project_name: str | None) -> str | None:
+        return project_name if project_name is not None else self.project_name
+
+    # -- groups ------------------------------------------------------------------------
+    async def create_asset_group(
+        self,
+        *,
+        name: str,
+        description: str | None = None,
+        group_type: str | None = "AIGC",
+        project_name: str | None = None,
+        deadline: float | None = None,
+    ) -> str:
+        """CreateAssetGroup; returns the new group id. Not retried after an ambiguous
+        failure (``AmbiguousOutcomeError``): list by name before creating again."""
+        body = {
+            "Name": name,
+            "Description": description,
+            "GroupType": group_type,
+            "ProjectName": self._project(project_name),
+        }
+        result, _ = await self._call("CreateAssetGroup", _compact(body), deadline=deadline)
+        return _new_id(result, "CreateAssetGroup")
+
+    async def get_asset_group(
+        self, group_id: str, *, project_name: str | None = None, deadline: float | None = None
+    ) -> AssetGroup:
+        body = {"Id": group_id, "ProjectName": self._project(project_name)}
+        result, rid = await self._call("GetAssetGroup", _compact(body), deadline=deadline)
+        return _model(AssetGroup, result, rid)
+
+    def list_asset_groups(
+        self,
+        *,
+        name: str | None = None,
+        group_ids: Sequence[str] | None = None,
+        group_type: str | None = None,
+        page_size: int = MAX_PAGE_SIZE,
+        page_number: int = 1,
+        sort_by: str | None = None,
+        sort_order: str | None = None,
+        project_name: str | None = None,
+    ) -> AsyncPaginator[AssetGroup]:
+        """ListAssetGroups: ``await`` for one page, ``async for`` for every group."""
+        flt = {
+            "Name": name,
+            "GroupIds": list(group_ids) if group_ids else None,
+            "GroupType": group_type,
+        }
+        return self._paginate(
+            "ListAssetGroups",
+            AssetGroup,
+            flt,
+            page_size,
+            page_number,
+            sort_by,
+            sort_order,
+            project_name,
+        )
+
+    async def update_asset_group(
+        self,
+        group_id: str,
+        *,
+        name: str | None = None,
+        description: str | None = None,
+        project_name: str | None = None,
+        deadline: float | None = None,
+    ) -> None:
+        body = {
+            "Id": group_id,
+            "Name": name,
+            "Description": description,
+            "ProjectName": self._project(project_name),
+        }
+        await self._call("UpdateAssetGroup", _compact(body), deadline=deadline)
+
+    async def delete_asset_group(
+        self, group_id: str, *, project_name: str | None = None, deadline: float | None = None
+    ) -> None:
+        """DeleteAssetGroup: removes the group and every asset in it."""
+        body = {"Id": group_id, "ProjectName": self._project(project_name)}
+        await self._call("DeleteAssetGroup", _compact(body), deadline=deadline)
+
+    # -- assets ------------------------------------------------------------------------
+    async def create_asset(
+        self,
+        *,
+        group_id: str | None,
+        url: str,
+        asset_type: str = "Image",
+        name: str | None = None,
+        project_name: str | None = None,
+        deadline: float | None = None,
+    ) -> str:
+        """CreateAsset; returns the new asset id (the asset starts ``Processing``).
+
+        Never re-sent after an ambiguous failure: ``AmbiguousOutcomeError`` tells the
+        caller to look for ``name`` in the group before creating again.
+        """
+        if asset_type not in ("Image", "Video", "Audio"):
+            raise ValueError(f"asset_type must be Image, Video or Audio, not {asset_type!r}")
+        body = {
+            "GroupId": group_id,
+            "URL": url,
+            "AssetType": asset_type,
+            "Name": name,
+            "ProjectName": self._project(project_name),
+        }
+        result, _ = await self._call("CreateAsset", _compact(body), deadline=deadline)
+        return _new_id(result, "CreateAsset")
+
+    async def get_asset(
+        self, asset_id: str, *, project_name: str | None = None, deadline: float | None = None
+    ) -> Asset:
+        body = {"Id": asset_id, "ProjectName": self._project(project_name)}
+        result, rid = await self._call("GetAsset", _compact(body), deadline=deadline)
+        return _model(Asset, result, rid)
+
+    def list_assets(
+        self,
+        *,
+        group_ids: Sequence[str] | None = None,
+        statuses: Sequence[str] | None = None,
+        name: str | None = None,
+        group_type: str | None = None,
+        page_size: int = MAX_PAGE_SIZE,
+        page_number: int = 1,
+        sort_by: str | None = None,
+        sort_order: str | None = None,
+        project_name: str | None = None,
+    ) -> AsyncPaginator[Asset]:
+        """ListAssets: ``await`` for one page, ``async for`` for every asset."""
+        flt = {
+            "GroupIds": list(group_ids) if group_ids else None,
+            "Statuses": list(statuses) if statuses else None,
+            "Name": name,
+            "GroupType": group_type,
+        }
+        return self._paginate(
+            "ListAssets", Asset, flt, page_size, page_number, sort_by, sort_order, project_name
+        )
+
+    async def update_asset(
+        self,
+        asset_id: str,
+        *,
+        name: str,
+        project_name: str | None = None,
+        deadline: float | None = None,
+    ) -> None:
+        body = {"Id": asset_id, "Name": name, "ProjectName": self._project(project_name)}
+        await self._call("UpdateAsset", _compact(body), deadline=deadline)
+
+    async def delete_asset(
+        self, asset_id: str, *, project_name: str | None = None, deadline: float | None = None
+    ) -> None:
+        body = {"Id": asset_id, "ProjectName": self._project(project_name)}
+        await self._call("DeleteAsset", _compact(body), deadline=deadline)
+
+    async def wait_for_asset(
+        self,
+        asset_id: str,
+        *,
+        timeout: float = 600.0,
+        interval: float = 1.0,
+        max_interval: float = 10.0,
+        project_name: str | None = None,
+    ) -> Asset:
+        """Poll GetAsset until ``Active`` (returned) or ``Failed`` (``AssetFailedError``
+        with the server's code and message); ``WaitTimeoutError`` at ``timeout`` s."""
+        asset = await wait_until(
+            lambda: self.get_asset(asset_id, project_name=project_name),
+            lambda a: a.is_terminal,
+            timeout=timeout,
+            interval=interval,
+            max_interval=max_interval,
+            describe=lambda a: (
+                f"asset {asset_id} terminal status (last: {a.status if a else 'unknown'})"
+            ),
+        )
+        if asset.status == "Failed":
+            err = asset.error
+            raise AssetFailedError(
+                asset_id, err.code if err else None, err.message if err else None
+            )
+        return asset
+
+    def _paginate(
+        self,
+        action: str,
+        model: type[M],
+        flt: dict[str, Any],
+        page_size: int,
+        page_number: int,
+        sort_by: str | None,
+        sort_order: str | None,
+        project_name: str | None,
+    ) -> AsyncPaginator[M]:
+        if not 1 <= page_size <= MAX_PAGE_SIZE:
+            raise ValueError(f"page_size must be 1..{MAX_PAGE_SIZE}, got {page_size}")
+        if page_number < 1:
+            raise ValueError(f"page_number must be >= 1, got {page_number}")
+
+        async def fetch(number: int) -> Page[M]:
+            body = _compact(
+                {
+                    "Filter": flt,
+                    "PageNumber": number,
+                    "PageSize": page_size,
+                    "SortBy": sort_by,
+                    "SortOrder": sort_order,
+                    "ProjectName": self._project(project_name),
+                }
+            )
+            result, rid = await self._call(action, body)
+            items = [_model(model, item, rid) for item in result.get("Items") or []]
+            total = result.get("TotalCount")
+            return Page(
+                items=items,
+                total_count=total if isinstance(total, int) else None,
+                page_number=number,
+                page_size=page_size,
+                request_id=rid,
+            )
+
+        return AsyncPaginator(fetch, first_page=page_number)
+
+
+def _new_id(result: Mapping[str, Any], action: str) -> str:
+    new_id = result.get("Id")
+    if not isinstance(new_id, str) or not new_id:
+        raise ResponseFormatError(f"{action} answer has no Id")
+    return new_id
+
+
+def _model(cls: type[M], data: Any, request_id: str | None) -> M:
+    if not isinstance(data, dict):
+        raise ResponseFormatError(f"expected an object for {cls.__name__}")
+    try:
+        obj = cls.model_validate(data)
+    except ValueError as exc:
+        raise ResponseFormatError(
+            f"malformed {cls.__name__}: {exc}", request_id=request_id
+        ) from None
+    obj.request_id = request_id
+    return obj
+
+
+class ArkClient(ArkFamilyClient):
+    """Async client of the Ark asset library; see the module docstring for transports.
+
+    Configuration precedence: argument > environment > default. Environment:
+    ``VOLC_ACCESSKEY`` / ``VOLC_SECRETKEY`` / ``VOLC_SESSION_TOKEN`` (or the BytePlus names
+    ``BYTEPLUS_ACCESSKEY`` / ``BYTEPLUS_SECRETKEY``), ``ARK_REGION``, ``ARK_BASE_URL``,
+    ``ARK_API_KEY`` (gateway Bearer key), ``ARK_STYLE`` (official | gateway).
+    """
+
+    def __init__(
+        self,
+        *,
+        access_key: str | None = None,
+        secret_key: str | None = None,
+        session_token: str | None = None,
+        region: str = "cn-beijing",
+        base_url: str | None = None,
+        api_key: str | None = None,
+        style: Literal["official", "gateway"] | None = None,
+        project_name: str | None = None,
+        rate_limits: Mapping[str, float] | None = None,
+        headroom: float = 0.99,
+        limiter_factory: LimiterFactory | None = None,
+        timeouts: Timeouts | None = None,
+        retry: RetryPolicy | None = None,
+        retry_budget: RetryBudget | None = None,
+        connection_limit: int = 100,
+        ca_bundle: str | None = None,
+        session: Any = None,
+    ) -> None:
+        if style is None:
+            style = "gateway" if api_key and not access_key else "official"
+        if style not in ("official", "gateway"):
+            raise ConfigurationError(f"style must be 'official' or 'gateway', not {style!r}")
+        self.style = style
+        self.region = region
+        self.project_name = project_name
+        self._credentials: Credentials | None = None
+        self._bearer: BearerAuth | None = None
+        if style == "official":
+            if not access_key:
+                raise ConfigurationError(
+                    "missing access key: pass access_key= or set VOLC_ACCESSKEY"
+                )
+            if not secret_key:
+                raise ConfigurationError(
+                    "missing secret key: pass secret_key= or set VOLC_SECRETKEY"
+                )
+            self._credentials = Credentials(access_key, secret_key, session_token)
+            for secret in (access_key, secret_key, session_token):
+                register_secret(secret)
+            self.base_url = (base_url or official_endpoint(region)).rstrip("/")
+        else:
+            if not api_key:
+                raise ConfigurationError("missing gateway key: pass api_key= or set ARK_API_KEY")
+            self._bearer = BearerAuth(api_key)
+            register_secret(api_key)
+            self.base_url = (base_url or GATEWAY_ENDPOINT).rstrip("/")
+        parts = urlsplit(self.base_url)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ConfigurationError(f"base_url must be an http(s) URL, got {self.base_url!r}")
+        self._host = parts.netloc
+        self._path_prefix = parts.path
+        super().__init__(
+            limiters=LimiterRegistry(
+                ACTION_RATES, overrides=rate_limits, headroom=headroom, factory=limiter_factory
+            ),
+            session=session,
+            timeouts=timeouts,
+            retry=retry,
+            retry_budget=retry_budget,
+            connection_limit=connection_limit,
+            ca_bundle=ca_bundle,
+        )
+
+    def __repr__(self) -> str:
+        return f"<ArkClient style={self.style} region={self.region} base_url={self.base_url}>"
+
+    @classmethod
+    def from_env(cls, **overrides: Any) -> Self:
+        """Build from the environment (see the class docstring); keyword arguments win."""
+        env = os.environ
+        kwargs: dict[str, Any] = {
+            "access_key": env.get("VOLC_ACCESSKEY") or env.get("BYTEPLUS_ACCESSKEY"),
+            "secret_key": env.get("VOLC_SECRETKEY") or env.get("BYTEPLUS_SECRETKEY"),
+            "session_token": env.get("VOLC_SESSION_TOKEN") or env.get("BYTEPLUS_SESSION_TOKEN"),
+            "base_url": env.get("ARK_BASE_URL"),
+            "api_key": env.get("ARK_API_KEY"),
+            "style": env.get("ARK_STYLE") or None,
+            "project_name": env.get("ARK_PROJECT_NAME"),
+        }
+        if env.get("ARK_REGION"):
+            kwargs["region"] = env["ARK_REGION"]
+        kwargs.update(overrides)
+        return cls(**kwargs)
+
+    async def _call(
+        self, action: str, body: dict[str, Any], *, deadline: float | None = None
+    ) -> tuple[dict[str, Any], str | None]:
+        payload = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
+        if self.style == "official":
+            url = f"{self.base_url}/"
+            params = [("Action", action), ("Version", ARK_VERSION)]
+            parse = parse_volc_envelope
+            creds = self._credentials
+            if creds is None:  # pragma: no cover - set in __init__ for this style
+                raise ConfigurationError("official style needs access_key and secret_key")
+
+            async def prepare(attempt: int) -> Prepared:
+                headers = {"Host": self._host, "Content-Type": "application/json"}
+                path = self._path_prefix or "/"
+                if not path.endswith("/"):
+                    path += "/"
+                headers.update(
+                    sign_request(
+                        method="POST",
+                        path=path,
+                        query=params,
+                        headers=headers,
+                        body=payload,
+                        credentials=creds,
+                        region=self.region,
+                        now=datetime.now(UTC),
+                    )
+                )
+                del headers["Host"]  # aiohttp sends the same Host itself
+                return Prepared(headers=headers, body=payload, params=params)
+        else:
+            url = f"{self.base_url}/{action}"
+            parse = parse_flat_envelope
+            bearer = self._bearer
+            if bearer is None:  # pragma: no cover - set in __init__ for this style
+                raise ConfigurationError("gateway style needs api_key")
+
+            async def prepare(attempt: int) -> Prepared:
+                return Prepared(
+                    headers={"Authorization": bearer.header(), "Content-Type": "application/json"},
+                    body=payload,
+                )
+
+        return await self._engine.call(
+            action,
+            "POST",
+            url,
+            prepare=prepare,
+            parse=parse,
+            idempotent=action not in _CREATES,
+            deadline=deadline,
+        )

@@ -1,0 +1,333 @@
+"""``ChenyuClient``: Chenyu open API v2 workflow assets (api-reference.md §1).
+
+``upload`` streams a file from disk as the multipart ``file`` part: ``Content-Length`` is
+known up front, one chunk is in memory per upload, and every attempt re-reads the file
+from a (path, size, mtime) snapshot, so a retried upload never sends a half-used body and
+a file edited mid-upload raises ``UploadError``. Memory for uploads is at most
+``max_concurrent_uploads × chunk_size`` (4 × 1 MiB by default) plus aiohttp's socket
+buffers.
+
+An upload is retried after a reset or a 5xx even though it is a create: the worst case is
+an orphan *temporary* asset that expires with its TTL, never a duplicate library asset.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import mimetypes
+import os
+from collections.abc import Callable, Mapping
+from typing import Any, Final, Self
+from urllib.parse import quote, urlsplit
+
+import aiofiles
+
+from chenyu_assets import media
+from chenyu_assets._core.engine import ClientBase, Prepared
+from chenyu_assets._core.logs import register_secret
+from chenyu_assets._core.multipart import DEFAULT_CHUNK_SIZE, MultipartFile, snapshot
+from chenyu_assets._core.ratelimit import LimiterRegistry
+from chenyu_assets._core.retry import RetryBudget, RetryPolicy, parse_retry_after
+from chenyu_assets._core.signing import BearerAuth
+from chenyu_assets._core.transport import Response, Timeouts
+from chenyu_assets.errors import (
+    ConfigurationError,
+    RateLimitError,
+    ResponseFormatError,
+    ServerError,
+    UploadError,
+    api_error_for,
+)
+from chenyu_assets.models.chenyu import ChenyuAsset
+
+__all__ = ["CHENYU_RATES", "DEFAULT_BASE_URL", "MEDIA_TYPES", "ChenyuClient"]
+
+DEFAULT_BASE_URL: Final = "https://www.chenyu.cn/api/open/v2"
+MEDIA_TYPES: Final = ("image", "video", "audio", "file")
+PURPOSES: Final = ("temp_input",)
+#: Chenyu publishes no rate limits; these client-side defaults are deliberately gentle.
+CHENYU_RATES: Final[Mapping[str, float]] = {"ChenyuUpload": 10.0, "ChenyuGet": 50.0}
+
+
+class ChenyuClient(ClientBase):
+    """Async client of the Chenyu v2 asset endpoints.
+
+    Environment: ``CHENYU_API_KEY`` (required unless ``api_key=``), ``CHENYU_BASE_URL``.
+    """
+
+    def __init__(
+        self,
+        *,
+        api_key: str | None = None,
+        base_url: str | None = None,
+        max_concurrent_uploads: int = 4,
+        chunk_size: int = DEFAULT_CHUNK_SIZE,
+        rate_limits: Mapping[str, float] | None = None,
+        timeouts: Timeouts | None = None,
+        retry: RetryPolicy | None = None,
+        retry_budget: RetryBudget | None = None,
+        connection_limit: int = 100,
+        ca_bundle: str | None = None,
+        session: Any = None,
+    ) -> None:
+        if not api_key:
+            raise ConfigurationError("missing API key: pass api_key= or set CHENYU_API_KEY")
+        if max_concurrent_uploads < 1:
+            raise ConfigurationError("max_concurrent_uploads must be >= 1")
+        base = (base_url or DEFAULT_BASE_URL).rstrip("/")
+        parts = urlsplit(base)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ConfigurationError(f"base_url must be an http(s) URL, got {base!r}")
+        self.base_url = base
+        self._bearer = BearerAuth(api_key)
+        register_secret(api_key)
+        self.max_concurrent_uploads = max_concurrent_uploads
+        self.chunk_size = chunk_size
+        self._upload_slots: asyncio.Semaphore | None = None
+        super().__init__(
+            limiters=LimiterRegistry(CHENYU_RATES, overrides=rate_limits, headroom=1.0),
+            session=session,
+            timeouts=timeouts,
+            retry=retry,
+            retry_budget=retry_budget,
+            connection_limit=connection_limit,
+            ca_bundle=ca_bundle,
+        )
+
+    def __repr__(self) -> str:
+        return f"<ChenyuClient base_url={self.base_url}>"
+
+    @classmethod
+    def from_env(cls, **overrides: Any) -> Self:
+        kwargs: dict[str, Any] = {
+            "api_key": os.environ.get("CHENYU_API_KEY"),
+            "base_url": os.environ.get("CHENYU_BASE_URL"),
+        }
+        kwargs.update(overrides)
+        return cls(**kwargs)
+
+    def _slots(self) -> asyncio.Semaphore:
+        if self._upload_slots is None:
+            self._upload_slots = asyncio.Semaphore(self.max_concurrent_uploads)
+        return self._upload_slots
+
+    async def upload(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        media_type: str | None = None,
+        ttl_hours: int = 48,
+        purpose: str = "temp_input",
+        filename: str | None = None,
+        on_progress: Callable[[int], None] | None = None,
+        deadline: float | None = None,
+    ) -> ChenyuAsset:
+        """Upload a file (≤ 100 MB), streamed from disk. ``on_progress(delta_bytes)`` is
+        called per chunk and with a negative delta when an attempt restarts."""
+        _check_options(media_type, ttl_hours, purpose)
+        snap = snapshot(path)
+        if snap.size == 0:
+            raise UploadError(f"{snap.path}: file is empty", reason="empty", path=str(snap.path))
+        if snap.size > media.UPLOAD_MAX_BYTES:
+            raise UploadError(
+                f"{snap.path}: {snap.size} bytes is over the {media.UPLOAD_MAX_BYTES} byte "
+                "upload limit",
+                reason="too_large",
+                path=str(snap.path),
+            )
+        async with aiofiles.open(snap.path, "rb") as f:
+            head = await f.read(64)
+        name = filename or snap.path.name
+        body = MultipartFile(
+            snap,
+            filename=name,
+            content_type=_mime_for(head, name),
+            fields=_fields(media_type or media.media_type_for(head, name), purpose, ttl_hours),
+            chunk_size=self.chunk_size,
+            on_progress=on_progress,
+        )
+
+        async def prepare(attempt: int) -> Prepared:
+            headers = {"Authorization": self._bearer.header(), **body.headers()}
+            return Prepared(headers=headers, body=body.stream())
+
+        async with self._slots():
+            return await self._engine.call(
+                "ChenyuUpload",
+                "POST",
+                f"{self.base_url}/assets",
+                prepare=prepare,
+                parse=_parse_asset,
+                idempotent=True,
+                deadline=deadline,
+            )
+
+    async def upload_bytes(
+        self,
+        data: bytes,
+        *,
+        filename: str,
+        media_type: str | None = None,
+        ttl_hours: int = 48,
+        purpose: str = "temp_input",
+        deadline: float | None = None,
+    ) -> ChenyuAsset:
+        """Upload in-memory ``data`` (≤ 100 MB) as ``filename``."""
+        _check_options(media_type, ttl_hours, purpose)
+        if not data:
+            raise UploadError("no data to upload", reason="empty")
+        if len(data) > media.UPLOAD_MAX_BYTES:
+            raise UploadError(f"{len(data)} bytes is over the upload limit", reason="too_large")
+        fields = _fields(
+            media_type or media.media_type_for(data[:64], filename), purpose, ttl_hours
+        )
+        boundary = os.urandom(16).hex()
+        disposition = f'form-data; name="file"; filename="{_header_safe(filename)}"'
+        parts = [
+            f'--{boundary}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n'
+            for k, v in fields
+        ]
+        parts.append(
+            f"--{boundary}\r\nContent-Disposition: {disposition}\r\n"
+            f"Content-Type: {_mime_for(data[:64], filename)}\r\n\r\n"
+        )
+        payload = "".join(parts).encode() + data + f"\r\n--{boundary}--\r\n".encode()
+
+        async def prepare(attempt: int) -> Prepared:
+            return Prepared(
+                headers={
+                    "Authorization": self._bearer.header(),
+                    "Content-Type": f"multipart/form-data; boundary={boundary}",
+                },
+                body=payload,
+            )
+
+        async with self._slots():
+            return await self._engine.call(
+                "ChenyuUpload",
+                "POST",
+                f"{self.base_url}/assets",
+                prepare=prepare,
+                parse=_parse_asset,
+                idempotent=True,
+                deadline=deadline,
+            )
+
+    async def get(self, asset_id: str, *, deadline: float | None = None) -> ChenyuAsset:
+        """Status and addresses of an uploaded asset. Expired, foreign or rejected assets
+        raise an ``APIError`` subclass (``NotFoundError`` for 404)."""
+        if not asset_id or "/" in asset_id:
+            raise ValueError(f"not an asset id: {asset_id!r}")
+
+        async def prepare(attempt: int) -> Prepared:
+            return Prepared(headers={"Authorization": self._bearer.header()})
+
+        return await self._engine.call(
+            "ChenyuGet",
+            "GET",
+            f"{self.base_url}/assets/{quote(asset_id, safe='')}",
+            prepare=prepare,
+            parse=_parse_asset,
+            deadline=deadline,
+        )
+
+
+def _check_options(media_type: str | None, ttl_hours: int, purpose: str) -> None:
+    if media_type is not None and media_type not in MEDIA_TYPES:
+        raise ValueError(f"media_type must be one of {', '.join(MEDIA_TYPES)}, not {media_type!r}")
+    if purpose not in PURPOSES:
+        raise ValueError(f"purpose must be 'temp_input', not {purpose!r}")
+    if isinstance(ttl_hours, bool) or not isinstance(ttl_hours, int) or ttl_hours < 1:
+        raise ValueError(f"ttl_hours must be a positive integer, not {ttl_hours!r}")
+
+
+def _fields(media_type: str, purpose: str, ttl_hours: int) -> list[tuple[str, str]]:
+    return [("media_type", media_type), ("purpose", purpose), ("ttl_hours", str(ttl_hours))]
+
+
+def _mime_for(head: bytes, filename: str) -> str:
+    sniffed = media.sniff(head)
+    if sniffed is not None:
+        return sniffed[2]
+    return mimetypes.guess_type(filename)[0] or "application/octet-stream"
+
+
+def _header_safe(name: str) -> str:
+    return name.replace("\\", "_").replace('"', "_").replace("\r", "").replace("\n", "")
+
+
+def _parse_asset(resp: Response) -> ChenyuAsset:
+    data, request_id = parse_chenyu_envelope(resp)
+    try:
+        asset = ChenyuAsset.model_validate(data)
+    except ValueError as exc:
+        raise ResponseFormatError(
+            f"malformed asset: {exc}",
+            status=resp.status,
+            request_id=request_id,
+            method=resp.method,
+            path=resp.path,
+        ) from None
+    asset.request_id = request_id
+    return asset
+
+
+def parse_chenyu_envelope(resp: Response) -> tuple[dict[str, Any], str | None]:
+    """``(data, request_id)`` of a ``{code, msg, data}`` answer, or the mapped error.
+    ``code != 0`` is an error even under HTTP 200."""
+    request_id = resp.headers.get("X-Request-Id")
+    try:
+        body = json.loads(resp.body)
+    except (ValueError, UnicodeDecodeError):
+        body = None
+    if not isinstance(body, dict) or "code" not in body:
+        if resp.status == 429:
+            raise RateLimitError(
+                "HTTP 429",
+                status=429,
+                request_id=request_id,
+                method=resp.method,
+                path=resp.path,
+                retry_after=parse_retry_after(resp.headers),
+            )
+        if resp.status >= 500:
+            raise ServerError(
+                f"HTTP {resp.status} with a non-envelope body",
+                status=resp.status,
+                request_id=request_id,
+                method=resp.method,
+                path=resp.path,
+            )
+        raise ResponseFormatError(
+            f"answer is not a {{code, msg, data}} envelope ({resp.content_type or 'no type'})",
+            status=resp.status,
+            request_id=request_id,
+            method=resp.method,
+            path=resp.path,
+        )
+    request_id = request_id or body.get("request_id") or body.get("trace_id")
+    code = body.get("code")
+    if code != 0 or resp.status >= 400:
+        cls = api_error_for(resp.status if resp.status >= 400 else None)
+        kwargs: dict[str, Any] = {
+            "status": resp.status,
+            "code": str(code),
+            "request_id": request_id,
+            "method": resp.method,
+            "path": resp.path,
+        }
+        message = str(body.get("msg") or "error")
+        if cls is RateLimitError:
+            raise RateLimitError(message, retry_after=parse_retry_after(resp.headers), **kwargs)
+        raise cls(message, **kwargs)
+    data = body.get("data")
+    if not isinstance(data, dict):
+        raise ResponseFormatError(
+            "envelope has no data object",
+            status=resp.status,
+            request_id=request_id,
+            method=resp.method,
+            path=resp.path,
+        )
+    return data, request_id
