@@ -46,8 +46,9 @@ __all__ = ["CHENYU_RATES", "DEFAULT_BASE_URL", "MEDIA_TYPES", "ChenyuClient"]
 DEFAULT_BASE_URL: Final = "https://www.chenyu.cn/api/open/v2"
 MEDIA_TYPES: Final = ("image", "video", "audio", "file")
 PURPOSES: Final = ("temp_input",)
-#: Chenyu publishes no rate limits; these client-side defaults are deliberately gentle.
-CHENYU_RATES: Final[Mapping[str, float]] = {"ChenyuUpload": 10.0, "ChenyuGet": 50.0}
+#: Chenyu publishes no rate limits; these client-side defaults mirror the Ark library's
+#: (30/s writes, 100/s reads) so uploads never become the bottleneck of an ingest.
+CHENYU_RATES: Final[Mapping[str, float]] = {"ChenyuUpload": 30.0, "ChenyuGet": 100.0}
 
 
 class ChenyuClient(ClientBase):
@@ -136,8 +137,15 @@ class ChenyuClient(ClientBase):
                 reason="too_large",
                 path=str(snap.path),
             )
-        async with aiofiles.open(snap.path, "rb") as f:
-            head = await f.read(64)
+        try:
+            async with aiofiles.open(snap.path, "rb") as f:
+                head = await f.read(64)
+        except OSError as exc:  # gone or unreadable since the snapshot
+            raise UploadError(
+                f"{snap.path}: cannot read: {exc.strerror}",
+                reason="unreadable",
+                path=str(snap.path),
+            ) from None
         name = filename or snap.path.name
         body = MultipartFile(
             snap,

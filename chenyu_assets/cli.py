@@ -9,7 +9,9 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
+from chenyu_assets._cli_ingest import add_ingest
 from chenyu_assets._version import __version__
 
 EXIT_OK = 0
@@ -28,8 +30,35 @@ def _build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "-v", "--verbose", action="count", default=0, help="log more (-v info, -vv debug)"
     )
-    parser.add_subparsers(dest="command", metavar="COMMAND")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    _add_serve(commands)
+    add_ingest(commands)
     return parser
+
+
+def _add_serve(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    serve = commands.add_parser(
+        "serve",
+        help="run the local emulator of all four APIs",
+        description="Run the local emulator in the foreground until Ctrl+C / SIGTERM. "
+        "Credentials also come from CHENYU_EMULATOR_ACCESS_KEY / _SECRET_KEY / _API_KEY.",
+    )
+    serve.add_argument("--host", help="address to bind (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port to bind (default 8765; 0 picks one)")
+    serve.add_argument("--data-dir", type=Path, help="keep state here across restarts")
+    serve.add_argument("--config", type=Path, help="JSON file of emulator config fields")
+    serve.add_argument("--access-key", help="the demo account's access key")
+    serve.add_argument("--secret-key", help="the demo account's secret key")
+    serve.add_argument("--api-key", help="the demo account's Bearer API key")
+    serve.add_argument("--time-scale", type=float, help="run the service N times faster")
+    serve.add_argument("--processing-delay", type=float, help="seconds an asset stays Processing")
+    serve.set_defaults(handler=_cmd_serve)
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from chenyu_assets.emulator.serve import main as serve_main
+
+    return serve_main(args)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -207,6 +207,10 @@ class ClientBase:
         """Receive ("retry" | "rate_limited" | "ambiguous", fields) events."""
         self._engine.hooks.append(hook)
 
+    def remove_event_hook(self, hook: EventHook) -> None:
+        if hook in self._engine.hooks:
+            self._engine.hooks.remove(hook)
+
     async def __aenter__(self) -> Self:
         await self._transport.open()
         return self

@@ -138,16 +138,27 @@ class MultipartFile:
         self.rewind()
         yield self._head
         sent = 0
-        async with aiofiles.open(self.snap.path, "rb") as f:
-            self._check_unchanged(os.fstat(f.fileno()))
-            while sent < self.snap.size:
-                chunk = await f.read(min(self._chunk, self.snap.size - sent))
-                if not chunk:
-                    break
-                sent += len(chunk)
-                yield chunk
-                self._progress(len(chunk))
-            self._check_unchanged(os.fstat(f.fileno()))
+        try:
+            async with aiofiles.open(self.snap.path, "rb") as f:
+                self._check_unchanged(os.fstat(f.fileno()))
+                while sent < self.snap.size:
+                    chunk = await f.read(min(self._chunk, self.snap.size - sent))
+                    if not chunk:
+                        break
+                    sent += len(chunk)
+                    yield chunk
+                    self._progress(len(chunk))
+                self._check_unchanged(os.fstat(f.fileno()))
+        except OSError as exc:
+            # Left to aiohttp, an OSError from the body would become a retryable
+            # "connection" error and a vanished file would be re-sent until retries ran out.
+            vanished = isinstance(exc, FileNotFoundError)
+            raise UploadError(
+                f"{self.snap.path}: "
+                + ("file vanished during upload" if vanished else f"read failed: {exc.strerror}"),
+                reason="file_changed" if vanished else "unreadable",
+                path=str(self.snap.path),
+            ) from None
         if sent != self.snap.size:
             raise UploadError(
                 f"{self.snap.path}: file shrank during upload",

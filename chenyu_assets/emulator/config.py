@@ -1,0 +1,189 @@
+"""Emulator settings: accounts, fault rules and the one config object.
+
+Every knob lives in :class:`EmulatorConfig`. The object is *live*: the running emulator
+reads it on every request, so ``emu.config.time_scale = 10`` or
+``emu.config.enforce_limits = False`` takes effect at once (assignments are validated).
+Fault rules are the exception: change them with ``emu.set_faults(...)`` so the per-rule
+fire counters are reset together with the list.
+
+Time: ``time_scale`` speeds the emulated service up. Durations the *service* decides
+(processing delay, asset TTLs, signed-URL lifetimes) are divided by it and request rates
+are multiplied by it. Request signatures (``X-Date``) are always checked against the real
+clock shifted by ``clock_offset_seconds``, so a fast emulator never rejects honest clients.
+Fault delays (``latency``, ``list_lag``) are real seconds.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from chenyu_assets.limits import ACTION_RATES, MAX_PROCESSING
+
+__all__ = [
+    "DEMO_ACCESS_KEY",
+    "DEMO_API_KEY",
+    "DEMO_SECRET_KEY",
+    "FAMILIES",
+    "FAULT_KINDS",
+    "Account",
+    "EmulatorConfig",
+    "Family",
+    "FaultKind",
+    "FaultRule",
+]
+
+#: The demo account's credentials. Fixed and public on purpose: the emulator is a local
+#: development server, and tests and docs can rely on these strings.
+DEMO_ACCESS_KEY = "AKLTZW11bGF0b3ItZGVtby1hY2Nlc3Mta2V5"
+DEMO_SECRET_KEY = "ZW11bGF0b3ItZGVtby1zZWNyZXQta2V5LW5vdC1zZWNyZXQ="  # noqa: S105 - public demo
+DEMO_API_KEY = "cy_0123456789abcdef0123456789abcdef"
+
+Family = Literal["chenyu", "ark", "gateway", "avatar", "content"]
+#: The request families the emulator records (``content`` is a signed-URL download).
+FAMILIES: tuple[Family, ...] = ("chenyu", "ark", "gateway", "avatar", "content")
+
+FaultKind = Literal[
+    "http_error", "reset", "close", "truncate", "hang", "latency", "list_lag", "stuck"
+]
+FAULT_KINDS: tuple[FaultKind, ...] = (
+    "http_error",
+    "reset",
+    "close",
+    "truncate",
+    "hang",
+    "latency",
+    "list_lag",
+    "stuck",
+)
+
+
+class Account(BaseModel):
+    """One tenant: AK/SK for the official Ark endpoint, an API key for the Bearer families.
+
+    Accounts are isolated: one account's groups, assets and uploads are unknown to another.
+    The secret key and API key are left out of ``repr()``.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str = "demo"
+    access_key: str = DEMO_ACCESS_KEY
+    secret_key: str = Field(default=DEMO_SECRET_KEY, repr=False)
+    api_key: str = Field(default=DEMO_API_KEY, repr=False)
+
+    @field_validator("name", "access_key", "secret_key", "api_key")
+    @classmethod
+    def _not_blank(cls, value: str) -> str:
+        if not value or value.strip() != value or any(ch in value for ch in "\r\n\0"):
+            raise ValueError("must be a non-empty string without surrounding whitespace")
+        return value
+
+
+class FaultRule(BaseModel):
+    """One injected misbehaviour, matched per request after authentication.
+
+    ``kind``:
+      * ``http_error`` answer ``status`` with a family error envelope (``body="json"``) or an
+        HTML page (``body="html"``), plus ``Retry-After: retry_after`` when set;
+      * ``reset`` abort the TCP connection (RST) without an answer;
+      * ``close`` send the status line and headers (full ``Content-Length``) then close;
+      * ``truncate`` send the headers and half of the JSON body, then close;
+      * ``hang`` never answer (until the client goes away or the emulator stops);
+      * ``latency`` sleep ``delay`` seconds, then answer normally;
+      * ``list_lag`` ListAssets / ListAssetGroups hide items created in the last ``delay`` s;
+      * ``stuck`` the asset created by this CreateAsset stays ``Processing`` forever.
+
+    ``phase="after"`` commits the request's effect first and then misbehaves (for
+    http_error, reset, close, truncate, hang, latency). ``max_count`` bounds how often the
+    rule fires; ``probability`` is drawn from the emulator's one seeded RNG.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    action: str = "*"
+    kind: FaultKind = "http_error"
+    probability: float = Field(default=1.0, ge=0.0, le=1.0)
+    phase: Literal["before", "after"] = "before"
+    status: int = Field(default=503, ge=100, le=599)
+    body: Literal["json", "html"] = "json"
+    retry_after: str | None = None
+    delay: float = Field(default=0.0, ge=0.0)
+    max_count: int | None = Field(default=None, ge=0)
+    family: Family | None = None
+
+    @field_validator("retry_after")
+    @classmethod
+    def _header_safe(cls, value: str | None) -> str | None:
+        if value is not None and any(ch in value for ch in "\r\n\0"):
+            raise ValueError("retry_after must be a single header line")
+        return value
+
+
+def _default_accounts() -> list[Account]:
+    return [Account()]
+
+
+def _default_rates() -> dict[str, float]:
+    return dict(ACTION_RATES)
+
+
+class EmulatorConfig(BaseModel):
+    """All emulator settings; see the module docstring for how time is scaled."""
+
+    model_config = ConfigDict(validate_assignment=True, extra="forbid")
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=0, ge=0, le=65535)
+    #: SQLite metadata + blobs live here; ``None`` keeps everything in memory and a
+    #: temporary directory that is removed on exit.
+    data_dir: Path | None = None
+    time_scale: float = Field(default=1.0, gt=0.0)
+    #: Seconds an asset stays Processing: uniform in ``delay ± jitter`` (clipped at 0),
+    #: drawn from an RNG seeded with ``seed``, divided by ``time_scale``.
+    processing_delay: float = Field(default=2.0, ge=0.0)
+    processing_jitter: float = Field(default=0.5, ge=0.0)
+    window: Literal["sliding", "token_bucket"] = "sliding"
+    max_skew_seconds: float = Field(default=900.0, ge=0.0)
+    clock_offset_seconds: float = 0.0
+    accounts: list[Account] = Field(default_factory=_default_accounts, min_length=1)
+    #: ``host[:port]`` names CreateAsset may fetch over the network. A name without a port
+    #: allows only the scheme's default port. Nothing else is ever contacted.
+    fetch_allowlist: tuple[str, ...] = ()
+    faults: list[FaultRule] = Field(default_factory=list)
+    seed: int = 0
+    #: Real seconds during which a new asset or group is invisible to the list actions.
+    list_lag: float = Field(default=0.0, ge=0.0)
+    enforce_limits: bool = True
+    validate_media: bool = True
+    #: Requests per second per account and action (before ``time_scale``).
+    rates: dict[str, float] = Field(default_factory=_default_rates)
+    max_processing: int = Field(default=MAX_PROCESSING, ge=1)
+    #: Lifetime of signed content URLs, in emulated seconds (12 h); a Chenyu signed URL
+    #: never outlives its asset.
+    signed_url_seconds: float = Field(default=43200.0, gt=0.0)
+    max_ttl_hours: int = Field(default=720, ge=1)
+    allowed_regions: tuple[str, ...] = ("cn-beijing", "ap-southeast-1", "eu-west-1")
+    fetch_timeout: float = Field(default=30.0, gt=0.0)
+    #: The audit keeps the newest this many request records.
+    audit_max_requests: int = Field(default=200_000, ge=1)
+    #: Seconds the server waits for open requests when it stops.
+    shutdown_timeout: float = Field(default=2.0, ge=0.0)
+
+    @field_validator("rates")
+    @classmethod
+    def _positive_rates(cls, value: dict[str, float]) -> dict[str, float]:
+        for action, rate in value.items():
+            if rate <= 0:
+                raise ValueError(f"rate for {action} must be positive")
+        return value
+
+    @model_validator(mode="after")
+    def _unique_accounts(self) -> EmulatorConfig:
+        for field in ("name", "access_key", "api_key"):
+            values = [getattr(a, field) for a in self.accounts]
+            if len(set(values)) != len(values):
+                raise ValueError(f"accounts must have distinct {field} values")
+        return self

@@ -1,0 +1,197 @@
+"""Generated sample media served at ``/_emulator/media/<kind>/<W>x<H>.<ext>``.
+
+``emu.media_url(kind="png", width=800, height=1200)`` points here; CreateAsset resolves
+these URLs locally (no socket). Images are drawn with Pillow; ``mp4``/``mov`` are minimal
+but well-formed ISO-BMFF files (ftyp, moov with one video track: tkhd, mdhd, hdlr, stsd,
+stts) that state size, duration and frame rate; ``wav`` is PCM silence; ``html`` and
+``txt`` are deliberately not media. Results are cached by their parameters.
+"""
+
+from __future__ import annotations
+
+import io
+import struct
+import threading
+import wave
+from collections import OrderedDict
+from dataclasses import dataclass
+
+from PIL import Image, ImageDraw
+
+__all__ = ["KINDS", "SampleMedia", "SampleSpec"]
+
+#: kind -> (file extension, MIME type)
+KINDS: dict[str, tuple[str, str]] = {
+    "png": ("png", "image/png"),
+    "jpeg": ("jpg", "image/jpeg"),
+    "webp": ("webp", "image/webp"),
+    "gif": ("gif", "image/gif"),
+    "bmp": ("bmp", "image/bmp"),
+    "tiff": ("tiff", "image/tiff"),
+    "mp4": ("mp4", "video/mp4"),
+    "mov": ("mov", "video/quicktime"),
+    "wav": ("wav", "audio/wav"),
+    "html": ("html", "text/html; charset=utf-8"),
+    "txt": ("txt", "text/plain; charset=utf-8"),
+}
+_PIL_FORMAT = {"png": "PNG", "jpeg": "JPEG", "webp": "WEBP", "gif": "GIF", "bmp": "BMP"}
+_PIL_FORMAT["tiff"] = "TIFF"
+_MAX_SIDE = 8192
+_MAX_DURATION = 120.0
+_CACHE_SIZE = 32
+
+
+@dataclass(frozen=True, slots=True)
+class SampleSpec:
+    """What to generate."""
+
+    kind: str
+    width: int = 800
+    height: int = 1200
+    duration: float = 5.0
+    fps: float = 30.0
+
+    def validate(self) -> None:
+        """Raise ValueError for parameters outside the generator's range."""
+        if self.kind not in KINDS:
+            raise ValueError(f"unknown sample kind {self.kind!r}; one of {sorted(KINDS)}")
+        if not (0 <= self.width <= _MAX_SIDE and 0 <= self.height <= _MAX_SIDE):
+            raise ValueError(f"width and height must be within 0..{_MAX_SIDE}")
+        visual = self.kind in _PIL_FORMAT or self.kind in ("mp4", "mov")
+        if visual and (self.width < 1 or self.height < 1):
+            raise ValueError("width and height must be positive")
+        if not (0 < self.duration <= _MAX_DURATION):
+            raise ValueError(f"duration must be within (0, {_MAX_DURATION}] seconds")
+        if not (1 <= self.fps <= 240):
+            raise ValueError("fps must be within 1..240")
+
+    def path(self) -> str:
+        """The URL path (and query) that serves this sample."""
+        ext = KINDS[self.kind][0]
+        base = f"/_emulator/media/{self.kind}/{self.width}x{self.height}.{ext}"
+        if self.kind in ("mp4", "mov"):
+            return f"{base}?duration={self.duration:g}&fps={self.fps:g}"
+        if self.kind == "wav":
+            return f"{base}?duration={self.duration:g}"
+        return base
+
+
+class SampleMedia:
+    """A small thread-safe LRU cache of generated samples."""
+
+    def __init__(self) -> None:
+        self._cache: OrderedDict[SampleSpec, bytes] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, spec: SampleSpec) -> tuple[bytes, str]:
+        """``(bytes, mime type)`` for ``spec`` (generated once, then cached)."""
+        spec.validate()
+        with self._lock:
+            data = self._cache.get(spec)
+            if data is not None:
+                self._cache.move_to_end(spec)
+                return data, KINDS[spec.kind][1]
+        data = _render(spec)
+        with self._lock:
+            self._cache[spec] = data
+            while len(self._cache) > _CACHE_SIZE:
+                self._cache.popitem(last=False)
+        return data, KINDS[spec.kind][1]
+
+    def cached(self, spec: SampleSpec) -> bytes | None:
+        """The cached bytes, without generating."""
+        with self._lock:
+            return self._cache.get(spec)
+
+
+def _render(spec: SampleSpec) -> bytes:
+    if spec.kind in _PIL_FORMAT:
+        return _image(spec)
+    if spec.kind in ("mp4", "mov"):
+        return _movie(spec)
+    if spec.kind == "wav":
+        return _wav(spec.duration)
+    if spec.kind == "html":
+        return b"<!doctype html><html><head><title>Not media</title></head><body>hi</body></html>"
+    return b"this is plain text, not media\n"
+
+
+def _image(spec: SampleSpec) -> bytes:
+    img = Image.new("RGB", (spec.width, spec.height), (40, 90, 160))
+    draw = ImageDraw.Draw(img)
+    w, h = spec.width, spec.height
+    draw.rectangle((w // 4, h // 4, 3 * w // 4, 3 * h // 4), fill=(230, 180, 60))
+    draw.ellipse((w // 3, h // 3, 2 * w // 3, 2 * h // 3), fill=(200, 40, 60))
+    out = io.BytesIO()
+    img.save(out, format=_PIL_FORMAT[spec.kind])
+    return out.getvalue()
+
+
+def _box(kind: bytes, payload: bytes) -> bytes:
+    return struct.pack(">I4s", 8 + len(payload), kind) + payload
+
+
+def _full_box(kind: bytes, payload: bytes, flags: int = 0) -> bytes:
+    return _box(kind, struct.pack(">I", flags & 0xFFFFFF) + payload)
+
+
+_MATRIX = struct.pack(">9I", 0x10000, 0, 0, 0, 0x10000, 0, 0, 0, 0x40000000)
+
+
+def _movie(spec: SampleSpec) -> bytes:
+    timescale = max(1, round(spec.fps * 1000))
+    delta = 1000
+    samples = max(1, round(spec.duration * spec.fps))
+    duration = samples * delta
+    brand = b"qt  " if spec.kind == "mov" else b"isom"
+    ftyp = _box(b"ftyp", brand + struct.pack(">I", 0x200) + brand + b"mp41")
+    mvhd = _full_box(
+        b"mvhd",
+        struct.pack(">IIIIIH10x", 0, 0, timescale, duration, 0x10000, 0x100)
+        + _MATRIX
+        + bytes(24)
+        + struct.pack(">I", 2),
+    )
+    tkhd = _full_box(
+        b"tkhd",
+        struct.pack(">IIIII8xHHHH", 0, 0, 1, 0, duration, 0, 0, 0, 0)
+        + _MATRIX
+        + struct.pack(">II", spec.width << 16, spec.height << 16),
+        flags=3,
+    )
+    mdhd = _full_box(b"mdhd", struct.pack(">IIIIHH", 0, 0, timescale, duration, 0x55C4, 0))
+    hdlr = _full_box(b"hdlr", struct.pack(">I4s12x", 0, b"vide") + b"VideoHandler\0")
+    avc1 = _box(
+        b"avc1",
+        bytes(6)
+        + struct.pack(">H", 1)
+        + bytes(16)
+        + struct.pack(">HHIII", spec.width, spec.height, 0x480000, 0x480000, 0)
+        + struct.pack(">H", 1)
+        + bytes(32)
+        + struct.pack(">Hh", 0x18, -1),
+    )
+    stsd = _full_box(b"stsd", struct.pack(">I", 1) + avc1)
+    stts = _full_box(b"stts", struct.pack(">III", 1, samples, delta))
+    stsz = _full_box(b"stsz", struct.pack(">II", 4, samples))
+    stsc = _full_box(b"stsc", struct.pack(">IIII", 1, 1, samples, 1))
+    stco = _full_box(b"stco", struct.pack(">II", 1, 0))
+    stbl = _box(b"stbl", stsd + stts + stsc + stsz + stco)
+    vmhd = _full_box(b"vmhd", bytes(8), flags=1)
+    minf = _box(b"minf", vmhd + stbl)
+    mdia = _box(b"mdia", mdhd + hdlr + minf)
+    trak = _box(b"trak", tkhd + mdia)
+    moov = _box(b"moov", mvhd + trak)
+    mdat = _box(b"mdat", bytes(4 * samples))
+    return ftyp + moov + mdat
+
+
+def _wav(duration: float) -> bytes:
+    rate = 8000
+    out = io.BytesIO()
+    with wave.open(out, "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes(bytes(2 * round(rate * duration)))
+    return out.getvalue()
