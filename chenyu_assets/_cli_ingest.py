@@ -28,8 +28,8 @@ from rich.progress import (
 from rich.table import Table
 
 from chenyu_assets.ark import ArkClient
+from chenyu_assets.batch import Event, IngestOptions, IngestReport, open_ingest
 from chenyu_assets.batch.naming import shard_of
-from chenyu_assets.batch.orchestrator import Event, IngestOptions, IngestReport, open_ingest
 from chenyu_assets.batch.sources import BadItem, SourceItem, open_source
 from chenyu_assets.chenyu import CHENYU_RATES, ChenyuClient
 from chenyu_assets.errors import ChenyuAssetsError, ConfigurationError
@@ -245,7 +245,7 @@ def _shard_suffix(shard: tuple[int, int] | None) -> str:
 def _report_json(report: IngestReport, group_id: str, journal: Path | None) -> dict[str, Any]:
     return {
         "group_id": group_id,
-        "journal": str(journal),
+        "journal": str(journal) if journal else None,
         "total": report.total,
         "active": report.active,
         "failed": report.failed,

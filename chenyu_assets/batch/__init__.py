@@ -1,15 +1,8 @@
 """Bulk ingest: sources, the crash-safe journal and the orchestrator."""
 
-from chenyu_assets.batch.orchestrator import (
-    Event,
-    IngestOptions,
-    IngestReport,
-    IngestResult,
-    IngestStream,
-    ingest,
-    open_ingest,
-)
+from chenyu_assets.batch.run import IngestStream, ingest, open_ingest
 from chenyu_assets.batch.sources import BadItem, SourceItem, open_source
+from chenyu_assets.batch.types import Event, IngestOptions, IngestReport, IngestResult
 
 __all__ = [
     "BadItem",

@@ -27,256 +27,40 @@ new work at once with the journal intact (``IngestReport.fatal``).
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
-import hashlib
-import ipaddress
-import itertools
-import os
-import tempfile
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
-from concurrent.futures import ThreadPoolExecutor
-from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
-from functools import partial
-from pathlib import Path
-from typing import Any, Literal, TypeVar
-from urllib.parse import urlsplit
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import Any, TypeVar
 
 import anyio
 from anyio.abc import ObjectReceiveStream, ObjectSendStream
 
-from chenyu_assets import media
-from chenyu_assets._core.ratelimit import SlotPool, Slots
+from chenyu_assets._core.ratelimit import Slots
 from chenyu_assets.ark import ArkFamilyClient
-from chenyu_assets.batch.journal import TERMINAL, Entry, ItemState, Journal, Registration
-from chenyu_assets.batch.naming import asset_name
+from chenyu_assets.batch.checks import hash_and_check, url_problem
+from chenyu_assets.batch.create import CreateStage, Fatal, Work
+from chenyu_assets.batch.journal import TERMINAL, Entry, ItemState
+from chenyu_assets.batch.journal_thread import JournalThread, register_batch, take
 from chenyu_assets.batch.poller import Poller, Tracked
-from chenyu_assets.batch.sources import BadItem, SourceItem, open_source
+from chenyu_assets.batch.sources import BadItem, SourceItem
+from chenyu_assets.batch.types import Event, IngestOptions, IngestReport, IngestResult, Status
 from chenyu_assets.chenyu import ChenyuClient
 from chenyu_assets.errors import (
-    AmbiguousOutcomeError,
     APIError,
     AuthenticationError,
-    BadRequestError,
     MediaCheckError,
-    NotFoundError,
     PermissionDeniedError,
-    RateLimitError,
     TransportError,
     UploadError,
 )
-from chenyu_assets.limits import MAX_PROCESSING
 from chenyu_assets.models.ark import Asset
 
-__all__ = ["Event", "IngestOptions", "IngestReport", "IngestResult", "ingest", "open_ingest"]
+__all__ = ["Pipeline"]
 
 T = TypeVar("T")
-Status = Literal["active", "failed", "skipped", "planned"]
-_VIDEO_EXT = {".mp4", ".mov", ".m4v"}
-_AUDIO_EXT = {".wav", ".mp3", ".m4a", ".aac"}
-_ASSET_MAY_EXIST = frozenset(
-    {ItemState.CREATING, ItemState.CREATED, ItemState.UNKNOWN, ItemState.ACTIVE}
-)
 
 
-@dataclass(frozen=True, slots=True)
-class IngestOptions:
-    """Knobs of one ingest. Concurrency is per stage; all stages share the rate limits."""
-
-    max_processing: int = MAX_PROCESSING
-    preflight_concurrency: int = 2
-    upload_concurrency: int = 4
-    create_concurrency: int = 8
-    queue_size: int = 64
-    poll_min_interval: float = 0.25
-    poll_max_interval: float = 10.0
-    poll_lookback: float = 2.0
-    stale_after: float = 15.0
-    processing_timeout: float = 3600.0
-    reconcile_wait: float = 10.0
-    reconcile_interval: float = 0.5
-    url_min_validity: float = 3600.0
-    preflight: bool = True
-    dry_run: bool = False
-    allow_private_urls: bool = False
-    upload_ttl_hours: int = 48
-    create_unit_timeout: float = 120.0
-
-
-@dataclass(frozen=True, slots=True)
-class IngestResult:
-    """The end of one item. ``resumed``: it had finished in an earlier run."""
-
-    key: str
-    name: str
-    status: Status
-    source: str
-    asset_id: str | None = None
-    error_code: str | None = None
-    message: str | None = None
-    resumed: bool = False
-
-    @property
-    def reference(self) -> str | None:
-        return f"asset://{self.asset_id}" if self.asset_id and self.status == "active" else None
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "key": self.key,
-            "name": self.name,
-            "status": self.status,
-            "source": self.source,
-            "asset_id": self.asset_id,
-            "reference": self.reference,
-            "error_code": self.error_code,
-            "message": self.message,
-            "resumed": self.resumed,
-        }
-
-
-@dataclass(frozen=True, slots=True)
-class Event:
-    """Progress: queued, uploaded, created, polled, done, retried, rate_limited, recovered."""
-
-    kind: str
-    key: str | None = None
-    data: Mapping[str, Any] = field(default_factory=dict)
-
-
-@dataclass(slots=True)
-class IngestReport:
-    total: int = 0
-    active: int = 0
-    failed: int = 0
-    skipped: int = 0
-    planned: int = 0
-    resumed: int = 0
-    recovered: int = 0
-    creates: int = 0
-    status_calls: int = 0
-    rate_limited: int = 0
-    retries: int = 0
-    max_processing_seen: int = 0
-    elapsed: float = 0.0
-    fatal: str | None = None
-    interrupted: bool = False
-    failures: dict[str, int] = field(default_factory=dict)
-
-    @property
-    def status_calls_per_asset(self) -> float:
-        done = self.active + self.failed - self.resumed
-        return self.status_calls / done if done > 0 else 0.0
-
-    @property
-    def finished(self) -> int:
-        return self.active + self.failed + self.skipped + self.planned
-
-    def count(self, result: IngestResult) -> None:
-        self.total += 1
-        self.resumed += result.resumed
-        if result.status == "active":
-            self.active += 1
-        elif result.status == "failed":
-            self.failed += 1
-        elif result.status == "skipped":
-            self.skipped += 1
-        else:
-            self.planned += 1
-        if result.status in ("failed", "skipped") and result.error_code:
-            self.failures[result.error_code] = self.failures.get(result.error_code, 0) + 1
-
-
-class _Fatal(Exception):
-    """Stop all new work; the journal is consistent."""
-
-
-@dataclass(slots=True)
-class _Work:
-    entry: Entry
-    item: SourceItem | None
-    reconcile: bool = False
-
-
-class _JournalThread:
-    """Runs every journal call on one dedicated thread (SQLite connections are per thread,
-    and an fsync must not stall the event loop that paces requests)."""
-
-    def __init__(self) -> None:
-        self._pool = ThreadPoolExecutor(1, thread_name_prefix="chenyu-journal")
-        self.journal: Journal | None = None
-
-    async def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._pool, partial(fn, *args, **kwargs))
-
-    async def call(self, method: str, *args: Any, **kwargs: Any) -> Any:
-        journal = self.journal
-        if journal is None:
-            raise RuntimeError("journal is not open")
-        return await self.run(getattr(journal, method), *args, **kwargs)
-
-    async def close(self) -> None:
-        if self.journal is not None:
-            await self.run(self.journal.close)
-            self.journal = None
-        self._pool.shutdown(wait=True)
-
-
-def _url_problem(url: str, allow_private: bool) -> str | None:
-    """Why a source URL must not be given to CreateAsset, or None."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "malformed URL"
-    if parts.scheme not in ("http", "https"):
-        return f"scheme {parts.scheme or '(none)'!r} is not http(s)"
-    host = parts.hostname
-    if not host:
-        return "URL has no host"
-    if allow_private:
-        return None
-    if host == "localhost" or host.endswith(".localhost"):
-        return "URL points at localhost"
-    try:
-        ip = ipaddress.ip_address(host)
-    except ValueError:
-        return None
-    if (
-        ip.is_private
-        or ip.is_loopback
-        or ip.is_link_local
-        or ip.is_reserved
-        or (ip.is_multicast or ip.is_unspecified)
-    ):
-        return f"URL points at a non-public address ({ip})"
-    return None
-
-
-def _asset_type_for(item: SourceItem, info: media.MediaInfo | None) -> str:
-    if item.asset_type:
-        return item.asset_type
-    if info is not None:
-        return info.asset_type
-    ext = Path(urlsplit(item.url or "").path or (item.path or Path()).name).suffix.lower()
-    if ext in _VIDEO_EXT:
-        return "Video"
-    if ext in _AUDIO_EXT:
-        return "Audio"
-    return "Image"
-
-
-def _hash_and_check(path: Path, asset_type: str | None) -> tuple[str, media.MediaInfo]:
-    info = media.check_file(path, asset_type)
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        while chunk := f.read(1024 * 1024):
-            digest.update(chunk)
-    return digest.hexdigest(), info
-
-
-class _Run:
+class Pipeline(CreateStage):
     """One ingest run; see :func:`open_ingest`."""
 
     def __init__(
@@ -285,7 +69,7 @@ class _Run:
         source: Iterable[SourceItem | BadItem],
         *,
         group_id: str,
-        journal: _JournalThread,
+        journal: JournalThread,
         chenyu: ChenyuClient | None,
         options: IngestOptions,
         slots: Slots,
@@ -365,7 +149,7 @@ class _Run:
                 await self._stages()
                 await self.poller.wait_empty()
                 outer.cancel_scope.cancel()
-        except* _Fatal as group:
+        except* Fatal as group:
             self.report.fatal = "; ".join(str(e) for e in _leaves(group))
         finally:
             self.ark.remove_event_hook(hook)
@@ -379,9 +163,9 @@ class _Run:
     async def _stages(self) -> None:
         o = self.opt
         size = o.queue_size
-        to_pre, pre_in = anyio.create_memory_object_stream[_Work](size)
-        to_up, up_in = anyio.create_memory_object_stream[_Work](size)
-        to_create, create_in = anyio.create_memory_object_stream[_Work](size)
+        to_pre, pre_in = anyio.create_memory_object_stream[Work](size)
+        to_up, up_in = anyio.create_memory_object_stream[Work](size)
+        to_create, create_in = anyio.create_memory_object_stream[Work](size)
         async with anyio.create_task_group() as tg:
             tg.start_soon(self.produce, to_pre, to_create.clone())
             for _ in range(o.preflight_concurrency):
@@ -394,19 +178,21 @@ class _Run:
                 stream.close()
 
     # -- stages ------------------------------------------------------------------------
-    async def produce(self, out: ObjectSendStream[_Work], resume: ObjectSendStream[_Work]) -> None:
+    async def produce(self, out: ObjectSendStream[Work], resume: ObjectSendStream[Work]) -> None:
         async with out, resume:
             iterator = iter(self.source)
-            while batch := await anyio.to_thread.run_sync(_take, iterator, 256):
-                for entry, item in await self.journal.run(_register, self.journal.journal, batch):
+            while batch := await anyio.to_thread.run_sync(take, iterator, 256):
+                for entry, item in await self.journal.run(
+                    register_batch, self.journal.journal, batch
+                ):
                     await self._dispatch(entry, item, out, resume)
 
     async def _dispatch(
         self,
         entry: Entry | BadItem,
         item: SourceItem | None,
-        out: ObjectSendStream[_Work],
-        resume: ObjectSendStream[_Work],
+        out: ObjectSendStream[Work],
+        resume: ObjectSendStream[Work],
     ) -> None:
         if isinstance(entry, BadItem):
             await self.finish(
@@ -457,19 +243,19 @@ class _Run:
         if item is not None:
             self.items[entry.key] = item
         if entry.state in (ItemState.CREATED, ItemState.CREATING, ItemState.UNKNOWN):
-            await resume.send(_Work(entry, item, reconcile=entry.state is not ItemState.CREATED))
+            await resume.send(Work(entry, item, reconcile=entry.state is not ItemState.CREATED))
         else:
-            await out.send(_Work(entry, item))
+            await out.send(Work(entry, item))
 
     async def preflight(
-        self, inbox: ObjectReceiveStream[_Work], out: ObjectSendStream[_Work]
+        self, inbox: ObjectReceiveStream[Work], out: ObjectSendStream[Work]
     ) -> None:
         async with inbox, out:
             async for work in inbox:
                 if await self._preflight_one(work):
                     await out.send(work)
 
-    async def _preflight_one(self, work: _Work) -> bool:
+    async def _preflight_one(self, work: Work) -> bool:
         entry, item = work.entry, work.item
         if item is None:
             item = SourceItem(
@@ -482,7 +268,7 @@ class _Run:
             )
             work.item = item
         if item.url is not None:
-            problem = _url_problem(item.url, self.opt.allow_private_urls)
+            problem = url_problem(item.url, self.opt.allow_private_urls)
             if problem:
                 await self.finish_entry(
                     entry,
@@ -506,7 +292,7 @@ class _Run:
             return True
         try:
             digest, info = await anyio.to_thread.run_sync(
-                _hash_and_check, item.path, item.asset_type
+                hash_and_check, item.path, item.asset_type
             )
         except MediaCheckError as exc:
             await self.finish_entry(
@@ -538,13 +324,13 @@ class _Run:
             )
         return True
 
-    async def upload(self, inbox: ObjectReceiveStream[_Work], out: ObjectSendStream[_Work]) -> None:
+    async def upload(self, inbox: ObjectReceiveStream[Work], out: ObjectSendStream[Work]) -> None:
         async with inbox, out:
             async for work in inbox:
                 if await self._ensure_url(work):
                     await out.send(work)
 
-    async def _ensure_url(self, work: _Work) -> bool:
+    async def _ensure_url(self, work: Work) -> bool:
         item = work.item
         if item is None or item.url is not None:
             return True
@@ -553,9 +339,9 @@ class _Run:
         if entry.upload_url and (entry.upload_expires_at or 0) > fresh_until:
             return True
         if self.chenyu is None:
-            raise _Fatal("local files need a Chenyu client to upload them (pass chenyu=...)")
+            raise Fatal("local files need a Chenyu client to upload them (pass chenyu=...)")
         if item.path is None:  # pragma: no cover - URL items returned above
-            raise _Fatal(f"item {entry.key!r} has no path")
+            raise Fatal(f"item {entry.key!r} has no path")
         try:
             up = await self.chenyu.upload(item.path, ttl_hours=self.opt.upload_ttl_hours)
         except UploadError as exc:
@@ -564,7 +350,7 @@ class _Run:
             )
             return False
         except (AuthenticationError, PermissionDeniedError) as exc:
-            raise _Fatal(f"upload refused: {exc}") from exc
+            raise Fatal(f"upload refused: {exc}") from exc
         except (APIError, TransportError) as exc:
             await self.finish_entry(
                 entry,
@@ -591,162 +377,6 @@ class _Run:
         work.entry = await self.journal.call("get", entry.key)
         self.emit("uploaded", entry.key, size=up.size_bytes)
         return True
-
-    async def create(self, inbox: ObjectReceiveStream[_Work]) -> None:
-        async with inbox:
-            async for work in inbox:
-                await self.slots.acquire(work.entry.name)
-                tracked = False
-                try:
-                    tracked = await self._create_one(work)
-                finally:
-                    if not tracked:
-                        await self.slots.release(work.entry.name)
-
-    async def _create_one(self, work: _Work) -> bool:
-        """Create (or find) the asset; True when it is now tracked by the poller."""
-        entry = work.entry
-        if entry.state is ItemState.CREATED and entry.asset_id:
-            self._track(entry.key, entry.name, entry.asset_id, resumed=True)
-            return True
-        if work.reconcile:
-            found = await self.reconcile(entry.name, wait=True)
-            if found is not None:
-                return await self._found(entry, found)
-            await self.journal.call("reset_to_pending", entry.key)
-            work.entry = entry = await self.journal.call("get", entry.key)
-            work.reconcile = False
-            if not await self._ensure_url(work):
-                return False
-            entry = work.entry
-        item = work.item
-        url = item.url if item is not None and item.url else entry.upload_url
-        if not url:
-            await self.finish_entry(
-                entry,
-                "failed",
-                code="no_url",
-                message="no URL to create from",
-                journal_state=ItemState.FAILED,
-            )
-            return False
-        asset_type = (
-            _asset_type_for(item, None) if item is not None else (entry.asset_type or "Image")
-        )
-        for _ in range(3):
-            kind, value = await self._send_create(entry, url, asset_type)
-            if kind == "created":
-                self.emit("created", entry.key, asset_id=value)
-                self._track(entry.key, entry.name, str(value))
-                return True
-            if kind == "failed":
-                await self.finish(
-                    IngestResult(
-                        entry.key,
-                        entry.name,
-                        "failed",
-                        entry.source,
-                        None,
-                        value.code or "InvalidParameter",
-                        value.message,
-                    )
-                )
-                return False
-            if kind == "refused":
-                if isinstance(value, NotFoundError):
-                    raise _Fatal(f"group {self.group_id} not found: {value}")
-                raise _Fatal(f"CreateAsset refused: {value}")
-            if kind == "throttled":
-                self.emit("retried", entry.key, reason="rate limited")
-                await anyio.sleep(1.0)
-                continue
-            found = await self.reconcile(entry.name, wait=True)  # kind == "ambiguous"
-            if found is not None:
-                self.report.recovered += 1
-                self.emit("recovered", entry.key, asset_id=found.id)
-                return await self._found(entry, found)
-            await self.journal.call("reset_to_pending", entry.key)
-            self.emit("retried", entry.key, reason="not found after an ambiguous create")
-        await self.finish_entry(
-            entry,
-            "failed",
-            code="create_retries_exhausted",
-            message="CreateAsset did not succeed after 3 tries",
-            journal_state=ItemState.FAILED,
-        )
-        return False
-
-    async def _send_create(self, entry: Entry, url: str, asset_type: str) -> tuple[str, Any]:
-        """Intent, send, outcome, journaled as one unit that cancellation cannot split (a
-        fatal stop or Ctrl-C waits for it, at most ``create_unit_timeout`` seconds; past
-        that the item stays ``creating`` and the next run reconciles it).
-
-        Returns ("created", id) | ("ambiguous", exc) | ("throttled", exc) |
-        ("failed", BadRequestError) | ("refused", exc).
-        """
-        with anyio.CancelScope(shield=True) as scope:
-            scope.deadline = anyio.current_time() + self.opt.create_unit_timeout
-            await self.journal.call("mark_intent", entry.key)
-            try:
-                asset_id = await self.ark.create_asset(
-                    group_id=self.group_id, url=url, asset_type=asset_type, name=entry.name
-                )
-            except AmbiguousOutcomeError as exc:
-                await self.journal.call(
-                    "mark_unknown", entry.key, error_code=type(exc.cause).__name__, message=str(exc)
-                )
-                return "ambiguous", exc
-            except BadRequestError as exc:
-                await self.journal.call(
-                    "mark_done",
-                    entry.key,
-                    ItemState.FAILED,
-                    error_code=exc.code or "InvalidParameter",
-                    message=exc.message,
-                )
-                return "failed", exc
-            except (APIError, TransportError) as exc:  # refused: nothing was created
-                await self.journal.call("reset_to_pending", entry.key)
-                return ("throttled" if isinstance(exc, RateLimitError) else "refused"), exc
-            self.report.creates += 1
-            await self.journal.call("mark_created", entry.key, asset_id)
-            return "created", asset_id
-        raise _Fatal(
-            f"{entry.key}: CreateAsset did not finish within {self.opt.create_unit_timeout:g} s"
-        )  # pragma: no cover
-
-    async def _found(self, entry: Entry, asset: Asset) -> bool:
-        await self.journal.call("mark_created", entry.key, asset.id)
-        if asset.is_terminal:
-            tracked = Tracked(entry.key, entry.name, asset.id)
-            await self._polled(tracked, asset, False)
-            return True
-        self._track(entry.key, entry.name, asset.id)
-        return True
-
-    def _track(self, key: str, name: str, asset_id: str, *, resumed: bool = False) -> None:
-        self._in_flight += 1
-        self.report.max_processing_seen = max(self.report.max_processing_seen, self._in_flight)
-        self.poller.track(key, name, asset_id, check_now=resumed)
-
-    async def reconcile(self, name: str, *, wait: bool) -> Asset | None:
-        """The asset of this group named exactly ``name``, waiting for list lag if asked."""
-        deadline = time.monotonic() + (self.opt.reconcile_wait if wait else 0.0)
-        while True:
-            matches: list[Asset] = []
-            try:
-                async for asset in self.ark.list_assets(group_ids=[self.group_id], name=name):
-                    if asset.name == name:
-                        matches.append(asset)
-            except (APIError, TransportError) as exc:
-                if isinstance(exc, AuthenticationError | PermissionDeniedError):
-                    raise _Fatal(f"ListAssets refused: {exc}") from exc
-            if matches:
-                matches.sort(key=lambda a: (a.create_time is None, a.create_time, a.id))
-                return matches[0]
-            if time.monotonic() >= deadline:
-                return None
-            await anyio.sleep(self.opt.reconcile_interval)
 
     async def _polled(self, tracked: Tracked, asset: Asset, timed_out: bool) -> None:
         self._in_flight -= 1
@@ -802,167 +432,9 @@ class _Run:
         return str(item.path) if item.path is not None else (item.url or key)
 
 
-def _leaves(group: BaseExceptionGroup[_Fatal]) -> Iterator[BaseException]:
+def _leaves(group: BaseExceptionGroup[Fatal]) -> Iterator[BaseException]:
     for exc in group.exceptions:
         if isinstance(exc, BaseExceptionGroup):
             yield from _leaves(exc)
         else:
             yield exc
-
-
-def _take(iterator: Iterator[T], n: int) -> list[T]:
-    return list(itertools.islice(iterator, n))
-
-
-def _register(
-    journal: Journal | None, batch: list[SourceItem | BadItem]
-) -> list[tuple[Entry | BadItem, SourceItem | None]]:
-    """Register a batch in one transaction (runs on the journal thread)."""
-    if journal is None:
-        raise RuntimeError("journal is not open")
-    regs: list[Registration] = []
-    for item in batch:
-        if isinstance(item, BadItem):
-            continue
-        size = mtime = None
-        if item.path is not None:
-            try:
-                st = os.stat(item.path)
-                size, mtime = st.st_size, st.st_mtime_ns
-            except OSError:
-                pass
-        name = item.name or asset_name(item.key, label=item.label)
-        source: str | os.PathLike[str] = item.path if item.path is not None else (item.url or "")
-        regs.append(
-            Registration(item.key, name, source, None, size, mtime, item.asset_type, item.label)
-        )
-    journal.register_many(regs)
-    out: list[tuple[Entry | BadItem, SourceItem | None]] = []
-    by_key = {r.key: r for r in regs}
-    for item in batch:
-        if isinstance(item, BadItem):
-            out.append((item, None))
-            continue
-        reg = by_key[item.key]
-        entry = journal.get(item.key)
-        if entry is None:  # pragma: no cover - just registered
-            raise RuntimeError(f"journal lost {item.key!r}")
-        if entry.state in _ASSET_MAY_EXIST:
-            entry.changed = any(
-                new is not None and old is not None and new != old
-                for new, old in ((reg.size, entry.size), (reg.mtime_ns, entry.mtime_ns))
-            )
-        out.append((entry, item))
-    return out
-
-
-class IngestStream:
-    """Results of a running ingest, as they complete (``async for``); ``report`` is final
-    once the iteration ends."""
-
-    def __init__(self, run: _Run, results: ObjectReceiveStream[IngestResult]) -> None:
-        self._run = run
-        self._results = results
-        self.done = anyio.Event()
-
-    @property
-    def report(self) -> IngestReport:
-        return self._run.report
-
-    def processing(self) -> int:
-        """Processing slots in use now (for progress displays)."""
-        return self._run.slots.in_use()
-
-    async def __aiter__(self) -> AsyncIterator[IngestResult]:
-        async with self._results:
-            async for result in self._results:
-                yield result
-
-
-@asynccontextmanager
-async def open_ingest(
-    ark: ArkFamilyClient,
-    source: str | os.PathLike[str] | Iterable[SourceItem | BadItem],
-    *,
-    group_id: str,
-    journal: str | os.PathLike[str] | None = None,
-    chenyu: ChenyuClient | None = None,
-    options: IngestOptions | None = None,
-    slots: Slots | None = None,
-    on_event: Callable[[Event], None] | None = None,
-    run_info: Mapping[str, str] | None = None,
-) -> AsyncIterator[IngestStream]:
-    """Run an ingest in the background and yield its results as they complete::
-
-        async with open_ingest(ark, "photos/", group_id=gid, journal="ingest.db",
-                               chenyu=chenyu) as run:
-            async for result in run:
-                print(result.key, result.status, result.reference)
-        print(run.report)
-
-    ``source`` is a directory, a ``.csv`` / ``.jsonl`` manifest, or any iterable of
-    :class:`SourceItem`. ``journal`` is the SQLite journal that makes a rerun resume
-    (a temporary one when None: then nothing survives a crash). Leaving the block early
-    cancels the run; the journal stays consistent.
-    """
-    opts = options or IngestOptions()
-    items = open_source(Path(source)) if isinstance(source, str | os.PathLike) else source
-    tmp: tempfile.TemporaryDirectory[str] | None = None
-    if journal is None:
-        tmp = tempfile.TemporaryDirectory(prefix="chenyu-ingest-")
-        journal = Path(tmp.name) / "journal.db"
-    jt = _JournalThread()
-    info = {"group_id": group_id, **(run_info or {})}
-    try:
-        jt.journal = await jt.run(Journal.open, Path(journal), run_info=info)
-        send, receive = anyio.create_memory_object_stream[IngestResult](opts.queue_size)
-        run = _Run(
-            ark,
-            items,
-            group_id=group_id,
-            journal=jt,
-            chenyu=chenyu,
-            options=opts,
-            slots=slots or SlotPool(opts.max_processing),
-            on_event=on_event,
-            send_results=send,
-        )
-        stream = IngestStream(run, receive)
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(run.main, stream.done)
-            yield stream
-            if not stream.done.is_set():  # the caller stopped early
-                tg.cancel_scope.cancel()
-    finally:
-        await jt.close()
-        if tmp is not None:
-            tmp.cleanup()
-
-
-async def ingest(
-    ark: ArkFamilyClient,
-    source: str | os.PathLike[str] | Iterable[SourceItem | BadItem],
-    *,
-    group_id: str,
-    journal: str | os.PathLike[str] | None = None,
-    chenyu: ChenyuClient | None = None,
-    options: IngestOptions | None = None,
-    slots: Slots | None = None,
-    on_event: Callable[[Event], None] | None = None,
-    on_result: Callable[[IngestResult], None] | None = None,
-) -> IngestReport:
-    """Ingest ``source`` into ``group_id`` and return the report (see :func:`open_ingest`)."""
-    async with open_ingest(
-        ark,
-        source,
-        group_id=group_id,
-        journal=journal,
-        chenyu=chenyu,
-        options=options,
-        slots=slots,
-        on_event=on_event,
-    ) as run:
-        async for result in run:
-            if on_result is not None:
-                on_result(result)
-    return run.report

@@ -1,0 +1,247 @@
+"""The create stage of a bulk ingest: processing slot → intent → CreateAsset → outcome.
+
+Intent, send and outcome are journaled as one unit that cancellation cannot split, so a
+fatal stop or Ctrl-C never leaves an item half-recorded. An ambiguous outcome is reconciled
+by listing the group for the item's exact Name (waiting a bounded time for list lag)
+before anything is sent again; a refusal (401/403/404, or a service that stays unreachable)
+stops the whole run with every item back in a resumable state.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import anyio
+from anyio.abc import ObjectReceiveStream
+
+from chenyu_assets._core.ratelimit import Slots
+from chenyu_assets.ark import ArkFamilyClient
+from chenyu_assets.batch.checks import asset_type_for
+from chenyu_assets.batch.journal import Entry, ItemState
+from chenyu_assets.batch.journal_thread import JournalThread
+from chenyu_assets.batch.poller import Poller, Tracked
+from chenyu_assets.batch.sources import SourceItem
+from chenyu_assets.batch.types import IngestOptions, IngestReport, IngestResult, Status
+from chenyu_assets.errors import (
+    AmbiguousOutcomeError,
+    APIError,
+    AuthenticationError,
+    BadRequestError,
+    NotFoundError,
+    PermissionDeniedError,
+    RateLimitError,
+    TransportError,
+)
+from chenyu_assets.models.ark import Asset
+
+__all__ = ["CreateStage", "Fatal", "Work"]
+
+
+class Fatal(Exception):
+    """Stop all new work; the journal is consistent."""
+
+
+class Work:
+    """One item moving through the stages."""
+
+    __slots__ = ("entry", "item", "reconcile")
+
+    def __init__(self, entry: Entry, item: SourceItem | None, *, reconcile: bool = False) -> None:
+        self.entry = entry
+        self.item = item
+        self.reconcile = reconcile
+
+
+class CreateStage:
+    """Base of the pipeline that owns the create stage. The pipeline provides the
+    attributes and the four hooks declared here."""
+
+    ark: ArkFamilyClient
+    group_id: str
+    journal: JournalThread
+    opt: IngestOptions
+    slots: Slots
+    report: IngestReport
+    poller: Poller
+    _in_flight: int
+
+    def emit(self, kind: str, key: str | None = None, **data: Any) -> None:
+        raise NotImplementedError
+
+    async def finish(self, result: IngestResult) -> None:
+        raise NotImplementedError
+
+    async def finish_entry(
+        self,
+        entry: Entry,
+        status: Status,
+        *,
+        asset_id: str | None = None,
+        code: str | None = None,
+        message: str | None = None,
+        journal_state: ItemState | None,
+    ) -> None:
+        raise NotImplementedError
+
+    async def _ensure_url(self, work: Work) -> bool:
+        raise NotImplementedError
+
+    async def _polled(self, tracked: Tracked, asset: Asset, timed_out: bool) -> None:
+        raise NotImplementedError
+
+    async def create(self, inbox: ObjectReceiveStream[Work]) -> None:
+        async with inbox:
+            async for work in inbox:
+                await self.slots.acquire(work.entry.name)
+                tracked = False
+                try:
+                    tracked = await self._create_one(work)
+                finally:
+                    if not tracked:
+                        await self.slots.release(work.entry.name)
+
+    async def _create_one(self, work: Work) -> bool:
+        """Create (or find) the asset; True when it is now tracked by the poller."""
+        entry = work.entry
+        if entry.state is ItemState.CREATED and entry.asset_id:
+            self._track(entry.key, entry.name, entry.asset_id, resumed=True)
+            return True
+        if work.reconcile:
+            found = await self.reconcile(entry.name, wait=True)
+            if found is not None:
+                return await self._found(entry, found)
+            await self.journal.call("reset_to_pending", entry.key)
+            work.entry = entry = await self.journal.call("get", entry.key)
+            work.reconcile = False
+            if not await self._ensure_url(work):
+                return False
+            entry = work.entry
+        item = work.item
+        url = item.url if item is not None and item.url else entry.upload_url
+        if not url:
+            await self.finish_entry(
+                entry,
+                "failed",
+                code="no_url",
+                message="no URL to create from",
+                journal_state=ItemState.FAILED,
+            )
+            return False
+        asset_type = (
+            asset_type_for(item, None) if item is not None else (entry.asset_type or "Image")
+        )
+        for _ in range(3):
+            kind, value = await self._send_create(entry, url, asset_type)
+            if kind == "created":
+                self.emit("created", entry.key, asset_id=value)
+                self._track(entry.key, entry.name, str(value))
+                return True
+            if kind == "failed":
+                await self.finish(
+                    IngestResult(
+                        entry.key,
+                        entry.name,
+                        "failed",
+                        entry.source,
+                        None,
+                        value.code or "InvalidParameter",
+                        value.message,
+                    )
+                )
+                return False
+            if kind == "refused":
+                if isinstance(value, NotFoundError):
+                    raise Fatal(f"group {self.group_id} not found: {value}")
+                raise Fatal(f"CreateAsset refused: {value}")
+            if kind == "throttled":
+                self.emit("retried", entry.key, reason="rate limited")
+                await anyio.sleep(1.0)
+                continue
+            found = await self.reconcile(entry.name, wait=True)  # kind == "ambiguous"
+            if found is not None:
+                self.report.recovered += 1
+                self.emit("recovered", entry.key, asset_id=found.id)
+                return await self._found(entry, found)
+            await self.journal.call("reset_to_pending", entry.key)
+            self.emit("retried", entry.key, reason="not found after an ambiguous create")
+        await self.finish_entry(
+            entry,
+            "failed",
+            code="create_retries_exhausted",
+            message="CreateAsset did not succeed after 3 tries",
+            journal_state=ItemState.FAILED,
+        )
+        return False
+
+    async def _send_create(self, entry: Entry, url: str, asset_type: str) -> tuple[str, Any]:
+        """Intent, send, outcome, journaled as one unit that cancellation cannot split (a
+        fatal stop or Ctrl-C waits for it, at most ``create_unit_timeout`` seconds; past
+        that the item stays ``creating`` and the next run reconciles it).
+
+        Returns ("created", id) | ("ambiguous", exc) | ("throttled", exc) |
+        ("failed", BadRequestError) | ("refused", exc).
+        """
+        with anyio.CancelScope(shield=True) as scope:
+            scope.deadline = anyio.current_time() + self.opt.create_unit_timeout
+            await self.journal.call("mark_intent", entry.key)
+            try:
+                asset_id = await self.ark.create_asset(
+                    group_id=self.group_id, url=url, asset_type=asset_type, name=entry.name
+                )
+            except AmbiguousOutcomeError as exc:
+                await self.journal.call(
+                    "mark_unknown", entry.key, error_code=type(exc.cause).__name__, message=str(exc)
+                )
+                return "ambiguous", exc
+            except BadRequestError as exc:
+                await self.journal.call(
+                    "mark_done",
+                    entry.key,
+                    ItemState.FAILED,
+                    error_code=exc.code or "InvalidParameter",
+                    message=exc.message,
+                )
+                return "failed", exc
+            except (APIError, TransportError) as exc:  # refused: nothing was created
+                await self.journal.call("reset_to_pending", entry.key)
+                return ("throttled" if isinstance(exc, RateLimitError) else "refused"), exc
+            self.report.creates += 1
+            await self.journal.call("mark_created", entry.key, asset_id)
+            return "created", asset_id
+        raise Fatal(
+            f"{entry.key}: CreateAsset did not finish within {self.opt.create_unit_timeout:g} s"
+        )  # pragma: no cover
+
+    async def _found(self, entry: Entry, asset: Asset) -> bool:
+        await self.journal.call("mark_created", entry.key, asset.id)
+        if asset.is_terminal:
+            tracked = Tracked(entry.key, entry.name, asset.id)
+            await self._polled(tracked, asset, False)
+            return True
+        self._track(entry.key, entry.name, asset.id)
+        return True
+
+    def _track(self, key: str, name: str, asset_id: str, *, resumed: bool = False) -> None:
+        self._in_flight += 1
+        self.report.max_processing_seen = max(self.report.max_processing_seen, self._in_flight)
+        self.poller.track(key, name, asset_id, check_now=resumed)
+
+    async def reconcile(self, name: str, *, wait: bool) -> Asset | None:
+        """The asset of this group named exactly ``name``, waiting for list lag if asked."""
+        deadline = time.monotonic() + (self.opt.reconcile_wait if wait else 0.0)
+        while True:
+            matches: list[Asset] = []
+            try:
+                async for asset in self.ark.list_assets(group_ids=[self.group_id], name=name):
+                    if asset.name == name:
+                        matches.append(asset)
+            except (APIError, TransportError) as exc:
+                if isinstance(exc, AuthenticationError | PermissionDeniedError):
+                    raise Fatal(f"ListAssets refused: {exc}") from exc
+            if matches:
+                matches.sort(key=lambda a: (a.create_time is None, a.create_time, a.id))
+                return matches[0]
+            if time.monotonic() >= deadline:
+                return None
+            await anyio.sleep(self.opt.reconcile_interval)

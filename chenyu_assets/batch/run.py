@@ -1,0 +1,136 @@
+"""Entry points of a bulk ingest: :func:`ingest` (a report) and :func:`open_ingest`
+(results as they complete)."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import anyio
+from anyio.abc import ObjectReceiveStream
+
+from chenyu_assets._core.ratelimit import SlotPool, Slots
+from chenyu_assets.ark import ArkFamilyClient
+from chenyu_assets.batch.journal import Journal
+from chenyu_assets.batch.journal_thread import JournalThread
+from chenyu_assets.batch.orchestrator import Pipeline
+from chenyu_assets.batch.sources import BadItem, SourceItem, open_source
+from chenyu_assets.batch.types import Event, IngestOptions, IngestReport, IngestResult
+from chenyu_assets.chenyu import ChenyuClient
+
+__all__ = ["IngestStream", "ingest", "open_ingest"]
+
+
+class IngestStream:
+    """Results of a running ingest, as they complete (``async for``); ``report`` is final
+    once the iteration ends."""
+
+    def __init__(self, run: Pipeline, results: ObjectReceiveStream[IngestResult]) -> None:
+        self._run = run
+        self._results = results
+        self.done = anyio.Event()
+
+    @property
+    def report(self) -> IngestReport:
+        return self._run.report
+
+    def processing(self) -> int:
+        """Processing slots in use now (for progress displays)."""
+        return self._run.slots.in_use()
+
+    async def __aiter__(self) -> AsyncIterator[IngestResult]:
+        async with self._results:
+            async for result in self._results:
+                yield result
+
+
+@asynccontextmanager
+async def open_ingest(
+    ark: ArkFamilyClient,
+    source: str | os.PathLike[str] | Iterable[SourceItem | BadItem],
+    *,
+    group_id: str,
+    journal: str | os.PathLike[str] | None = None,
+    chenyu: ChenyuClient | None = None,
+    options: IngestOptions | None = None,
+    slots: Slots | None = None,
+    on_event: Callable[[Event], None] | None = None,
+    run_info: Mapping[str, str] | None = None,
+) -> AsyncIterator[IngestStream]:
+    """Run an ingest in the background and yield its results as they complete::
+
+        async with open_ingest(ark, "photos/", group_id=gid, journal="ingest.db",
+                               chenyu=chenyu) as run:
+            async for result in run:
+                print(result.key, result.status, result.reference)
+        print(run.report)
+
+    ``source`` is a directory, a ``.csv`` / ``.jsonl`` manifest, or any iterable of
+    :class:`SourceItem`. ``journal`` is the SQLite journal that makes a rerun resume
+    (a temporary one when None: then nothing survives a crash). Leaving the block early
+    cancels the run; the journal stays consistent.
+    """
+    opts = options or IngestOptions()
+    items = open_source(Path(source)) if isinstance(source, str | os.PathLike) else source
+    tmp: tempfile.TemporaryDirectory[str] | None = None
+    if journal is None:
+        tmp = tempfile.TemporaryDirectory(prefix="chenyu-ingest-")
+        journal = Path(tmp.name) / "journal.db"
+    jt = JournalThread()
+    info = {"group_id": group_id, **(run_info or {})}
+    try:
+        jt.journal = await jt.run(Journal.open, Path(journal), run_info=info)
+        send, receive = anyio.create_memory_object_stream[IngestResult](opts.queue_size)
+        run = Pipeline(
+            ark,
+            items,
+            group_id=group_id,
+            journal=jt,
+            chenyu=chenyu,
+            options=opts,
+            slots=slots or SlotPool(opts.max_processing),
+            on_event=on_event,
+            send_results=send,
+        )
+        stream = IngestStream(run, receive)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(run.main, stream.done)
+            yield stream
+            if not stream.done.is_set():  # the caller stopped early
+                tg.cancel_scope.cancel()
+    finally:
+        await jt.close()
+        if tmp is not None:
+            tmp.cleanup()
+
+
+async def ingest(
+    ark: ArkFamilyClient,
+    source: str | os.PathLike[str] | Iterable[SourceItem | BadItem],
+    *,
+    group_id: str,
+    journal: str | os.PathLike[str] | None = None,
+    chenyu: ChenyuClient | None = None,
+    options: IngestOptions | None = None,
+    slots: Slots | None = None,
+    on_event: Callable[[Event], None] | None = None,
+    on_result: Callable[[IngestResult], None] | None = None,
+) -> IngestReport:
+    """Ingest ``source`` into ``group_id`` and return the report (see :func:`open_ingest`)."""
+    async with open_ingest(
+        ark,
+        source,
+        group_id=group_id,
+        journal=journal,
+        chenyu=chenyu,
+        options=options,
+        slots=slots,
+        on_event=on_event,
+    ) as run:
+        async for result in run:
+            if on_result is not None:
+                on_result(result)
+    return run.report

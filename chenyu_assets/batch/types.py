@@ -1,0 +1,120 @@
+"""The public data types of a bulk ingest: options, per-item results, events, report."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from chenyu_assets.limits import MAX_PROCESSING
+
+__all__ = ["Event", "IngestOptions", "IngestReport", "IngestResult", "Status"]
+
+Status = Literal["active", "failed", "skipped", "planned"]
+
+
+@dataclass(frozen=True, slots=True)
+class IngestOptions:
+    """Knobs of one ingest. Concurrency is per stage; all stages share the rate limits."""
+
+    max_processing: int = MAX_PROCESSING
+    preflight_concurrency: int = 2
+    upload_concurrency: int = 4
+    create_concurrency: int = 8
+    queue_size: int = 64
+    poll_min_interval: float = 0.25
+    poll_max_interval: float = 10.0
+    poll_lookback: float = 2.0
+    stale_after: float = 15.0
+    processing_timeout: float = 3600.0
+    reconcile_wait: float = 10.0
+    reconcile_interval: float = 0.5
+    url_min_validity: float = 3600.0
+    preflight: bool = True
+    dry_run: bool = False
+    allow_private_urls: bool = False
+    upload_ttl_hours: int = 48
+    create_unit_timeout: float = 120.0
+
+
+@dataclass(frozen=True, slots=True)
+class IngestResult:
+    """The end of one item. ``resumed``: it had finished in an earlier run."""
+
+    key: str
+    name: str
+    status: Status
+    source: str
+    asset_id: str | None = None
+    error_code: str | None = None
+    message: str | None = None
+    resumed: bool = False
+
+    @property
+    def reference(self) -> str | None:
+        return f"asset://{self.asset_id}" if self.asset_id and self.status == "active" else None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "key": self.key,
+            "name": self.name,
+            "status": self.status,
+            "source": self.source,
+            "asset_id": self.asset_id,
+            "reference": self.reference,
+            "error_code": self.error_code,
+            "message": self.message,
+            "resumed": self.resumed,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """Progress: queued, uploaded, created, polled, done, retried, rate_limited, recovered."""
+
+    kind: str
+    key: str | None = None
+    data: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class IngestReport:
+    total: int = 0
+    active: int = 0
+    failed: int = 0
+    skipped: int = 0
+    planned: int = 0
+    resumed: int = 0
+    recovered: int = 0
+    creates: int = 0
+    status_calls: int = 0
+    rate_limited: int = 0
+    retries: int = 0
+    max_processing_seen: int = 0
+    elapsed: float = 0.0
+    fatal: str | None = None
+    interrupted: bool = False
+    failures: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def status_calls_per_asset(self) -> float:
+        done = self.active + self.failed - self.resumed
+        return self.status_calls / done if done > 0 else 0.0
+
+    @property
+    def finished(self) -> int:
+        return self.active + self.failed + self.skipped + self.planned
+
+    def count(self, result: IngestResult) -> None:
+        self.total += 1
+        self.resumed += result.resumed
+        if result.status == "active":
+            self.active += 1
+        elif result.status == "failed":
+            self.failed += 1
+        elif result.status == "skipped":
+            self.skipped += 1
+        else:
+            self.planned += 1
+        if result.status in ("failed", "skipped") and result.error_code:
+            self.failures[result.error_code] = self.failures.get(result.error_code, 0) + 1
