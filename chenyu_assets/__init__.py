@@ -42,7 +42,7 @@ from chenyu_assets.errors import (
     UploadError,
     WaitTimeoutError,
 )
-from chenyu_assets.models import Asset, AssetError, AssetGroup, ChenyuAsset
+from chenyu_assets.models import Asset, AssetErrorDetail, AssetGroup, ChenyuAsset
 from chenyu_assets.refs import asset_reference, check_prompt, media_input, parse_asset_reference
 
 __all__ = [
@@ -50,7 +50,7 @@ __all__ = [
     "AmbiguousOutcomeError",
     "ArkClient",
     "Asset",
-    "AssetError",
+    "AssetErrorDetail",
     "AssetFailedError",
     "AssetGroup",
     "AuthenticationError",

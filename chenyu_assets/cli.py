@@ -11,6 +11,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from chenyu_assets._cli_commands import add_commands
 from chenyu_assets._cli_ingest import add_ingest
 from chenyu_assets._version import __version__
 
@@ -33,6 +34,7 @@ def _build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     _add_serve(commands)
     add_ingest(commands)
+    add_commands(commands)
     return parser
 
 

@@ -9,14 +9,14 @@ from pydantic import Field
 
 from chenyu_assets.models._base import WireModel
 
-__all__ = ["TERMINAL_STATUSES", "Asset", "AssetError", "AssetGroup", "AssetStatus"]
+__all__ = ["TERMINAL_STATUSES", "Asset", "AssetErrorDetail", "AssetGroup", "AssetStatus"]
 
 #: Known statuses; any other string is accepted too (forward compatibility).
 AssetStatus = Literal["Processing", "Active", "Failed"] | str
 TERMINAL_STATUSES = frozenset({"Active", "Failed"})
 
 
-class AssetError(WireModel):
+class AssetErrorDetail(WireModel):
     code: str | None = Field(default=None, alias="Code")
     message: str | None = Field(default=None, alias="Message")
 
@@ -38,7 +38,7 @@ class Asset(WireModel):
     asset_type: str | None = Field(default=None, alias="AssetType")
     group_id: str | None = Field(default=None, alias="GroupId")
     status: AssetStatus = Field(default="Processing", alias="Status")
-    error: AssetError | None = Field(default=None, alias="Error")
+    error: AssetErrorDetail | None = Field(default=None, alias="Error")
     project_name: str | None = Field(default=None, alias="ProjectName")
     create_time: datetime | None = Field(default=None, alias="CreateTime")
     update_time: datetime | None = Field(default=None, alias="UpdateTime")

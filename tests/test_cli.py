@@ -1,0 +1,96 @@
+"""The small CLI commands, run as real subprocesses against a ``serve`` subprocess."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from chenyu_assets.emulator import DEMO_ACCESS_KEY, DEMO_API_KEY, DEMO_SECRET_KEY
+
+EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "media" / "sample-00.png"
+
+
+@pytest.fixture(scope="module")
+def env() -> Iterator[dict[str, str]]:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "chenyu_assets.cli", "serve", "--port", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        url = proc.stdout.readline().strip().rsplit(" ", 1)[-1]
+        assert url.startswith("http://127.0.0.1:")
+        yield {
+            **os.environ,
+            "VOLC_ACCESSKEY": DEMO_ACCESS_KEY,
+            "VOLC_SECRETKEY": DEMO_SECRET_KEY,
+            "ARK_BASE_URL": url,
+            "CHENYU_API_KEY": DEMO_API_KEY,
+            "CHENYU_BASE_URL": url + "/api/open/v2",
+        }
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=10)
+
+
+def run(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "chenyu_assets.cli", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def lines(out: str) -> list[dict[str, object]]:
+    return [json.loads(line) for line in out.splitlines() if line.strip()]
+
+
+def test_version_and_help() -> None:
+    done = run(dict(os.environ), "--version")
+    assert done.returncode == 0
+    assert done.stdout.startswith("chenyu-assets ")
+    done = run(dict(os.environ))
+    assert done.returncode == 2
+    for command in ("ingest", "serve", "upload", "get", "list", "groups"):
+        assert command in done.stdout
+
+
+def test_groups_upload_get_list(env: dict[str, str]) -> None:
+    created = lines(run(env, "groups", "--create", "cli-demo").stdout)
+    group_id = str(created[0]["id"])
+    listed = lines(run(env, "groups", "--name", "cli-demo").stdout)
+    assert [g["id"] for g in listed] == [group_id]
+
+    uploaded = run(env, "upload", str(EXAMPLE))
+    assert uploaded.returncode == 0, uploaded.stderr
+    asset = lines(uploaded.stdout)[0]
+    assert str(asset["asset_uri"]).startswith("asset://asset_")
+    assert "signed_url" not in asset  # bearer URLs only with --show-url
+    with_url = lines(run(env, "get", str(asset["asset_id"]), "--show-url").stdout)[0]
+    assert "signature=" in str(with_url["signed_url"])
+
+    assert lines(run(env, "list", "--group-id", group_id).stdout) == []
+
+
+def test_errors_are_reported_with_exit_code_4(env: dict[str, str]) -> None:
+    done = run(env, "get", "asset-20260101000000-zzzzz")
+    assert done.returncode == 4
+    assert "NotFound.asset_id" in done.stderr
+    assert "request_id=" in done.stderr
+    bad = {**env, "VOLC_SECRETKEY": "WRONGsecretKEY0000000000000000000000000000=="}
+    denied = run(bad, "groups")
+    assert denied.returncode == 4
+    assert "SignatureDoesNotMatch" in denied.stderr
+    assert "WRONGsecret" not in denied.stderr
