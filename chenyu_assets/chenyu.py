@@ -17,6 +17,7 @@ import asyncio
 import json
 import mimetypes
 import os
+import secrets
 from collections.abc import Callable, Mapping
 from typing import Any, Final, Self
 from urllib.parse import quote, urlsplit
@@ -26,11 +27,17 @@ import aiofiles
 from chenyu_assets import media
 from chenyu_assets._core.engine import ClientBase, Prepared
 from chenyu_assets._core.logs import register_secret
-from chenyu_assets._core.multipart import DEFAULT_CHUNK_SIZE, MultipartFile, snapshot
+from chenyu_assets._core.multipart import (
+    DEFAULT_CHUNK_SIZE,
+    MultipartFile,
+    form_head,
+    form_tail,
+    snapshot,
+)
 from chenyu_assets._core.ratelimit import LimiterRegistry
 from chenyu_assets._core.retry import RetryBudget, RetryPolicy, parse_retry_after
 from chenyu_assets._core.signing import BearerAuth
-from chenyu_assets._core.transport import Response, Timeouts
+from chenyu_assets._core.transport import Body, Response, Timeouts
 from chenyu_assets.errors import (
     ConfigurationError,
     RateLimitError,
@@ -156,20 +163,7 @@ class ChenyuClient(ClientBase):
             on_progress=on_progress,
         )
 
-        async def prepare(attempt: int) -> Prepared:
-            headers = {"Authorization": self._bearer.header(), **body.headers()}
-            return Prepared(headers=headers, body=body.stream())
-
-        async with self._slots():
-            return await self._engine.call(
-                "ChenyuUpload",
-                "POST",
-                f"{self.base_url}/assets",
-                prepare=prepare,
-                parse=_parse_asset,
-                idempotent=True,
-                deadline=deadline,
-            )
+        return await self._post_upload(body.headers(), body.stream, deadline)
 
     async def upload_bytes(
         self,
@@ -190,25 +184,26 @@ class ChenyuClient(ClientBase):
         fields = _fields(
             media_type or media.media_type_for(data[:64], filename), purpose, ttl_hours
         )
-        boundary = os.urandom(16).hex()
-        disposition = f'form-data; name="file"; filename="{_header_safe(filename)}"'
-        parts = [
-            f'--{boundary}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n'
-            for k, v in fields
-        ]
-        parts.append(
-            f"--{boundary}\r\nContent-Disposition: {disposition}\r\n"
-            f"Content-Type: {_mime_for(data[:64], filename)}\r\n\r\n"
+        boundary = secrets.token_hex(16)
+        head = form_head(
+            boundary,
+            fields,
+            field_name="file",
+            filename=filename,
+            content_type=_mime_for(data[:64], filename),
         )
-        payload = "".join(parts).encode() + data + f"\r\n--{boundary}--\r\n".encode()
+        payload = head + data + form_tail(boundary)
+        headers = {"Content-Type": f"multipart/form-data; boundary={boundary}"}
+        return await self._post_upload(headers, lambda: payload, deadline)
+
+    async def _post_upload(
+        self, headers: Mapping[str, str], body: Callable[[], Body], deadline: float | None
+    ) -> ChenyuAsset:
+        """POST /assets with a fresh ``body()`` per attempt, within the upload slots."""
 
         async def prepare(attempt: int) -> Prepared:
             return Prepared(
-                headers={
-                    "Authorization": self._bearer.header(),
-                    "Content-Type": f"multipart/form-data; boundary={boundary}",
-                },
-                body=payload,
+                headers={"Authorization": self._bearer.header(), **headers}, body=body()
             )
 
         async with self._slots():
@@ -259,10 +254,6 @@ def _mime_for(head: bytes, filename: str) -> str:
     if sniffed is not None:
         return sniffed[2]
     return mimetypes.guess_type(filename)[0] or "application/octet-stream"
-
-
-def _header_safe(name: str) -> str:
-    return name.replace("\\", "_").replace('"', "_").replace("\r", "").replace("\n", "")
 
 
 def _parse_asset(resp: Response) -> ChenyuAsset:

@@ -22,7 +22,14 @@ import aiofiles
 
 from chenyu_assets.errors import UploadError
 
-__all__ = ["DEFAULT_CHUNK_SIZE", "FileSnapshot", "MultipartFile", "snapshot"]
+__all__ = [
+    "DEFAULT_CHUNK_SIZE",
+    "FileSnapshot",
+    "MultipartFile",
+    "form_head",
+    "form_tail",
+    "snapshot",
+]
 
 DEFAULT_CHUNK_SIZE = 1024 * 1024
 
@@ -53,6 +60,32 @@ def snapshot(path: str | os.PathLike[str]) -> FileSnapshot:
     if not os.access(p, os.R_OK):
         raise UploadError(f"{p}: not readable", reason="unreadable", path=str(p))
     return FileSnapshot(p, st.st_size, st.st_mtime_ns)
+
+
+def form_head(
+    boundary: str,
+    fields: Sequence[tuple[str, str]],
+    *,
+    field_name: str,
+    filename: str,
+    content_type: str,
+) -> bytes:
+    """Everything of a multipart/form-data body before the file's bytes: the text
+    ``fields``, then the file part's headers."""
+    parts = [
+        f"--{boundary}\r\nContent-Disposition: {_disposition(k, None)}\r\n\r\n{v}\r\n"
+        for k, v in fields
+    ]
+    parts.append(
+        f"--{boundary}\r\nContent-Disposition: {_disposition(field_name, filename)}\r\n"
+        f"Content-Type: {content_type}\r\n\r\n"
+    )
+    return "".join(parts).encode("utf-8")
+
+
+def form_tail(boundary: str) -> bytes:
+    """What follows the file's bytes."""
+    return f"\r\n--{boundary}--\r\n".encode("ascii")
 
 
 def _disposition(name: str, filename: str | None) -> str:
@@ -91,18 +124,14 @@ class MultipartFile:
         self._on_progress = on_progress
         self._reported = 0
         self.boundary = secrets.token_hex(16)
-        b = self.boundary
-        parts = [
-            f"--{b}\r\nContent-Disposition: {_disposition(k, None)}\r\n\r\n{v}\r\n"
-            for k, v in fields
-        ]
-        parts.append(
-            f"--{b}\r\nContent-Disposition: "
-            f"{_disposition(field_name, filename or snap.path.name)}\r\n"
-            f"Content-Type: {content_type}\r\n\r\n"
+        self._head = form_head(
+            self.boundary,
+            fields,
+            field_name=field_name,
+            filename=filename or snap.path.name,
+            content_type=content_type,
         )
-        self._head = "".join(parts).encode("utf-8")
-        self._tail = f"\r\n--{b}--\r\n".encode("ascii")
+        self._tail = form_tail(self.boundary)
 
     @property
     def content_type(self) -> str:
