@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, Literal, Self, TypeVar
@@ -31,6 +32,7 @@ from chenyu_assets._core.logs import register_secret
 from chenyu_assets._core.pagination import AsyncPaginator, Page
 from chenyu_assets._core.polling import wait_until
 from chenyu_assets._core.ratelimit import LimiterFactory, LimiterRegistry
+from chenyu_assets._core.redis_limits import RedisLimits, open_limits
 from chenyu_assets._core.retry import RetryBudget, RetryPolicy, parse_retry_after
 from chenyu_assets._core.signing import BearerAuth, Credentials, sign_request
 from chenyu_assets._core.transport import Response, Timeouts
@@ -40,6 +42,7 @@ from chenyu_assets.errors import (
     RateLimitError,
     ResponseFormatError,
     api_error_for,
+    ark_status_for_code,
 )
 from chenyu_assets.limits import ACTION_RATES, ARK_VERSION
 from chenyu_assets.models.ark import Asset, AssetGroup
@@ -56,6 +59,8 @@ VOLCENGINE_ENDPOINT = "https://open.volcengineapi.com"
 GATEWAY_ENDPOINT = "https://api.agentsflare.com/byteplus/_unstable/open"
 _CREATES = frozenset({"CreateAsset", "CreateAssetGroup"})
 MAX_PAGE_SIZE = 100
+#: A vendor code leading a gateway ``status_msg`` (``"NotFound.asset_id: ..."``).
+_MSG_CODE = re.compile(r"([A-Z][A-Za-z]*(?:\.[\w.]+)?):\s*")
 M = TypeVar("M", Asset, AssetGroup)
 
 
@@ -102,9 +107,18 @@ def _load_json(resp: Response) -> Any:
         ) from None
 
 
-def _raise_for(resp: Response, code: str | None, message: str, request_id: str | None) -> None:
+def _raise_for(
+    resp: Response,
+    code: str | None,
+    message: str,
+    request_id: str | None,
+    *,
+    status_hint: int | None = None,
+) -> None:
+    """Raise the mapped error. The class follows the HTTP status when it is an error, else
+    ``status_hint`` (an HTTP-like status from the body), else the vendor code."""
     status = resp.status
-    cls = api_error_for(status if status >= 400 else None, code)
+    cls = api_error_for(status if status >= 400 else status_hint, code)
     kwargs: dict[str, Any] = {
         "status": status,
         "code": code,
@@ -170,9 +184,17 @@ def parse_flat_envelope(resp: Response) -> tuple[dict[str, Any], str | None]:
             "answer has no base_resp", status=resp.status, method=resp.method, path=resp.path
         )
     request_id = resp.headers.get("X-Request-Id") or data.get("request_id")
-    code = base.get("status_code")
-    if code != 0:
-        _raise_for(resp, str(code), str(base.get("status_msg") or "error"), request_id)
+    status_code = base.get("status_code")
+    if status_code != 0:
+        # status_code is HTTP-like (404) or the gateway's own number; a known vendor code
+        # leading status_msg ("NotFound.asset_id: ...") is the more precise code.
+        message = str(base.get("status_msg") or "error")
+        code = str(status_code)
+        found = _MSG_CODE.match(message)
+        if found and ark_status_for_code(found.group(1)) is not None:
+            code, message = found.group(1), message[found.end() :] or message
+        hint = status_code if isinstance(status_code, int) and 400 <= status_code < 600 else None
+        _raise_for(resp, code, message, request_id, status_hint=hint)
     if resp.status >= 400:
         _raise_for(resp, None, f"HTTP {resp.status}", request_id)
     return {k: v for k, v in data.items() if k != "base_resp"}, request_id
@@ -182,6 +204,8 @@ class ArkFamilyClient(ClientBase):
     """The typed methods shared by every Ark-shaped API; subclasses route ``_call``."""
 
     project_name: str | None
+    #: the Redis limits shared with other processes (``limits=``), or None
+    shared_limits: RedisLimits | None = None
 
     async def _call(
         self, action: str, body: dict[str, Any], *, deadline: float | None = None
@@ -444,6 +468,10 @@ class ArkClient(ArkFamilyClient):
     ``VOLC_ACCESSKEY`` / ``VOLC_SECRETKEY`` / ``VOLC_SESSION_TOKEN`` (or the BytePlus names
     ``BYTEPLUS_ACCESSKEY`` / ``BYTEPLUS_SECRETKEY``), ``ARK_REGION``, ``ARK_BASE_URL``,
     ``ARK_API_KEY`` (gateway Bearer key), ``ARK_STYLE`` (official | gateway).
+
+    ``limits="redis://host:6379/0"`` shares the account's rate limits with every process
+    that points at the same Redis (``shared_limits.slots(30)`` shares the Processing cap);
+    see :mod:`chenyu_assets._core.redis_limits`.
     """
 
     def __init__(
@@ -460,6 +488,7 @@ class ArkClient(ArkFamilyClient):
         rate_limits: Mapping[str, float] | None = None,
         headroom: float = 0.99,
         limiter_factory: LimiterFactory | None = None,
+        limits: str | RedisLimits | None = None,
         timeouts: Timeouts | None = None,
         retry: RetryPolicy | None = None,
         retry_budget: RetryBudget | None = None,
@@ -480,10 +509,12 @@ class ArkClient(ArkFamilyClient):
             if not access_key:
                 raise ConfigurationError(
                     "missing access key: pass access_key= or set VOLC_ACCESSKEY"
+                    " (BytePlus: BYTEPLUS_ACCESSKEY)"
                 )
             if not secret_key:
                 raise ConfigurationError(
                     "missing secret key: pass secret_key= or set VOLC_SECRETKEY"
+                    " (BytePlus: BYTEPLUS_SECRETKEY)"
                 )
             self._credentials = Credentials(access_key, secret_key, session_token)
             for secret in (access_key, secret_key, session_token):
@@ -500,9 +531,15 @@ class ArkClient(ArkFamilyClient):
             raise ConfigurationError(f"base_url must be an http(s) URL, got {self.base_url!r}")
         self._host = parts.netloc
         self._path_prefix = parts.path
+        shared = open_limits(
+            limits,
+            account=access_key if style == "official" else api_key,
+            limiter_factory=limiter_factory,
+        )
+        self.shared_limits = shared.limits
         super().__init__(
             limiters=LimiterRegistry(
-                ACTION_RATES, overrides=rate_limits, headroom=headroom, factory=limiter_factory
+                ACTION_RATES, overrides=rate_limits, headroom=headroom, factory=shared.factory
             ),
             session=session,
             timeouts=timeouts,
@@ -510,6 +547,7 @@ class ArkClient(ArkFamilyClient):
             retry_budget=retry_budget,
             connection_limit=connection_limit,
             ca_bundle=ca_bundle,
+            closers=shared.closers,
         )
 
     def __repr__(self) -> str:

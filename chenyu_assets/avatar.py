@@ -17,6 +17,7 @@ from urllib.parse import quote, urlsplit
 from chenyu_assets._core.engine import Prepared
 from chenyu_assets._core.logs import register_secret
 from chenyu_assets._core.ratelimit import LimiterFactory, LimiterRegistry
+from chenyu_assets._core.redis_limits import RedisLimits, open_limits
 from chenyu_assets._core.retry import RetryBudget, RetryPolicy
 from chenyu_assets._core.signing import BearerAuth
 from chenyu_assets._core.transport import Timeouts
@@ -46,6 +47,7 @@ class PrivateAvatarClient(ArkFamilyClient):
     """Async client of the private-avatar proxy.
 
     Environment: ``AVATAR_API_KEY`` (Bearer key), ``AVATAR_BASE_URL``, ``AVATAR_MODEL``.
+    ``limits="redis://..."`` shares the key's rate limits across processes (as for ArkClient).
     """
 
     def __init__(
@@ -58,6 +60,7 @@ class PrivateAvatarClient(ArkFamilyClient):
         rate_limits: Mapping[str, float] | None = None,
         headroom: float = 0.99,
         limiter_factory: LimiterFactory | None = None,
+        limits: str | RedisLimits | None = None,
         timeouts: Timeouts | None = None,
         retry: RetryPolicy | None = None,
         retry_budget: RetryBudget | None = None,
@@ -79,9 +82,11 @@ class PrivateAvatarClient(ArkFamilyClient):
         self.project_name = project_name
         self._bearer = BearerAuth(api_key)
         register_secret(api_key)
+        shared = open_limits(limits, account=api_key, limiter_factory=limiter_factory)
+        self.shared_limits = shared.limits
         super().__init__(
             limiters=LimiterRegistry(
-                ACTION_RATES, overrides=rate_limits, headroom=headroom, factory=limiter_factory
+                ACTION_RATES, overrides=rate_limits, headroom=headroom, factory=shared.factory
             ),
             session=session,
             timeouts=timeouts,
@@ -89,6 +94,7 @@ class PrivateAvatarClient(ArkFamilyClient):
             retry_budget=retry_budget,
             connection_limit=connection_limit,
             ca_bundle=ca_bundle,
+            closers=shared.closers,
         )
 
     def __repr__(self) -> str:

@@ -181,7 +181,9 @@ class ClientBase:
         retry_budget: RetryBudget | None = None,
         connection_limit: int = 100,
         ca_bundle: str | None = None,
+        closers: Sequence[Callable[[], Awaitable[None]]] = (),
     ) -> None:
+        self._closers = tuple(closers)  # resources the client owns besides its session
         self._transport = Transport(
             session=session,
             timeouts=timeouts,
@@ -216,7 +218,11 @@ class ClientBase:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        await self._transport.close()
+        await self.aclose()
 
     async def aclose(self) -> None:
-        await self._transport.close()
+        try:
+            await self._transport.close()
+        finally:
+            for close in self._closers:
+                await close()

@@ -33,6 +33,7 @@ __all__ = [
     "missing",
     "new_request_id",
     "ok_body",
+    "request_id_headers",
 ]
 
 #: Chenyu success messages by action (as the vendor pages show them).
@@ -96,6 +97,16 @@ class Meta:
     request_id: str
     region: str = "cn-beijing"
     version: str = ARK_VERSION
+
+
+def request_id_headers(meta: Meta) -> dict[str, str]:
+    """The header that carries the request id: ``X-Tt-Logid`` on the Volcengine-envelope
+    families (whose body has it too), ``X-Request-Id`` on the gateway and Chenyu."""
+    if meta.family in ("ark", "avatar"):
+        return {"X-Tt-Logid": meta.request_id}
+    if meta.family in ("gateway", "chenyu"):
+        return {"X-Request-Id": meta.request_id}
+    return {}
 
 
 def _response_metadata(meta: Meta) -> dict[str, Any]:

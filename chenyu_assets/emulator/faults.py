@@ -22,7 +22,14 @@ from collections.abc import Sequence
 from aiohttp import web
 
 from chenyu_assets.emulator.config import FaultRule
-from chenyu_assets.emulator.envelopes import ApiError, Meta, code_for_status, dumps, error_body
+from chenyu_assets.emulator.envelopes import (
+    ApiError,
+    Meta,
+    code_for_status,
+    dumps,
+    error_body,
+    request_id_headers,
+)
 
 __all__ = ["CONNECTION_KINDS", "FaultEngine", "misbehave"]
 
@@ -142,6 +149,7 @@ async def misbehave(
             ), rule.status
         err = ApiError(code_for_status(rule.status), "injected fault", status=rule.status)
         body = dumps(error_body(meta, err))
+        headers.update(request_id_headers(meta))
         return web.Response(
             status=rule.status, body=body, content_type="application/json", headers=headers
         ), rule.status

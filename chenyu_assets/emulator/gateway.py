@@ -8,7 +8,8 @@ same flat envelope (their ``Result`` fields beside ``base_resp``), for SDKs that
 gateway style throughout; ``CreateAsset`` takes an explicit ``GroupId`` too.
 
 Every answer carries ``base_resp{status_code, status_msg}``: 0 / ``success``, else the HTTP
-status and ``"<Code>: <message>"``. Limits are the account's Ark limits.
+status and ``"<Code>: <message>"``, and the request id in an ``X-Request-Id`` header.
+Limits are the account's Ark limits.
 """
 
 from __future__ import annotations

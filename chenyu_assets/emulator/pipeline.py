@@ -22,7 +22,14 @@ from typing import Any
 from aiohttp import web
 
 from chenyu_assets.emulator.config import Account, FaultRule
-from chenyu_assets.emulator.envelopes import ApiError, Meta, dumps, error_body, ok_body
+from chenyu_assets.emulator.envelopes import (
+    ApiError,
+    Meta,
+    dumps,
+    error_body,
+    ok_body,
+    request_id_headers,
+)
 from chenyu_assets.emulator.faults import CONNECTION_KINDS, misbehave
 from chenyu_assets.emulator.state import EmulatorState
 
@@ -68,9 +75,7 @@ Handler = Callable[[Call], Awaitable["dict[str, Any] | Sent"]]
 
 def json_response(meta: Meta, status: int, body: bytes, headers: dict[str, str]) -> web.Response:
     """A JSON answer with the family's extra headers."""
-    out = {"Content-Type": "application/json; charset=utf-8", **headers}
-    if meta.family in ("ark", "avatar"):
-        out["X-Tt-Logid"] = meta.request_id
+    out = {"Content-Type": "application/json; charset=utf-8", **request_id_headers(meta), **headers}
     return web.Response(status=status, body=body, headers=out)
 
 
