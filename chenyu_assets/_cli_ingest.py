@@ -51,6 +51,13 @@ def add_ingest(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     group.add_argument("--group-id", metavar="ID", help="an existing group's id")
     p.add_argument("--journal", type=Path, help="the resume journal (default: .chenyu/<group>.db)")
     p.add_argument("--out", type=Path, help="write one JSON line per item here")
+    p.add_argument(
+        "--ca-bundle",
+        type=Path,
+        metavar="PEM",
+        help="also trust the CA certificates in this PEM file (TLS is always verified; "
+        "SSL_CERT_FILE works too)",
+    )
     p.add_argument("--concurrency", type=int, default=8, help="CreateAsset tasks (default 8)")
     p.add_argument("--upload-concurrency", type=int, default=4, help="uploads at once")
     p.add_argument("--max-processing", type=int, default=30, help="assets Processing at once")
@@ -61,7 +68,25 @@ def add_ingest(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         metavar="F",
         help="multiply every published rate limit by F (a raised quota, or a time-scaled emulator)",
     )
-    p.add_argument("--shard", metavar="I/N", help="take only shard I of N (0-based)")
+    p.add_argument(
+        "--shard",
+        metavar="I/N",
+        help="take only shard I of N (0-based; a stable hash of each item's key)",
+    )
+    p.add_argument(
+        "--limits",
+        metavar="URL",
+        help="share the account's rate limits and Processing slots with other processes "
+        "through Redis (redis://host:6379/0); if Redis fails, the run stops (exit 4)",
+    )
+    p.add_argument(
+        "--slot-lease",
+        type=float,
+        default=15.0,
+        metavar="S",
+        help="with --limits: a dead worker's Processing slots come back after S seconds "
+        "(default 15)",
+    )
     p.add_argument("--dry-run", action="store_true", help="journal and plan, send nothing")
     p.add_argument("--json", action="store_true", help="print the summary as JSON on stdout")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -119,9 +144,12 @@ async def _clients(args: argparse.Namespace) -> AsyncIterator[tuple[ArkClient, C
         raise ConfigurationError("--rate-scale must be positive")
     if not args.emulator:
         scale = args.rate_scale
+        ca = str(args.ca_bundle) if args.ca_bundle else None
         async with (
-            ArkClient.from_env(rate_limits=_scaled(ACTION_RATES, scale)) as ark,
-            ChenyuClient.from_env(rate_limits=_scaled(CHENYU_RATES, scale)) as chenyu,
+            ArkClient.from_env(
+                rate_limits=_scaled(ACTION_RATES, scale), limits=args.limits, ca_bundle=ca
+            ) as ark,
+            ChenyuClient.from_env(rate_limits=_scaled(CHENYU_RATES, scale), ca_bundle=ca) as chenyu,
         ):
             yield ark, chenyu
         return
@@ -136,6 +164,7 @@ async def _clients(args: argparse.Namespace) -> AsyncIterator[tuple[ArkClient, C
                 secret_key=acct.secret_key,
                 base_url=emu.url,
                 rate_limits=_scaled(ACTION_RATES, scale),
+                limits=args.limits,
             ) as ark,
             ChenyuClient(
                 api_key=acct.api_key,
@@ -175,11 +204,21 @@ async def _ingest(args: argparse.Namespace, console: Console, shard: tuple[int, 
         allow_private_urls=args.emulator,
     )
     async with _clients(args) as (ark, chenyu):
+        slots = None
+        if ark.shared_limits is not None:
+            if args.slot_lease <= 0:
+                raise ConfigurationError("--slot-lease must be positive")
+            await ark.shared_limits.ping()  # unreachable: exit 4 before anything is sent
+            slots = ark.shared_limits.slots(args.max_processing, lease=args.slot_lease)
         group_id = await _resolve_group(ark, args)
         journal: Path | None = args.journal
         if journal is None and not args.emulator:  # the emulator's state is ephemeral anyway
             journal = Path(".chenyu") / f"{group_id}{_shard_suffix(shard)}.db"
-        out: TextIO | None = args.out.open("a", encoding="utf-8") if args.out else None
+        # backslashreplace: a non-UTF-8 file name in a path or message is written as a JSON
+        # \udcXX escape (it reads back as the same string) instead of stopping the run
+        out: TextIO | None = (
+            args.out.open("a", encoding="utf-8", errors="backslashreplace") if args.out else None
+        )
         progress = Progress(
             TextColumn("[bold]{task.description}"),
             BarColumn(),
@@ -208,6 +247,7 @@ async def _ingest(args: argparse.Namespace, console: Console, shard: tuple[int, 
                     journal=journal,
                     chenyu=chenyu,
                     options=options,
+                    slots=slots,
                     on_event=on_event,
                     run_info={"source": source_path},
                 ) as run:

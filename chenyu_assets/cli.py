@@ -7,12 +7,14 @@ Exit codes: 0 success, 2 usage error, 3 some items failed, 4 fatal stop, 130 int
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from chenyu_assets._cli_commands import add_commands
 from chenyu_assets._cli_ingest import add_ingest
+from chenyu_assets._core.logs import RedactingFilter
 from chenyu_assets._version import __version__
 
 EXIT_OK = 0
@@ -63,9 +65,30 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     return serve_main(args)
 
 
+def _configure_logging(verbosity: int) -> None:
+    """``-v``: INFO, ``-vv``: DEBUG of the ``chenyu_assets`` loggers, on stderr. The
+    handler redacts too (the loggers already do), so nothing that reaches it shows a
+    credential, a signature or a signed URL's query values."""
+    if verbosity <= 0:
+        return
+    logger = logging.getLogger("chenyu_assets")
+    logger.setLevel(logging.DEBUG if verbosity > 1 else logging.INFO)
+    if any(isinstance(h, _StderrHandler) for h in logger.handlers):
+        return  # main() called again in this process
+    handler = _StderrHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.addFilter(RedactingFilter())
+    logger.addHandler(handler)
+
+
+class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """The ``-v`` handler (its own class, so a second ``main()`` does not add another)."""
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _build_parser()
     args = parser.parse_args(argv)
+    _configure_logging(args.verbose)
     handler = getattr(args, "handler", None)
     if handler is None:
         parser.print_help()

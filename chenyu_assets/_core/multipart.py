@@ -92,6 +92,8 @@ def _disposition(name: str, filename: str | None) -> str:
     head = f'form-data; name="{_quote(name)}"'
     if filename is None:
         return head
+    # A file name that is not valid UTF-8 (os.fsdecode's surrogates) can't be sent as text
+    filename = "".join("\ufffd" if 0xD800 <= ord(c) <= 0xDFFF else c for c in filename)
     ascii_name = filename.encode("ascii", "replace").decode("ascii").replace("?", "_")
     head += f'; filename="{_quote(ascii_name)}"'
     if ascii_name != filename:

@@ -12,7 +12,10 @@ released before ``request`` returns.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import socket
 import ssl
+import struct
 import time
 from collections.abc import AsyncIterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -71,8 +74,9 @@ class Transport:
     """A thin, safe wrapper over one ``aiohttp.ClientSession``.
 
     ``connection_limit`` caps open connections (``TCPConnector(limit=...)``); ``ca_bundle``
-    adds trusted CAs (TLS verification is always on); ``max_response_bytes`` bounds what is
-    read of an API answer.
+    (a PEM file) adds trusted CAs to the system's (TLS verification is always on, and
+    there is no switch to turn it off); ``max_response_bytes`` bounds what is read of an
+    API answer.
     """
 
     def __init__(
@@ -104,7 +108,14 @@ class Transport:
     async def open(self) -> None:
         if self._session is not None:
             return
-        ssl_context = ssl.create_default_context(cafile=self._ca_bundle)
+        ssl_context = ssl.create_default_context()  # the system's CAs (and SSL_CERT_FILE)
+        if self._ca_bundle:
+            try:
+                ssl_context.load_verify_locations(cafile=self._ca_bundle)
+            except (OSError, ssl.SSLError) as exc:
+                raise ConfigurationError(
+                    f"ca_bundle: cannot load CA certificates from {self._ca_bundle}: {exc}"
+                ) from None
         connector = aiohttp.TCPConnector(limit=self._limit, ssl=ssl_context)
         self._session = aiohttp.ClientSession(
             connector=connector,
@@ -148,6 +159,7 @@ class Transport:
         path = url.split("?", 1)[0].split("://", 1)[-1]
         path = "/" + path.split("/", 1)[1] if "/" in path else "/"
         started = time.monotonic()
+        payload = _payload(data)
         try:
             async with asyncio.timeout(deadline):
                 async with session.request(
@@ -155,7 +167,7 @@ class Transport:
                     url,
                     params=params,
                     headers=headers,
-                    data=data,
+                    data=payload,
                     allow_redirects=False,
                 ) as resp:
                     body = await self._read_body(resp, method, path)
@@ -168,11 +180,16 @@ class Transport:
                         elapsed=time.monotonic() - started,
                     )
         except aiohttp.ClientError as exc:  # before TimeoutError: socket timeouts are both
+            await _discard(payload)
             raise _map_client_error(exc, method, path) from exc
         except TimeoutError as exc:
+            await _discard(payload)
             raise RequestTimeoutError(
                 f"no answer within the {deadline:g} s deadline", method=method, path=path
             ) from exc
+        except BaseException:  # cancelled, or an error of our own (a file that changed)
+            await _discard(payload)
+            raise
         log.debug(
             "%s %s -> %d in %.3fs", method, redact_url(url), response.status, response.elapsed
         )
@@ -192,6 +209,70 @@ class Transport:
                 )
             chunks.append(chunk)
         return b"".join(chunks)
+
+
+class _StreamPayload(aiohttp.payload.AsyncIterablePayload):
+    """A streamed body that remembers the connection it is written to (see _discard)."""
+
+    def __init__(self, value: AsyncIterable[bytes]) -> None:
+        super().__init__(value)
+        self.source = value
+        self.transport: Any = None
+        self.sent = False
+
+    async def write_with_length(self, writer: Any, content_length: int | None) -> None:
+        self.transport = getattr(writer, "transport", None)
+        await super().write_with_length(writer, content_length)
+        self.sent = True
+
+
+class _BytesPayload(aiohttp.payload.BytesPayload):
+    """A bytes body that remembers the connection it is written to (see _discard)."""
+
+    def __init__(self, value: bytes) -> None:
+        super().__init__(value)
+        self.source = None
+        self.transport: Any = None
+        self.sent = False
+
+    async def write_with_length(self, writer: Any, content_length: int | None) -> None:
+        self.transport = getattr(writer, "transport", None)
+        await super().write_with_length(writer, content_length)
+        self.sent = True
+
+
+def _payload(data: Body) -> _StreamPayload | _BytesPayload | None:
+    if data is None:
+        return None
+    if isinstance(data, bytes | bytearray | memoryview):
+        return _BytesPayload(bytes(data))
+    return _StreamPayload(data)
+
+
+async def _discard(payload: _StreamPayload | _BytesPayload | None) -> None:
+    """After a failed request: abort its connection if part of the body is still unsent,
+    and close a streamed body's source (the file it reads).
+
+    aiohttp closes such a connection gracefully, and asyncio closes a socket only once its
+    send buffer has drained: a peer that stopped reading (a stalled server, a 1 byte/s
+    reader) would keep the socket, the half-read file and the buffer alive for as long
+    as it stalls, even after the session is closed. The abort is a reset (SO_LINGER 0), so
+    the kernel does not go on delivering a request that nobody will finish either."""
+    if payload is None:
+        return
+    transport = payload.transport
+    if transport is not None and (
+        not payload.sent or getattr(transport, "get_write_buffer_size", lambda: 0)() > 0
+    ):
+        sock = transport.get_extra_info("socket")
+        if sock is not None:  # RST now: the kernel must not go on sending a dead request
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        transport.abort()
+    aclose = getattr(payload.source, "aclose", None)
+    if aclose is not None:
+        with contextlib.suppress(Exception):  # e.g. still running in aiohttp's writer task
+            await asyncio.shield(aclose())
 
 
 def _map_client_error(exc: aiohttp.ClientError, method: str, path: str) -> ChenyuAssetsError:

@@ -16,6 +16,7 @@ import anyio
 from anyio.abc import ObjectReceiveStream
 
 from chenyu_assets._core.ratelimit import Slots
+from chenyu_assets._core.retry import Decision, classify
 from chenyu_assets.ark import ArkFamilyClient
 from chenyu_assets.batch.checks import asset_type_for
 from chenyu_assets.batch.journal import Entry, ItemState
@@ -26,16 +27,22 @@ from chenyu_assets.batch.types import IngestOptions, IngestReport, IngestResult,
 from chenyu_assets.errors import (
     AmbiguousOutcomeError,
     APIError,
-    AuthenticationError,
     BadRequestError,
+    LimiterUnavailableError,
     NotFoundError,
-    PermissionDeniedError,
     RateLimitError,
     TransportError,
 )
 from chenyu_assets.models.ark import Asset
 
-__all__ = ["CreateStage", "Fatal", "Work"]
+__all__ = ["CREATE_TRIES", "CreateStage", "Fatal", "Work"]
+
+#: CreateAsset sends per item and run (a try ends created, refused, or - after an ambiguous
+#: outcome - reconciled as absent); past them the item fails this run and stays resumable.
+CREATE_TRIES = 5
+#: 400 codes about the request rather than the item (a skewed clock): they stop the run
+#: instead of failing every item in turn.
+REQUEST_LEVEL_CODES = frozenset({"InvalidTimestamp"})
 
 
 class Fatal(Exception):
@@ -110,6 +117,8 @@ class CreateStage:
         if work.reconcile:
             found = await self.reconcile(entry.name, wait=True)
             if found is not None:
+                self.report.recovered += 1
+                self.emit("recovered", entry.key, asset_id=found.id)
                 return await self._found(entry, found)
             await self.journal.call("reset_to_pending", entry.key)
             work.entry = entry = await self.journal.call("get", entry.key)
@@ -131,7 +140,7 @@ class CreateStage:
         asset_type = (
             asset_type_for(item, None) if item is not None else (entry.asset_type or "Image")
         )
-        for _ in range(3):
+        for _ in range(CREATE_TRIES):
             kind, value = await self._send_create(entry, url, asset_type)
             if kind == "created":
                 self.emit("created", entry.key, asset_id=value)
@@ -165,12 +174,12 @@ class CreateStage:
                 return await self._found(entry, found)
             await self.journal.call("reset_to_pending", entry.key)
             self.emit("retried", entry.key, reason="not found after an ambiguous create")
-        await self.finish_entry(
+        await self.finish_entry(  # every try failed transiently: a rerun tries again
             entry,
             "failed",
             code="create_retries_exhausted",
-            message="CreateAsset did not succeed after 3 tries",
-            journal_state=ItemState.FAILED,
+            message=f"CreateAsset did not succeed after {CREATE_TRIES} tries; rerun to retry",
+            journal_state=None,
         )
         return False
 
@@ -189,12 +198,18 @@ class CreateStage:
                 asset_id = await self.ark.create_asset(
                     group_id=self.group_id, url=url, asset_type=asset_type, name=entry.name
                 )
+            except LimiterUnavailableError:  # the limiter refused before anything was sent
+                await self.journal.call("reset_to_pending", entry.key)
+                raise
             except AmbiguousOutcomeError as exc:
                 await self.journal.call(
                     "mark_unknown", entry.key, error_code=type(exc.cause).__name__, message=str(exc)
                 )
                 return "ambiguous", exc
             except BadRequestError as exc:
+                if exc.code in REQUEST_LEVEL_CODES:  # not this item's fault: every send fails
+                    await self.journal.call("reset_to_pending", entry.key)
+                    return "refused", exc
                 await self.journal.call(
                     "mark_done",
                     entry.key,
@@ -228,20 +243,31 @@ class CreateStage:
         self.poller.track(key, name, asset_id, check_now=resumed)
 
     async def reconcile(self, name: str, *, wait: bool) -> Asset | None:
-        """The asset of this group named exactly ``name``, waiting for list lag if asked."""
+        """The asset of this group named exactly ``name``, waiting for list lag if asked.
+
+        None only when a complete listing that began after the wait found nothing: a
+        listing that failed proves nothing, so it is tried again, and after
+        ``reconcile_timeout`` more seconds of failures the run stops (the item stays to be
+        reconciled by the next run)."""
         deadline = time.monotonic() + (self.opt.reconcile_wait if wait else 0.0)
+        give_up = deadline + self.opt.reconcile_timeout
         while True:
+            began = time.monotonic()
             matches: list[Asset] = []
             try:
                 async for asset in self.ark.list_assets(group_ids=[self.group_id], name=name):
                     if asset.name == name:
                         matches.append(asset)
             except (APIError, TransportError) as exc:
-                if isinstance(exc, AuthenticationError | PermissionDeniedError):
+                if classify(exc) is not Decision.RETRY:  # refused (401, 403, clock skew...)
                     raise Fatal(f"ListAssets refused: {exc}") from exc
-            if matches:
-                matches.sort(key=lambda a: (a.create_time is None, a.create_time, a.id))
-                return matches[0]
-            if time.monotonic() >= deadline:
-                return None
+                if time.monotonic() >= give_up:
+                    msg = f"cannot reconcile {name!r}: ListAssets keeps failing: {exc}"
+                    raise Fatal(msg) from exc
+            else:
+                if matches:
+                    matches.sort(key=lambda a: (a.create_time is None, a.create_time, a.id))
+                    return matches[0]
+                if began >= deadline:
+                    return None
             await anyio.sleep(self.opt.reconcile_interval)

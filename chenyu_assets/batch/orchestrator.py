@@ -21,13 +21,17 @@ time for list lag, before any re-create. A resumed run does the same for items l
 ``creating`` / ``unknown``, tracks ``created`` ones, and sends nothing for finished ones.
 
 One failing item never stops the others: each ends as ``active``, ``failed`` (with a
-reason code) or ``skipped``. Bad credentials, a denied permission or a missing group stop
-new work at once with the journal intact (``IngestReport.fatal``).
+reason code) or ``skipped``; an item whose key or asset Name an earlier item of the run
+already has is skipped as ``duplicate_key`` / ``duplicate_name`` (two 8-byte hashes per
+item). Bad credentials, a denied permission or a missing group stop new work at once with
+the journal intact (``IngestReport.fatal``), whether a create, an upload or status polling
+meets them.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import os
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, TypeVar
@@ -36,18 +40,21 @@ import anyio
 from anyio.abc import ObjectReceiveStream, ObjectSendStream
 
 from chenyu_assets._core.ratelimit import Slots
+from chenyu_assets._core.retry import Decision, classify
 from chenyu_assets.ark import ArkFamilyClient
 from chenyu_assets.batch.checks import hash_and_check, url_problem
 from chenyu_assets.batch.create import CreateStage, Fatal, Work
 from chenyu_assets.batch.journal import TERMINAL, Entry, ItemState
 from chenyu_assets.batch.journal_thread import JournalThread, register_batch, take
+from chenyu_assets.batch.naming import asset_name
 from chenyu_assets.batch.poller import Poller, Tracked
-from chenyu_assets.batch.sources import BadItem, SourceItem
+from chenyu_assets.batch.sources import BadItem, KeySet, SourceItem
 from chenyu_assets.batch.types import Event, IngestOptions, IngestReport, IngestResult, Status
 from chenyu_assets.chenyu import ChenyuClient
 from chenyu_assets.errors import (
     APIError,
     AuthenticationError,
+    LimiterUnavailableError,
     MediaCheckError,
     PermissionDeniedError,
     TransportError,
@@ -56,6 +63,11 @@ from chenyu_assets.errors import (
 from chenyu_assets.models.ark import Asset
 
 __all__ = ["Pipeline"]
+
+#: Uploads of one item per run (each a whole client call with its own retries), and the
+#: pause before the next one (× the try number) while the client's retry budget refills.
+UPLOAD_TRIES = 3
+UPLOAD_PAUSE = 1.0
 
 T = TypeVar("T")
 
@@ -99,6 +111,8 @@ class Pipeline(CreateStage):
             project_name=ark.project_name,
         )
         self._in_flight = 0
+        self._keys = KeySet()  # every key and asset Name given out, as 8-byte hashes
+        self._names = KeySet()
 
     # -- plumbing ----------------------------------------------------------------------
     def emit(self, kind: str, key: str | None = None, **data: Any) -> None:
@@ -145,12 +159,12 @@ class Pipeline(CreateStage):
         self.ark.add_event_hook(hook)
         try:
             async with anyio.create_task_group() as outer:
-                outer.start_soon(self.poller.run)
+                outer.start_soon(self._poll)
                 await self._stages()
                 await self.poller.wait_empty()
                 outer.cancel_scope.cancel()
-        except* Fatal as group:
-            self.report.fatal = "; ".join(str(e) for e in _leaves(group))
+        except* (Fatal, LimiterUnavailableError) as group:  # a shared limiter lost: stop
+            self.report.fatal = "; ".join(dict.fromkeys(str(e) for e in _leaves(group)))
         finally:
             self.ark.remove_event_hook(hook)
             self.report.elapsed = time.monotonic() - started
@@ -182,10 +196,31 @@ class Pipeline(CreateStage):
         async with out, resume:
             iterator = iter(self.source)
             while batch := await anyio.to_thread.run_sync(take, iterator, 256):
+                batch = [self._unique(item) for item in batch]
                 for entry, item in await self.journal.run(
                     register_batch, self.journal.journal, batch
                 ):
                     await self._dispatch(entry, item, out, resume)
+
+    def _unique(self, item: SourceItem | BadItem) -> SourceItem | BadItem:
+        """``item``, or a BadItem when an earlier item had its key (both would share one
+        journal row) or its asset Name (reconciliation finds assets by Name, so both could
+        be mapped to one asset and one result lost). Explicit names are the usual cause."""
+        if isinstance(item, BadItem):
+            return item
+        if not self._keys.add(item.key):
+            return BadItem(item.key, "duplicate_key", "the same key appeared above", item.line)
+        name = item.name or asset_name(item.key, label=item.label)
+        if not self._names.add(name):
+            msg = f"asset name {name!r} is already taken by an item above"
+            return BadItem(item.key, "duplicate_name", msg, item.line)
+        return item
+
+    async def _poll(self) -> None:
+        try:
+            await self.poller.run()
+        except (APIError, TransportError) as exc:  # not transient (the poller retries those)
+            raise Fatal(f"status polling refused: {exc}") from exc
 
     async def _dispatch(
         self,
@@ -342,24 +377,37 @@ class Pipeline(CreateStage):
             raise Fatal("local files need a Chenyu client to upload them (pass chenyu=...)")
         if item.path is None:  # pragma: no cover - URL items returned above
             raise Fatal(f"item {entry.key!r} has no path")
-        try:
-            up = await self.chenyu.upload(item.path, ttl_hours=self.opt.upload_ttl_hours)
-        except UploadError as exc:
-            await self.finish_entry(
-                entry, "skipped", code=exc.reason, message=str(exc), journal_state=ItemState.SKIPPED
-            )
-            return False
-        except (AuthenticationError, PermissionDeniedError) as exc:
-            raise Fatal(f"upload refused: {exc}") from exc
-        except (APIError, TransportError) as exc:
-            await self.finish_entry(
-                entry,
-                "failed",
-                code="upload_failed",
-                message=str(exc),
-                journal_state=ItemState.FAILED,
-            )
-            return False
+        for attempt in range(1, UPLOAD_TRIES + 1):
+            try:
+                up = await self.chenyu.upload(item.path, ttl_hours=self.opt.upload_ttl_hours)
+                break
+            except UploadError as exc:
+                await self.finish_entry(
+                    entry,
+                    "skipped",
+                    code=exc.reason,
+                    message=str(exc),
+                    journal_state=ItemState.SKIPPED,
+                )
+                return False
+            except (AuthenticationError, PermissionDeniedError) as exc:
+                raise Fatal(f"upload refused: {exc}") from exc
+            except (APIError, TransportError) as exc:
+                # transient (the client's retries or retry budget ran out): pause and try
+                # again; if it still fails, the item stays resumable for a rerun
+                transient = classify(exc) is Decision.RETRY
+                if transient and attempt < UPLOAD_TRIES:
+                    self.emit("retried", entry.key, reason=f"upload failed: {exc}")
+                    await anyio.sleep(UPLOAD_PAUSE * attempt)
+                    continue
+                await self.finish_entry(
+                    entry,
+                    "failed",
+                    code="upload_failed",
+                    message=str(exc),
+                    journal_state=None if transient else ItemState.FAILED,
+                )
+                return False
         url = up.signed_url or up.url or up.content_url
         if not url:
             await self.finish_entry(
@@ -429,10 +477,12 @@ class Pipeline(CreateStage):
         item = self.items.get(key)
         if item is None:
             return key
-        return str(item.path) if item.path is not None else (item.url or key)
+        if item.path is not None:  # as the journal shows it: undecodable bytes as \xNN
+            return os.fsencode(item.path).decode("utf-8", "backslashreplace")
+        return item.url or key
 
 
-def _leaves(group: BaseExceptionGroup[Fatal]) -> Iterator[BaseException]:
+def _leaves(group: BaseExceptionGroup[Exception]) -> Iterator[BaseException]:
     for exc in group.exceptions:
         if isinstance(exc, BaseExceptionGroup):
             yield from _leaves(exc)

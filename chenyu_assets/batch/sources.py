@@ -173,8 +173,9 @@ def _bad_link(key: str, exc: OSError, target_inside: bool, target: str) -> BadIt
 # --- manifests ------------------------------------------------------------------------------
 
 
-class _KeySet:
-    """A set of 64-bit key hashes in an ``array('Q')`` with linear probing (0 = empty)."""
+class KeySet:
+    """A set of 64-bit key hashes in an ``array('Q')`` with linear probing (0 = empty);
+    the ingest pipeline uses it too, for keys and asset Names."""
 
     __slots__ = ("_count", "_mask", "_slots")
 
@@ -227,7 +228,7 @@ def _is_text(value: str) -> bool:
 
 
 def _make_item(
-    raw: Mapping[str, str | None], line: int, base: Path, seen: _KeySet
+    raw: Mapping[str, str | None], line: int, base: Path, seen: KeySet
 ) -> SourceItem | BadItem:
     """Validate one manifest row (CSV or JSONL, already strings or None) into an item."""
     v = {f: (s.strip() or None) if s is not None else None for f, s in raw.items()}
@@ -288,7 +289,7 @@ def iter_csv(path: str | os.PathLike[str]) -> Iterator[SourceItem | BadItem]:
         if len(set(header)) != len(header):
             raise ValueError(f"{manifest}: repeated column names in the header {header}")
         columns = [(i, h) for i, h in enumerate(header) if h in _FIELDS]
-        seen = _KeySet()
+        seen = KeySet()
         end = reader.line_num
         while True:
             line = end + 1
@@ -320,7 +321,7 @@ def iter_jsonl(path: str | os.PathLike[str]) -> Iterator[SourceItem | BadItem]:
     not UTF-8) is ``bad_json``; a field that is neither a string nor null is ``bad_value``.
     """
     manifest = Path(path).absolute()
-    seen = _KeySet()
+    seen = KeySet()
     with open(manifest, "rb") as f:
         line = 0
         while raw := f.readline(_MAX_JSON_LINE + 1):

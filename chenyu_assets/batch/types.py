@@ -29,6 +29,8 @@ class IngestOptions:
     processing_timeout: float = 3600.0
     reconcile_wait: float = 10.0
     reconcile_interval: float = 0.5
+    #: how long reconciliation retries a failing ListAssets before the run stops
+    reconcile_timeout: float = 60.0
     url_min_validity: float = 3600.0
     preflight: bool = True
     dry_run: bool = False

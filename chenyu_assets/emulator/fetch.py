@@ -173,7 +173,7 @@ class Fetcher:
     def local_file(self, url: URL) -> Path | None:
         """The blob behind one of our signed content URLs, if the URL is valid now."""
         parts = url.path.split("/")
-        query = dict(url.query.items())
+        query = url.query  # a multidict: a repeated parameter stays visible to the check
         now = self._now()
         if len(parts) == 4 and parts[1] == "assets" and parts[3] == "content":
             upload = self._store.get_upload(parts[2])

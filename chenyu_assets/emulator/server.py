@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+import ssl
 import tempfile
 from pathlib import Path
 from types import TracebackType
@@ -45,7 +46,9 @@ class Emulator:
             audit = emu.audit()
 
     Pass an :class:`EmulatorConfig`, keyword overrides of its fields, or both.
-    ``clock`` injects a custom :class:`Clock` (tests).
+    ``clock`` injects a custom :class:`Clock` (tests); ``ssl_context`` serves HTTPS
+    (``emu.url`` is then ``https://...``), e.g. with a self-signed certificate to test
+    that clients verify TLS.
     """
 
     def __init__(
@@ -53,6 +56,7 @@ class Emulator:
         config: EmulatorConfig | None = None,
         *,
         clock: Clock | None = None,
+        ssl_context: ssl.SSLContext | None = None,
         **overrides: Any,
     ) -> None:
         if config is None:
@@ -61,6 +65,7 @@ class Emulator:
             config = EmulatorConfig.model_validate({**config.model_dump(), **overrides})
         self._config = config
         self._clock_override = clock
+        self._ssl_context = ssl_context
         self._state: EmulatorState | None = None
         self._runner: web.AppRunner | None = None
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
@@ -147,14 +152,15 @@ class Emulator:
             build_app(state), access_log=None, shutdown_timeout=cfg.shutdown_timeout
         )
         await self._runner.setup()
-        site = web.TCPSite(self._runner, cfg.host, cfg.port)
+        site = web.TCPSite(self._runner, cfg.host, cfg.port, ssl_context=self._ssl_context)
         await site.start()
         self._port = int(self._runner.addresses[0][1])
         host = cfg.host
         if host in ("", "0.0.0.0", "::"):  # noqa: S104 - we only build a URL here
             host = "127.0.0.1"
         shown = f"[{host}]" if ":" in host else host
-        state.base_url = f"http://{shown}:{self._port}"
+        scheme = "http" if self._ssl_context is None else "https"
+        state.base_url = f"{scheme}://{shown}:{self._port}"
         state.fetcher.local_authorities = {
             f"{name}:{self._port}".lower() for name in {shown, "127.0.0.1", "localhost", "[::1]"}
         }
@@ -201,7 +207,8 @@ class Emulator:
 
     @property
     def url(self) -> str:
-        """``http://host:port``: the official Ark endpoint (``POST {url}/?Action=...``)."""
+        """``http://host:port`` (``https`` with an ``ssl_context``): the official Ark
+        endpoint (``POST {url}/?Action=...``)."""
         return self._running().base_url
 
     @property
