@@ -3,8 +3,10 @@
 Intent, send and outcome are journaled as one unit that cancellation cannot split, so a
 fatal stop or Ctrl-C never leaves an item half-recorded. An ambiguous outcome is reconciled
 by listing the group for the item's exact Name (waiting a bounded time for list lag)
-before anything is sent again; a refusal (401/403/404, or a service that stays unreachable)
-stops the whole run with every item back in a resumable state.
+before anything is sent again (a listing that fails proves nothing: it is retried); a
+refusal (401/403/404, a skewed clock's InvalidTimestamp, or a service that stays
+unreachable) stops the whole run with every item back in a resumable state, and an item
+whose tries all failed transiently stays resumable too.
 """
 
 from __future__ import annotations
