@@ -486,7 +486,7 @@ class ArkClient(ArkFamilyClient):
         style: Literal["official", "gateway"] | None = None,
         project_name: str | None = None,
         rate_limits: Mapping[str, float] | None = None,
-        headroom: float = 0.99,
+        headroom: float | None = None,
         limiter_factory: LimiterFactory | None = None,
         limits: str | RedisLimits | None = None,
         timeouts: Timeouts | None = None,
@@ -539,7 +539,10 @@ class ArkClient(ArkFamilyClient):
         self.shared_limits = shared.limits
         super().__init__(
             limiters=LimiterRegistry(
-                ACTION_RATES, overrides=rate_limits, headroom=headroom, factory=shared.factory
+                ACTION_RATES,
+                overrides=rate_limits,
+                headroom=shared.headroom if headroom is None else headroom,
+                factory=shared.factory,
             ),
             session=session,
             timeouts=timeouts,

@@ -58,7 +58,7 @@ class PrivateAvatarClient(ArkFamilyClient):
         model: str = AVATAR_MODELS[0],
         project_name: str | None = None,
         rate_limits: Mapping[str, float] | None = None,
-        headroom: float = 0.99,
+        headroom: float | None = None,
         limiter_factory: LimiterFactory | None = None,
         limits: str | RedisLimits | None = None,
         timeouts: Timeouts | None = None,
@@ -86,7 +86,10 @@ class PrivateAvatarClient(ArkFamilyClient):
         self.shared_limits = shared.limits
         super().__init__(
             limiters=LimiterRegistry(
-                ACTION_RATES, overrides=rate_limits, headroom=headroom, factory=shared.factory
+                ACTION_RATES,
+                overrides=rate_limits,
+                headroom=shared.headroom if headroom is None else headroom,
+                factory=shared.factory,
             ),
             session=session,
             timeouts=timeouts,

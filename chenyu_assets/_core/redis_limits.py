@@ -4,17 +4,19 @@ The published limits (30 creates/s, 100 gets/s, 30 assets Processing) hold per *
 so processes that share an account must share one limiter. :class:`RedisLimits` keeps the
 state in a Redis server and hands out the two things the core needs:
 
-``RedisBucket`` (a :class:`~chenyu_assets._core.ratelimit.Limiter`)
+``RedisBucket`` (a :class:`~chenyu_assets._core.ratelimit.Limiter`, in ``redis_bucket``)
     GCRA in one Lua script: one round trip per :meth:`~RedisBucket.acquire`, the server's
-    ``TIME`` as the only clock (client clocks never matter). Each call *reserves* the next
-    grant time and returns how long to wait for it, so waiters in every process are served
-    in arrival order with no polling. Burst and start-empty behave like the local
-    :class:`~chenyu_assets._core.ratelimit.TokenBucket` (same ``_GUARD``): a new or expired
-    bucket is empty and refills at the rate up to ``burst``. :meth:`~RedisBucket.pause`
-    (a 429) moves the bucket past the pause for every process; grants already handed out
-    to *other* processes before the pause still go out (at most one per waiting task).
+    ``TIME`` deciding every grant (client clocks only measure how long to wait). Each call
+    *reserves* the next grant time, so waiters in every process are served in arrival order
+    with no polling, and a late wake-up never costs the others their turn. Burst and
+    start-empty behave like the local :class:`~chenyu_assets._core.ratelimit.TokenBucket`
+    (same ``_GUARD``): a new or expired bucket is empty and refills at the rate up to
+    ``burst``. A process that wakes more than ``max_late`` after its turn gives it up
+    (sent late, it would bunch with the next grants). :meth:`~RedisBucket.pause` (a 429)
+    moves the bucket past the pause for every process; grants already handed out to
+    *other* processes before the pause still go out (at most one per waiting task).
 
-``RedisSlots`` (a :class:`~chenyu_assets._core.ratelimit.Slots`)
+``RedisSlots`` (a :class:`~chenyu_assets._core.ratelimit.Slots`, in ``redis_slots``)
     A semaphore of ``limit`` named slots in a sorted set, scored by lease expiry. A live
     holder's leases are renewed in the background every ``lease / 3``; a holder that dies
     (SIGKILL, power loss) stops renewing and its slots come back when the lease runs out.
@@ -33,19 +35,16 @@ imported when a :class:`RedisLimits` is built.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import math
-import os
-import secrets
-import socket
-import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Final, NamedTuple
 from urllib.parse import urlsplit, urlunsplit
 
-from chenyu_assets._core.logs import get_logger, register_secret
-from chenyu_assets._core.ratelimit import _GUARD, LimiterFactory
+from chenyu_assets._core.logs import register_secret
+from chenyu_assets._core.ratelimit import LimiterFactory
+from chenyu_assets._core.redis_bucket import BUCKET_SCRIPT, TIME_SCRIPT, RedisBucket, ServerClock
+from chenyu_assets._core.redis_slots import SLOTS_SCRIPT, RedisSlots
 from chenyu_assets.errors import ConfigurationError, LimiterUnavailableError
 
 if TYPE_CHECKING:
@@ -60,68 +59,15 @@ __all__ = [
     "open_limits",
 ]
 
-log = get_logger("chenyu_assets.redis_limits")
-
 _SCHEMES: Final = ("redis", "rediss", "unix")
 
-#: GCRA. KEYS[1] bucket; ARGV interval_us, tau_us (= (burst - 1) * interval), pause_us
-#: (< 0: acquire), idle_ms. Returns the µs to wait for the reserved grant (-1 for a pause).
-_BUCKET: Final = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local interval = tonumber(ARGV[1])
-local tau = tonumber(ARGV[2])
-local pause = tonumber(ARGV[3])
-local tat = tonumber(redis.call('GET', KEYS[1]))
-if tat == nil then tat = now + interval + tau end
-local wait = -1
-if pause >= 0 then
-  tat = math.max(tat, now + pause + interval + tau)
-else
-  wait = math.max(0, tat - tau - now)
-  tat = math.max(tat, now) + interval
-end
-local ttl = math.floor((tat - now) / 1000) + tonumber(ARGV[4])
-redis.call('SET', KEYS[1], string.format('%.0f', tat), 'PX', ttl)
-return wait
-"""
-
-#: Leased slots. KEYS[1] sorted set (member -> lease expiry, ms of server time); ARGV op,
-#: limit, lease_ms, members... Returns {granted, in use, ms until the first lease ends,
-#: lost members (renew)...}.
-_SLOTS: Final = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local key, op, lease = KEYS[1], ARGV[1], tonumber(ARGV[3])
-redis.call('ZREMRANGEBYSCORE', key, '-inf', now)
-local out = {0, 0, 0}
-if op == 'acquire' then
-  local n = redis.call('ZCARD', key)
-  if redis.call('ZSCORE', key, ARGV[4]) or n < tonumber(ARGV[2]) then
-    redis.call('ZADD', key, now + lease, ARGV[4])
-    out[1] = 1
-  else
-    local first = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
-    out[3] = tonumber(first[2]) - now
-  end
-elseif op == 'renew' then
-  out[1] = 1
-  for i = 4, #ARGV do
-    if redis.call('ZSCORE', key, ARGV[i]) then
-      redis.call('ZADD', key, now + lease, ARGV[i])
-    else
-      table.insert(out, ARGV[i])
-    end
-  end
-elseif op == 'release' then
-  out[1] = 1
-  for i = 4, #ARGV do redis.call('ZREM', key, ARGV[i]) end
-end
-out[2] = redis.call('ZCARD', key)
-local last = redis.call('ZRANGE', key, -1, -1, 'WITHSCORES')
-if last[2] then redis.call('PEXPIREAT', key, tonumber(last[2]) + 1000) end
-return out
-"""
+#: Pacing headroom (fraction of the published rate) of a client's own buckets: 1 % absorbs
+#: the few milliseconds by which one process's event loop can bunch two sends.
+LOCAL_HEADROOM: Final = 0.99
+#: ... and of shared buckets: grants are exact in Redis time, but each process sends its
+#: own a little late (scheduling, a busy host), and two late-early neighbours from
+#: different processes bunch up. 3 % tolerates 30 ms of such send jitter in any 1 s window.
+SHARED_HEADROOM: Final = 0.97
 
 
 def account_fingerprint(access_key: str) -> str:
@@ -156,6 +102,7 @@ class RedisLimits:
         prefix: str = "chenyu-assets",
         timeout: float = 2.0,
         idle_ttl: float = 60.0,
+        max_late: float | None = 0.010,
     ) -> None:
         parts = urlsplit(url)
         if parts.scheme not in _SCHEMES:
@@ -173,6 +120,14 @@ class RedisLimits:
             raise ConfigurationError(
                 "limits='redis://...' needs the redis package: pip install 'chenyu-assets[redis]'"
             ) from None
+        try:
+            from redis.asyncio.connection import parse_url
+
+            parse_url(url)
+        except ValueError:  # the message may quote the URL: not shown
+            raise ConfigurationError(
+                "limits URL is not valid (expected redis://[:password@]host[:port][/db])"
+            ) from None
         register_secret(parts.password)
         self._aioredis = aioredis
         self._errors: tuple[type[BaseException], ...] = (
@@ -185,6 +140,9 @@ class RedisLimits:
         self.namespace = f"{prefix}:{account_fingerprint(account)}"
         self.timeout = timeout
         self.idle_ms = int(idle_ttl * 1000)
+        self.max_late = math.inf if max_late is None else max_late
+        self.clock = ServerClock()
+        self._syncing = asyncio.Lock()
         self._client: Redis | None = None
         self._scripts: dict[str, Any] = {}
         self._slots: list[RedisSlots] = []
@@ -214,9 +172,13 @@ class RedisLimits:
 
     async def run_script(self, script: str, key: str, *args: int | str) -> Any:
         """Run a Lua ``script`` on ``key``: one round trip (EVALSHA; EVAL the first time)."""
+        return await self._guard(self._script(script)(keys=[key], args=list(args)))
+
+    async def _guard(self, call: Awaitable[Any]) -> Any:
+        """Await one Redis call; any failure becomes LimiterUnavailableError."""
         try:
             async with asyncio.timeout(self.timeout * 2):
-                return await self._script(script)(keys=[key], args=list(args))
+                return await call
         except self._errors as exc:
             raise LimiterUnavailableError(
                 f"shared limiter at {self.shown_url} unavailable "
@@ -225,8 +187,24 @@ class RedisLimits:
             ) from exc
 
     async def ping(self) -> None:
-        """Check the server answers (LimiterUnavailableError if not)."""
-        await self.run_script("return 1", f"{self.namespace}:ping")
+        """Check the server answers (LimiterUnavailableError if not), load the scripts and
+        learn the server's clock."""
+        await self.sync_clock()
+
+    async def sync_clock(self, samples: int = 5, *, once: bool = False) -> None:
+        """Read the server's ``TIME`` a few times; the fastest round trip sets
+        :attr:`clock` (done once, before the first grant is scheduled)."""
+        loop = asyncio.get_running_loop()
+        async with self._syncing:
+            if once and self.clock.synced:
+                return
+            for text in (BUCKET_SCRIPT, SLOTS_SCRIPT):  # the first acquire is one EVALSHA
+                await self._guard(self._redis().script_load(text))
+            for _ in range(samples):
+                sent = loop.time()
+                now_us = await self.run_script(TIME_SCRIPT, f"{self.namespace}:time")
+                self.clock.sample(now_us / 1e6, sent, loop.time())
+            self.clock.synced = True
 
     def limiter(self, endpoint: str, rate: float, burst: int = 1) -> RedisBucket:
         """A shared bucket for ``endpoint`` (a :class:`LimiterFactory`)."""
@@ -254,202 +232,14 @@ class RedisLimits:
             await client.aclose()
 
 
-class RedisBucket:
-    """A token bucket shared through Redis; see the module docstring."""
-
-    __slots__ = ("_burst", "_interval_us", "_key", "_limits", "_paused_until", "_rate", "_tau_us")
-
-    def __init__(self, limits: RedisLimits, key: str, rate: float, *, burst: int = 1) -> None:
-        if not rate > 0:
-            raise ValueError(f"rate must be > 0, got {rate!r}")
-        if burst < 1:
-            raise ValueError(f"burst must be >= 1, got {burst!r}")
-        self._limits = limits
-        self._key = key
-        self._rate = float(rate)
-        self._burst = int(burst)
-        # whole microseconds, rounded up: never faster than the (guarded) rate
-        self._interval_us = math.ceil(1e6 / (self._rate * (1.0 - _GUARD)))
-        self._tau_us = (self._burst - 1) * self._interval_us
-        self._paused_until = -math.inf
-
-    @property
-    def rate(self) -> float:
-        return self._rate
-
-    @property
-    def burst(self) -> int:
-        return self._burst
-
-    @property
-    def key(self) -> str:
-        return self._key
-
-    def __repr__(self) -> str:
-        return f"<RedisBucket {self._key} rate={self._rate:g}/s burst={self._burst}>"
-
-    async def acquire(self) -> None:
-        """Reserve the next grant (one round trip) and sleep until it is due."""
-        loop = asyncio.get_running_loop()
-        while True:
-            wait_us = await self._limits.run_script(
-                _BUCKET, self._key, self._interval_us, self._tau_us, -1, self._limits.idle_ms
-            )
-            if wait_us > 0:
-                await asyncio.sleep(wait_us / 1e6)
-            if loop.time() >= self._paused_until:
-                return
-            # this process saw a 429 while we waited: that grant fell inside the pause
-
-    async def pause(self, seconds: float) -> None:
-        """Grant nothing, in any process, for ``seconds``; then start empty."""
-        loop = asyncio.get_running_loop()
-        seconds = max(0.0, seconds)
-        self._paused_until = max(self._paused_until, loop.time() + seconds)
-        await self._limits.run_script(
-            _BUCKET,
-            self._key,
-            self._interval_us,
-            self._tau_us,
-            int(seconds * 1e6),
-            self._limits.idle_ms,
-        )
-
-
-class RedisSlots:
-    """A slot pool shared through Redis, with leases; see the module docstring.
-
-    ``in_use()`` is the account-wide count seen by the last round trip.
-    """
-
-    def __init__(
-        self, limits: RedisLimits, key: str, limit: int, *, lease: float, poll: float
-    ) -> None:
-        if limit < 1:
-            raise ValueError(f"limit must be >= 1, got {limit!r}")
-        if not lease > 0:
-            raise ValueError(f"lease must be > 0, got {lease!r}")
-        self._limits = limits
-        self.key = key
-        self._limit = limit
-        self._lease_ms = max(1, int(lease * 1000))
-        self._renew_every = lease / 3
-        self._poll = poll
-        #: names this process's leases: host, pid and a random part
-        self.owner = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
-        self._held: set[str] = set()
-        self._count = 0
-        self._turn = asyncio.Lock()
-        self._released = asyncio.Event()
-        self._renewer: asyncio.Task[None] | None = None
-        self._last_renewed = time.monotonic()
-        self._broken: LimiterUnavailableError | None = None
-
-    @property
-    def limit(self) -> int:
-        return self._limit
-
-    def in_use(self) -> int:
-        return self._count
-
-    def holders(self) -> frozenset[str]:
-        """The holders this process owns."""
-        return frozenset(self._held)
-
-    def __repr__(self) -> str:
-        return f"<RedisSlots {self.key} {self._count}/{self._limit} mine={len(self._held)}>"
-
-    def _member(self, holder: str) -> str:
-        return f"{self.owner}|{holder}"
-
-    async def _run(self, op: str, holders: list[str]) -> list[Any]:
-        if self._broken is not None:
-            raise self._broken
-        reply = await self._limits.run_script(
-            _SLOTS,
-            self.key,
-            op,
-            self._limit,
-            self._lease_ms,
-            *(self._member(h) for h in holders),
-        )
-        result = list(reply)
-        self._count = int(result[1])
-        return result
-
-    async def acquire(self, holder: str) -> None:
-        """Wait for a free slot (account-wide) and lease it to ``holder``."""
-        if holder in self._held:
-            return
-        async with self._turn:  # one local waiter asks Redis at a time, FIFO
-            while True:
-                self._released.clear()
-                granted, _count, wait_ms = (await self._run("acquire", [holder]))[:3]
-                if granted:
-                    self._held.add(holder)
-                    self._start_renewer()
-                    return
-                wait = min(self._poll, max(0.001, int(wait_ms) / 1000))
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(wait):
-                        await self._released.wait()
-
-    async def release(self, holder: str) -> None:
-        """Give ``holder``'s slot back; a holder this process does not hold is a no-op."""
-        if holder not in self._held:
-            return
-        self._held.discard(holder)
-        self._released.set()
-        await self._run("release", [holder])
-
-    def _start_renewer(self) -> None:
-        if self._renewer is None or self._renewer.done():
-            self._last_renewed = time.monotonic()
-            self._renewer = asyncio.get_running_loop().create_task(
-                self._renew_forever(), name=f"renew {self.key}"
-            )
-
-    async def _renew_forever(self) -> None:
-        lease = self._lease_ms / 1000
-        while True:
-            await asyncio.sleep(self._renew_every)
-            held = sorted(self._held)
-            if not held:
-                self._last_renewed = time.monotonic()
-                continue
-            try:
-                lost = (await self._run("renew", held))[3:]
-            except LimiterUnavailableError as exc:
-                if time.monotonic() - self._last_renewed + self._renew_every < lease:
-                    log.warning("renewing slot leases failed, will retry: %s", exc)
-                    continue
-                log.error("slot leases can no longer be renewed: %s", exc)
-                self._broken = exc
-                return
-            self._last_renewed = time.monotonic()
-            for member in lost:
-                holder = str(member, "utf-8") if isinstance(member, bytes) else str(member)
-                holder = holder.split("|", 1)[-1]
-                if holder in self._held:
-                    self._held.discard(holder)
-                    log.warning("the lease of slot %s expired before it was renewed", holder)
-
-    async def aclose(self) -> None:
-        """Stop renewing. Slots still held expire after the lease (their work may still be
-        running on the service, so they are not handed back early)."""
-        task, self._renewer = self._renewer, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-
-
 class SharedSetup(NamedTuple):
     """What a client builds its limiter registry from (see :func:`open_limits`)."""
 
     limits: RedisLimits | None
     factory: LimiterFactory | None
     closers: list[Callable[[], Awaitable[None]]]
+    #: the default pacing headroom: LOCAL_HEADROOM, or SHARED_HEADROOM with shared limits
+    headroom: float
 
 
 def open_limits(
@@ -462,14 +252,14 @@ def open_limits(
     it); a :class:`RedisLimits` is used as is (its creator closes it); None keeps
     ``limiter_factory`` (None: local buckets)."""
     if limits is None:
-        return SharedSetup(None, limiter_factory, [])
+        return SharedSetup(None, limiter_factory, [], LOCAL_HEADROOM)
     if limiter_factory is not None:
         raise ConfigurationError("pass limits= or limiter_factory=, not both")
     if isinstance(limits, RedisLimits):
-        return SharedSetup(limits, limits.limiter, [])
+        return SharedSetup(limits, limits.limiter, [], SHARED_HEADROOM)
     if not isinstance(limits, str):
         raise ConfigurationError("limits must be a redis:// URL or a RedisLimits")
     if not account:
         raise ConfigurationError("shared limits need the account's access key")
     shared = RedisLimits(limits, account=account)
-    return SharedSetup(shared, shared.limiter, [shared.aclose])
+    return SharedSetup(shared, shared.limiter, [shared.aclose], SHARED_HEADROOM)
