@@ -232,3 +232,47 @@ def test_slot_pool_caps_holders_and_hands_over_fifo() -> None:
 
     got, _ = run_virtual(main)
     assert got == ["a", "b", "c"]
+
+
+def _run_with_busy_loop(bucket: TokenBucket, n: int) -> list[float]:
+    """Acquire ``n`` times while a 'busy' task keeps stalling the loop for 3 ms in every
+    5 ms (the virtual clock jumps while no timer can fire), so timers fire late."""
+
+    async def main() -> list[float]:
+        from tests.vclock import VirtualClock  # noqa: F401 - documents the clock in use
+
+        loop = asyncio.get_running_loop()
+        times: list[float] = []
+
+        async def busy() -> None:
+            while True:
+                await asyncio.sleep(0.005)
+                loop.time.__self__.now += 0.003  # type: ignore[attr-defined]
+
+        stall = asyncio.create_task(busy())
+        for _ in range(n):
+            await bucket.acquire()
+            times.append(loop.time())
+        stall.cancel()
+        return times
+
+    times, _ = run_virtual(main)
+    return times
+
+
+def test_lateness_credit_recovers_throughput_and_keeps_the_window() -> None:
+    reg = LimiterRegistry(ACTION_RATES)  # published 30/s, paced at 29.7/s with credit
+    limiter = reg.get("CreateAsset")
+    assert isinstance(limiter, TokenBucket)
+    assert reg.slack_for("CreateAsset") == pytest.approx(0.25)
+    with_credit = _run_with_busy_loop(limiter, 1500)
+    without = _run_with_busy_loop(TokenBucket(29.7), 1500)
+
+    def rate(times: list[float]) -> float:
+        return (len(times) - 1) / (times[-1] - times[0])
+
+    assert rate(with_credit) >= 29.7 * 0.995
+    assert rate(without) < rate(with_credit)
+    assert max_in_window(with_credit) <= 30  # the published limit holds in every window
+    with pytest.raises(ValueError, match="slack"):
+        TokenBucket(30, slack=1.0)

@@ -9,11 +9,16 @@ timer at the exact instant a token is due (no polling), serves waiters first-in 
 and is cancellation-safe: a waiter cancelled before its grant takes nothing; one cancelled
 after its grant gives the token back.
 
+With ``burst=1`` a timer that fires late would lose that time for good (the bucket is
+full), and on a busy loop that adds up (at 200/s, 1 ms of lateness per grant is 20 %).
+``slack`` lets the bucket keep a fraction of a token as *lateness credit* so the next grant
+comes sooner; the window bound becomes ``burst + slack + rate`` grants per second.
+
 ``LimiterRegistry`` holds one limiter per endpoint (Ark action), with defaults from the
-published table in :mod:`chenyu_assets.limits`, scaled by ``headroom`` (default 0.99: a
-strict window counts arrival times, and 1 % of slack absorbs the few milliseconds by which
-scheduling can bunch two requests). A 429 pauses an endpoint for every task via
-:meth:`LimiterRegistry.pause`.
+published table in :mod:`chenyu_assets.limits`, paced at ``headroom`` × the limit (default
+0.99: a strict window counts arrival times, and 1 % absorbs the milliseconds by which
+scheduling can bunch two requests) and given the lateness credit the headroom leaves. A
+429 pauses an endpoint for every task via :meth:`LimiterRegistry.pause`.
 
 ``SlotPool`` caps work in flight that outlives one request (assets ``Processing``): a slot is
 taken before CreateAsset and given back when polling sees a terminal status.
@@ -79,6 +84,7 @@ class TokenBucket:
 
     __slots__ = (
         "_burst",
+        "_capacity",
         "_fill",
         "_last",
         "_paused_until",
@@ -88,14 +94,22 @@ class TokenBucket:
         "_waiters",
     )
 
-    def __init__(self, rate: float, *, burst: int = 1) -> None:
+    def __init__(self, rate: float, *, burst: int = 1, slack: float = 0.0) -> None:
+        """``slack`` (0 <= slack < 1) is lateness credit: a fraction of a token the bucket
+        may hold beyond ``burst``, so that a timer firing late by up to ``slack / rate``
+        seconds costs no throughput (the next grant comes that much sooner). It loosens the
+        window bound to ``burst + slack + rate`` grants per second: keep it below the gap
+        between the server's limit and ``rate`` (:class:`LimiterRegistry` does)."""
         if not rate > 0:
             raise ValueError(f"rate must be > 0, got {rate!r}")
         if burst < 1:
             raise ValueError(f"burst must be >= 1, got {burst!r}")
+        if not 0.0 <= slack < 1.0:
+            raise ValueError(f"slack must be in [0, 1), got {slack!r}")
         self._rate = float(rate)
         self._fill = self._rate * (1.0 - _GUARD)
         self._burst = int(burst)
+        self._capacity = self._burst + float(slack)
         self._tokens = 0.0
         self._last: float | None = None
         self._paused_until = float("-inf")
@@ -113,6 +127,7 @@ class TokenBucket:
     def __repr__(self) -> str:
         return (
             f"<TokenBucket rate={self._rate:g}/s burst={self._burst} "
+            f"slack={self._capacity - self._burst:.2f} "
             f"tokens={self._tokens:.3f} waiters={len(self._waiters)}>"
         )
 
@@ -124,7 +139,7 @@ class TokenBucket:
             self._last = self._paused_until
             return
         if now > self._last:
-            self._tokens = min(float(self._burst), self._tokens + (now - self._last) * self._fill)
+            self._tokens = min(self._capacity, self._tokens + (now - self._last) * self._fill)
             self._last = now
 
     async def acquire(self) -> None:
@@ -142,7 +157,7 @@ class TokenBucket:
         except asyncio.CancelledError:
             if fut.done() and not fut.cancelled():
                 # The grant arrived together with the cancellation: hand the token back.
-                self._tokens = min(float(self._burst), self._tokens + 1.0)
+                self._tokens = min(self._capacity, self._tokens + 1.0)
                 self._schedule(loop)
             raise
 
@@ -226,6 +241,14 @@ class LimiterRegistry:
         """The pacing rate (published rate × headroom) used for ``endpoint``."""
         return self._rates.get(endpoint, self._default_rate) * self._headroom
 
+    def slack_for(self, endpoint: str) -> float:
+        """Lateness credit for ``endpoint``'s bucket: what the headroom leaves below the
+        published limit (less a 0.05 margin), at most 0.9 of a token. With it, grants stay
+        within the published limit in every one-second window, and timers that fire a few
+        milliseconds late (a busy loop) cost no throughput."""
+        published = self._rates.get(endpoint, self._default_rate)
+        return max(0.0, min(0.9, published - self.rate_for(endpoint) - 0.05))
+
     def get(self, endpoint: str) -> Limiter:
         limiter = self._limiters.get(endpoint)
         if limiter is None:
@@ -233,7 +256,7 @@ class LimiterRegistry:
             if self._factory is not None:
                 limiter = self._factory(endpoint, rate, self._burst)
             else:
-                limiter = TokenBucket(rate, burst=self._burst)
+                limiter = TokenBucket(rate, burst=self._burst, slack=self.slack_for(endpoint))
             self._limiters[endpoint] = limiter
         return limiter
 
