@@ -21,28 +21,24 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, Literal, Self, TypeVar
-from urllib.parse import urlsplit
 
-from chenyu_assets._core.engine import ClientBase, Prepared
+from chenyu_assets._core.engine import ClientBase, Prepared, check_base_url
 from chenyu_assets._core.logs import register_secret
 from chenyu_assets._core.pagination import AsyncPaginator, Page
 from chenyu_assets._core.polling import wait_until
 from chenyu_assets._core.ratelimit import LimiterFactory, LimiterRegistry
 from chenyu_assets._core.redis_limits import RedisLimits, open_limits
-from chenyu_assets._core.retry import RetryBudget, RetryPolicy, parse_retry_after
+from chenyu_assets._core.retry import RetryBudget, RetryPolicy
 from chenyu_assets._core.signing import BearerAuth, Credentials, sign_request
-from chenyu_assets._core.transport import Response, Timeouts
+from chenyu_assets._core.transport import Timeouts
+from chenyu_assets.envelopes import parse_flat_envelope, parse_volc_envelope
 from chenyu_assets.errors import (
     AssetFailedError,
     ConfigurationError,
-    RateLimitError,
     ResponseFormatError,
-    api_error_for,
-    ark_status_for_code,
 )
 from chenyu_assets.limits import ACTION_RATES, ARK_VERSION
 from chenyu_assets.models.ark import Asset, AssetGroup
@@ -59,8 +55,6 @@ VOLCENGINE_ENDPOINT = "https://open.volcengineapi.com"
 GATEWAY_ENDPOINT = "https://api.agentsflare.com/byteplus/_unstable/open"
 _CREATES = frozenset({"CreateAsset", "CreateAssetGroup"})
 MAX_PAGE_SIZE = 100
-#: A vendor code leading a gateway ``status_msg`` (``"NotFound.asset_id: ..."``).
-_MSG_CODE = re.compile(r"([A-Z][A-Za-z]*(?:\.[\w.]+)?):\s*")
 M = TypeVar("M", Asset, AssetGroup)
 
 
@@ -83,121 +77,6 @@ def _compact(body: Mapping[str, Any]) -> dict[str, Any]:
                 continue
         out[k] = v
     return out
-
-
-def _load_json(resp: Response) -> Any:
-    try:
-        return json.loads(resp.body)
-    except (ValueError, UnicodeDecodeError):
-        kind = resp.content_type or "unknown content type"
-        snippet = resp.body[:60].decode("utf-8", "replace").replace("\n", " ")
-        if resp.status == 429:
-            raise RateLimitError(
-                f"{resp.status} with a non-JSON body",
-                status=resp.status,
-                method=resp.method,
-                path=resp.path,
-                retry_after=parse_retry_after(resp.headers),
-            ) from None
-        raise ResponseFormatError(
-            f"answer is not JSON ({kind}): {snippet!r}",
-            status=resp.status,
-            method=resp.method,
-            path=resp.path,
-        ) from None
-
-
-def _raise_for(
-    resp: Response,
-    code: str | None,
-    message: str,
-    request_id: str | None,
-    *,
-    status_hint: int | None = None,
-) -> None:
-    """Raise the mapped error. The class follows the HTTP status when it is an error, else
-    ``status_hint`` (an HTTP-like status from the body), else the vendor code."""
-    status = resp.status
-    cls = api_error_for(status if status >= 400 else status_hint, code)
-    kwargs: dict[str, Any] = {
-        "status": status,
-        "code": code,
-        "request_id": request_id,
-        "method": resp.method,
-        "path": resp.path,
-    }
-    if cls is RateLimitError:
-        raise RateLimitError(message, retry_after=parse_retry_after(resp.headers), **kwargs)
-    raise cls(message, **kwargs)
-
-
-def parse_volc_envelope(resp: Response) -> tuple[dict[str, Any], str | None]:
-    """``(Result, RequestId)`` of a Volcengine-envelope answer, or the mapped error.
-
-    A body without ``ResponseMetadata`` is a ResponseFormatError; an ``Error`` inside an
-    HTTP 200 is an error like any other.
-    """
-    data = _load_json(resp)
-    meta = data.get("ResponseMetadata") if isinstance(data, dict) else None
-    if not isinstance(meta, dict):
-        if resp.status >= 400:
-            _raise_for(resp, None, f"HTTP {resp.status} without ResponseMetadata", None)
-        raise ResponseFormatError(
-            "answer has no ResponseMetadata",
-            status=resp.status,
-            method=resp.method,
-            path=resp.path,
-        )
-    request_id = meta.get("RequestId") or resp.headers.get("X-Tt-Logid")
-    error = meta.get("Error")
-    if isinstance(error, dict) and (error.get("Code") or error.get("CodeN")):
-        _raise_for(
-            resp,
-            str(error.get("Code") or error.get("CodeN")),
-            str(error.get("Message") or "error"),
-            request_id,
-        )
-    if resp.status >= 400:
-        _raise_for(resp, None, f"HTTP {resp.status}", request_id)
-    result = data.get("Result")
-    if result is None:
-        result = {}
-    if not isinstance(result, dict):
-        raise ResponseFormatError(
-            "Result is not an object",
-            status=resp.status,
-            request_id=request_id,
-            method=resp.method,
-            path=resp.path,
-        )
-    return result, request_id
-
-
-def parse_flat_envelope(resp: Response) -> tuple[dict[str, Any], str | None]:
-    """The gateway's flat answer: fields at top level plus ``base_resp{status_code,...}``."""
-    data = _load_json(resp)
-    base = data.get("base_resp") if isinstance(data, dict) else None
-    if not isinstance(base, dict) or "status_code" not in base:
-        if resp.status >= 400:
-            _raise_for(resp, None, f"HTTP {resp.status} without base_resp", None)
-        raise ResponseFormatError(
-            "answer has no base_resp", status=resp.status, method=resp.method, path=resp.path
-        )
-    request_id = resp.headers.get("X-Request-Id") or data.get("request_id")
-    status_code = base.get("status_code")
-    if status_code != 0:
-        # status_code is HTTP-like (404) or the gateway's own number; a known vendor code
-        # leading status_msg ("NotFound.asset_id: ...") is the more precise code.
-        message = str(base.get("status_msg") or "error")
-        code = str(status_code)
-        found = _MSG_CODE.match(message)
-        if found and ark_status_for_code(found.group(1)) is not None:
-            code, message = found.group(1), message[found.end() :] or message
-        hint = status_code if isinstance(status_code, int) and 400 <= status_code < 600 else None
-        _raise_for(resp, code, message, request_id, status_hint=hint)
-    if resp.status >= 400:
-        _raise_for(resp, None, f"HTTP {resp.status}", request_id)
-    return {k: v for k, v in data.items() if k != "base_resp"}, request_id
 
 
 class ArkFamilyClient(ClientBase):
@@ -526,9 +405,7 @@ class ArkClient(ArkFamilyClient):
             self._bearer = BearerAuth(api_key)
             register_secret(api_key)
             self.base_url = (base_url or GATEWAY_ENDPOINT).rstrip("/")
-        parts = urlsplit(self.base_url)
-        if parts.scheme not in ("http", "https") or not parts.netloc:
-            raise ConfigurationError(f"base_url must be an http(s) URL, got {self.base_url!r}")
+        parts = check_base_url(self.base_url)
         self._host = parts.netloc
         self._path_prefix = parts.path
         shared = open_limits(

@@ -12,16 +12,17 @@ import json
 import os
 from collections.abc import Mapping
 from typing import Any, Final, Self
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote
 
-from chenyu_assets._core.engine import Prepared
+from chenyu_assets._core.engine import Prepared, check_base_url
 from chenyu_assets._core.logs import register_secret
 from chenyu_assets._core.ratelimit import LimiterFactory, LimiterRegistry
 from chenyu_assets._core.redis_limits import RedisLimits, open_limits
 from chenyu_assets._core.retry import RetryBudget, RetryPolicy
 from chenyu_assets._core.signing import BearerAuth
 from chenyu_assets._core.transport import Timeouts
-from chenyu_assets.ark import ArkFamilyClient, parse_volc_envelope
+from chenyu_assets.ark import ArkFamilyClient
+from chenyu_assets.envelopes import parse_volc_envelope
 from chenyu_assets.errors import ConfigurationError
 from chenyu_assets.limits import ACTION_RATES
 
@@ -74,9 +75,7 @@ class PrivateAvatarClient(ArkFamilyClient):
             raise ConfigurationError("missing proxy URL: pass base_url= or set AVATAR_BASE_URL")
         if model not in AVATAR_MODELS:
             raise ConfigurationError(f"model must be one of {', '.join(AVATAR_MODELS)}")
-        parts = urlsplit(base_url)
-        if parts.scheme not in ("http", "https") or not parts.netloc:
-            raise ConfigurationError(f"base_url must be an http(s) URL, got {base_url!r}")
+        check_base_url(base_url)
         self.base_url = base_url.rstrip("/")
         self.model = model
         self.project_name = project_name

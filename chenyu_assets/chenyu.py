@@ -14,18 +14,17 @@ an orphan *temporary* asset that expires with its TTL, never a duplicate library
 from __future__ import annotations
 
 import asyncio
-import json
 import mimetypes
 import os
 import secrets
 from collections.abc import Callable, Mapping
 from typing import Any, Final, Self
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote
 
 import aiofiles
 
 from chenyu_assets import media
-from chenyu_assets._core.engine import ClientBase, Prepared
+from chenyu_assets._core.engine import ClientBase, Prepared, check_base_url
 from chenyu_assets._core.logs import register_secret
 from chenyu_assets._core.multipart import (
     DEFAULT_CHUNK_SIZE,
@@ -35,16 +34,14 @@ from chenyu_assets._core.multipart import (
     snapshot,
 )
 from chenyu_assets._core.ratelimit import LimiterRegistry
-from chenyu_assets._core.retry import RetryBudget, RetryPolicy, parse_retry_after
+from chenyu_assets._core.retry import RetryBudget, RetryPolicy
 from chenyu_assets._core.signing import BearerAuth
 from chenyu_assets._core.transport import Body, Response, Timeouts
+from chenyu_assets.envelopes import parse_chenyu_envelope
 from chenyu_assets.errors import (
     ConfigurationError,
-    RateLimitError,
     ResponseFormatError,
-    ServerError,
     UploadError,
-    api_error_for,
 )
 from chenyu_assets.models.chenyu import ChenyuAsset
 
@@ -84,9 +81,7 @@ class ChenyuClient(ClientBase):
         if max_concurrent_uploads < 1:
             raise ConfigurationError("max_concurrent_uploads must be >= 1")
         base = (base_url or DEFAULT_BASE_URL).rstrip("/")
-        parts = urlsplit(base)
-        if parts.scheme not in ("http", "https") or not parts.netloc:
-            raise ConfigurationError(f"base_url must be an http(s) URL, got {base!r}")
+        check_base_url(base)
         self.base_url = base
         self._bearer = BearerAuth(api_key)
         register_secret(api_key)
@@ -270,63 +265,3 @@ def _parse_asset(resp: Response) -> ChenyuAsset:
         ) from None
     asset.request_id = request_id
     return asset
-
-
-def parse_chenyu_envelope(resp: Response) -> tuple[dict[str, Any], str | None]:
-    """``(data, request_id)`` of a ``{code, msg, data}`` answer, or the mapped error.
-    ``code != 0`` is an error even under HTTP 200."""
-    request_id = resp.headers.get("X-Request-Id")
-    try:
-        body = json.loads(resp.body)
-    except (ValueError, UnicodeDecodeError):
-        body = None
-    if not isinstance(body, dict) or "code" not in body:
-        if resp.status == 429:
-            raise RateLimitError(
-                "HTTP 429",
-                status=429,
-                request_id=request_id,
-                method=resp.method,
-                path=resp.path,
-                retry_after=parse_retry_after(resp.headers),
-            )
-        if resp.status >= 500:
-            raise ServerError(
-                f"HTTP {resp.status} with a non-envelope body",
-                status=resp.status,
-                request_id=request_id,
-                method=resp.method,
-                path=resp.path,
-            )
-        raise ResponseFormatError(
-            f"answer is not a {{code, msg, data}} envelope ({resp.content_type or 'no type'})",
-            status=resp.status,
-            request_id=request_id,
-            method=resp.method,
-            path=resp.path,
-        )
-    request_id = request_id or body.get("request_id") or body.get("trace_id")
-    code = body.get("code")
-    if code != 0 or resp.status >= 400:
-        cls = api_error_for(resp.status if resp.status >= 400 else None)
-        kwargs: dict[str, Any] = {
-            "status": resp.status,
-            "code": str(code),
-            "request_id": request_id,
-            "method": resp.method,
-            "path": resp.path,
-        }
-        message = str(body.get("msg") or "error")
-        if cls is RateLimitError:
-            raise RateLimitError(message, retry_after=parse_retry_after(resp.headers), **kwargs)
-        raise cls(message, **kwargs)
-    data = body.get("data")
-    if not isinstance(data, dict):
-        raise ResponseFormatError(
-            "envelope has no data object",
-            status=resp.status,
-            request_id=request_id,
-            method=resp.method,
-            path=resp.path,
-        )
-    return data, request_id

@@ -16,20 +16,22 @@ import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Self, TypeVar
+from urllib.parse import SplitResult, urlsplit
 
-from chenyu_assets._core.logs import get_logger
+from chenyu_assets._core.logs import get_logger, redact_url
 from chenyu_assets._core.ratelimit import LimiterRegistry
 from chenyu_assets._core.retry import Decision, RetryBudget, RetryPolicy, classify
 from chenyu_assets._core.transport import Body, Response, Timeouts, Transport
 from chenyu_assets.errors import (
     AmbiguousOutcomeError,
     APIError,
+    ConfigurationError,
     RateLimitError,
     RequestTimeoutError,
     TransportError,
 )
 
-__all__ = ["ClientBase", "Engine", "EventHook", "Prepared", "Stats"]
+__all__ = ["ClientBase", "Engine", "EventHook", "Prepared", "Stats", "check_base_url"]
 
 T = TypeVar("T")
 log = get_logger("chenyu_assets.engine")
@@ -165,6 +167,15 @@ class Engine:
                 {"endpoint": endpoint, "attempt": attempt, "error": failure, "delay": delay},
             )
             await asyncio.sleep(delay)
+
+
+def check_base_url(url: str) -> SplitResult:
+    """``url`` split, if it is an absolute http(s) URL; else ``ConfigurationError``
+    (showing the URL with any credentials in it masked)."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ConfigurationError(f"base_url must be an http(s) URL, got {redact_url(url)!r}")
+    return parts
 
 
 class ClientBase:

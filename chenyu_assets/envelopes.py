@@ -1,0 +1,213 @@
+"""Every family's answer, checked: the data it carries, or the mapped error.
+
+=================  ==========================================  ================================
+family             success                                     error
+=================  ==========================================  ================================
+Volcengine / Ark   ``{ResponseMetadata, Result}``              ``ResponseMetadata.Error{Code,
+                                                               Message}`` (also inside HTTP 200)
+gateway (flat)     fields at top level, ``base_resp.status_    ``status_code != 0`` (also
+                   code == 0``                                 inside HTTP 200)
+Chenyu v2          ``{code: 0, msg, data}``                    ``code != 0`` (also inside 200)
+=================  ==========================================  ================================
+
+An answer that is not the family's envelope (HTML from a proxy, truncated JSON, a body
+without ``ResponseMetadata``) is a :class:`~chenyu_assets.errors.ResponseFormatError`, or a
+``ServerError`` / ``RateLimitError`` when the HTTP status says so. Error classes come from
+:func:`~chenyu_assets.errors.api_error_for`; a 429's ``Retry-After`` is parsed here.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+from chenyu_assets._core.retry import parse_retry_after
+from chenyu_assets._core.transport import Response
+from chenyu_assets.errors import (
+    RateLimitError,
+    ResponseFormatError,
+    ServerError,
+    api_error_for,
+    ark_status_for_code,
+)
+
+__all__ = ["parse_chenyu_envelope", "parse_flat_envelope", "parse_volc_envelope"]
+
+#: A gateway ``status_msg`` that starts with a vendor code: ``"NotFound.asset_id: ..."``.
+_MSG_CODE = re.compile(r"([A-Z][A-Za-z]*(?:\.[\w.]+)?):\s*")
+
+
+def _load_json(resp: Response) -> Any:
+    try:
+        return json.loads(resp.body)
+    except (ValueError, UnicodeDecodeError):
+        kind = resp.content_type or "unknown content type"
+        snippet = resp.body[:60].decode("utf-8", "replace").replace("\n", " ")
+        if resp.status == 429:
+            raise RateLimitError(
+                f"{resp.status} with a non-JSON body",
+                status=resp.status,
+                method=resp.method,
+                path=resp.path,
+                retry_after=parse_retry_after(resp.headers),
+            ) from None
+        raise ResponseFormatError(
+            f"answer is not JSON ({kind}): {snippet!r}",
+            status=resp.status,
+            method=resp.method,
+            path=resp.path,
+        ) from None
+
+
+def _raise_for(
+    resp: Response,
+    code: str | None,
+    message: str,
+    request_id: str | None,
+    *,
+    status_hint: int | None = None,
+) -> None:
+    """Raise the mapped error. The class follows the HTTP status when it is an error, else
+    ``status_hint`` (an HTTP-like status from the body), else the vendor code."""
+    status = resp.status
+    cls = api_error_for(status if status >= 400 else status_hint, code)
+    kwargs: dict[str, Any] = {
+        "status": status,
+        "code": code,
+        "request_id": request_id,
+        "method": resp.method,
+        "path": resp.path,
+    }
+    if cls is RateLimitError:
+        raise RateLimitError(message, retry_after=parse_retry_after(resp.headers), **kwargs)
+    raise cls(message, **kwargs)
+
+
+def parse_volc_envelope(resp: Response) -> tuple[dict[str, Any], str | None]:
+    """``(Result, RequestId)`` of a Volcengine-envelope answer, or the mapped error.
+
+    A body without ``ResponseMetadata`` is a ResponseFormatError; an ``Error`` inside an
+    HTTP 200 is an error like any other.
+    """
+    data = _load_json(resp)
+    meta = data.get("ResponseMetadata") if isinstance(data, dict) else None
+    if not isinstance(meta, dict):
+        if resp.status >= 400:
+            _raise_for(resp, None, f"HTTP {resp.status} without ResponseMetadata", None)
+        raise ResponseFormatError(
+            "answer has no ResponseMetadata",
+            status=resp.status,
+            method=resp.method,
+            path=resp.path,
+        )
+    request_id = meta.get("RequestId") or resp.headers.get("X-Tt-Logid")
+    error = meta.get("Error")
+    if isinstance(error, dict) and (error.get("Code") or error.get("CodeN")):
+        _raise_for(
+            resp,
+            str(error.get("Code") or error.get("CodeN")),
+            str(error.get("Message") or "error"),
+            request_id,
+        )
+    if resp.status >= 400:
+        _raise_for(resp, None, f"HTTP {resp.status}", request_id)
+    result = data.get("Result")
+    if result is None:
+        result = {}
+    if not isinstance(result, dict):
+        raise ResponseFormatError(
+            "Result is not an object",
+            status=resp.status,
+            request_id=request_id,
+            method=resp.method,
+            path=resp.path,
+        )
+    return result, request_id
+
+
+def parse_flat_envelope(resp: Response) -> tuple[dict[str, Any], str | None]:
+    """The gateway's flat answer: fields at top level plus ``base_resp{status_code,...}``."""
+    data = _load_json(resp)
+    base = data.get("base_resp") if isinstance(data, dict) else None
+    if not isinstance(base, dict) or "status_code" not in base:
+        if resp.status >= 400:
+            _raise_for(resp, None, f"HTTP {resp.status} without base_resp", None)
+        raise ResponseFormatError(
+            "answer has no base_resp", status=resp.status, method=resp.method, path=resp.path
+        )
+    request_id = resp.headers.get("X-Request-Id") or data.get("request_id")
+    status_code = base.get("status_code")
+    if status_code != 0:
+        # status_code is HTTP-like (404) or the gateway's own number; a known vendor code
+        # leading status_msg ("NotFound.asset_id: ...") is the more precise code.
+        message = str(base.get("status_msg") or "error")
+        code = str(status_code)
+        found = _MSG_CODE.match(message)
+        if found and ark_status_for_code(found.group(1)) is not None:
+            code, message = found.group(1), message[found.end() :] or message
+        hint = status_code if isinstance(status_code, int) and 400 <= status_code < 600 else None
+        _raise_for(resp, code, message, request_id, status_hint=hint)
+    if resp.status >= 400:
+        _raise_for(resp, None, f"HTTP {resp.status}", request_id)
+    return {k: v for k, v in data.items() if k != "base_resp"}, request_id
+
+
+def parse_chenyu_envelope(resp: Response) -> tuple[dict[str, Any], str | None]:
+    """``(data, request_id)`` of a ``{code, msg, data}`` answer, or the mapped error.
+    ``code != 0`` is an error even under HTTP 200."""
+    request_id = resp.headers.get("X-Request-Id")
+    try:
+        body = json.loads(resp.body)
+    except (ValueError, UnicodeDecodeError):
+        body = None
+    if not isinstance(body, dict) or "code" not in body:
+        if resp.status == 429:
+            raise RateLimitError(
+                "HTTP 429",
+                status=429,
+                request_id=request_id,
+                method=resp.method,
+                path=resp.path,
+                retry_after=parse_retry_after(resp.headers),
+            )
+        if resp.status >= 500:
+            raise ServerError(
+                f"HTTP {resp.status} with a non-envelope body",
+                status=resp.status,
+                request_id=request_id,
+                method=resp.method,
+                path=resp.path,
+            )
+        raise ResponseFormatError(
+            f"answer is not a {{code, msg, data}} envelope ({resp.content_type or 'no type'})",
+            status=resp.status,
+            request_id=request_id,
+            method=resp.method,
+            path=resp.path,
+        )
+    request_id = request_id or body.get("request_id") or body.get("trace_id")
+    code = body.get("code")
+    if code != 0 or resp.status >= 400:
+        cls = api_error_for(resp.status if resp.status >= 400 else None)
+        kwargs: dict[str, Any] = {
+            "status": resp.status,
+            "code": str(code),
+            "request_id": request_id,
+            "method": resp.method,
+            "path": resp.path,
+        }
+        message = str(body.get("msg") or "error")
+        if cls is RateLimitError:
+            raise RateLimitError(message, retry_after=parse_retry_after(resp.headers), **kwargs)
+        raise cls(message, **kwargs)
+    data = body.get("data")
+    if not isinstance(data, dict):
+        raise ResponseFormatError(
+            "envelope has no data object",
+            status=resp.status,
+            request_id=request_id,
+            method=resp.method,
+            path=resp.path,
+        )
+    return data, request_id
