@@ -250,6 +250,7 @@ async def _ingest(args: argparse.Namespace, console: Console, shard: tuple[int, 
                     slots=slots,
                     on_event=on_event,
                     run_info={"source": source_path},
+                    unique_keys=True,
                 ) as run:
                     async for result in run:
                         if out is not None:

@@ -46,7 +46,6 @@ from chenyu_assets.batch.checks import hash_and_check, url_problem
 from chenyu_assets.batch.create import CreateStage, Fatal, Work
 from chenyu_assets.batch.journal import TERMINAL, Entry, ItemState
 from chenyu_assets.batch.journal_thread import JournalThread, register_batch, take
-from chenyu_assets.batch.naming import asset_name
 from chenyu_assets.batch.poller import Poller, Tracked
 from chenyu_assets.batch.sources import BadItem, KeySet, SourceItem
 from chenyu_assets.batch.types import Event, IngestOptions, IngestReport, IngestResult, Status
@@ -87,6 +86,7 @@ class Pipeline(CreateStage):
         slots: Slots,
         on_event: Callable[[Event], None] | None,
         send_results: ObjectSendStream[IngestResult],
+        check_keys: bool = True,
     ) -> None:
         self.ark = ark
         self.source = source
@@ -111,7 +111,7 @@ class Pipeline(CreateStage):
             project_name=ark.project_name,
         )
         self._in_flight = 0
-        self._keys = KeySet()  # every key and asset Name given out, as 8-byte hashes
+        self._keys = KeySet() if check_keys else None  # see _unique
         self._names = KeySet()
 
     # -- plumbing ----------------------------------------------------------------------
@@ -204,15 +204,18 @@ class Pipeline(CreateStage):
 
     def _unique(self, item: SourceItem | BadItem) -> SourceItem | BadItem:
         """``item``, or a BadItem when an earlier item had its key (both would share one
-        journal row) or its asset Name (reconciliation finds assets by Name, so both could
-        be mapped to one asset and one result lost). Explicit names are the usual cause."""
+        journal row) or its explicit asset Name (reconciliation finds assets by Name, so
+        both could be mapped to one asset and one result lost).
+
+        Memory stays at one 8-byte hash per item: a manifest reader already refuses
+        duplicate keys (``check_keys=False`` then), and a generated Name carries a 64-bit
+        hash of its key, so only explicit Names need a set of their own."""
         if isinstance(item, BadItem):
             return item
-        if not self._keys.add(item.key):
+        if self._keys is not None and not self._keys.add(item.key):
             return BadItem(item.key, "duplicate_key", "the same key appeared above", item.line)
-        name = item.name or asset_name(item.key, label=item.label)
-        if not self._names.add(name):
-            msg = f"asset name {name!r} is already taken by an item above"
+        if item.name and not self._names.add(item.name):
+            msg = f"asset name {item.name!r} is already taken by an item above"
             return BadItem(item.key, "duplicate_name", msg, item.line)
         return item
 

@@ -59,6 +59,7 @@ async def open_ingest(
     slots: Slots | None = None,
     on_event: Callable[[Event], None] | None = None,
     run_info: Mapping[str, str] | None = None,
+    unique_keys: bool = False,
 ) -> AsyncIterator[IngestStream]:
     """Run an ingest in the background and yield its results as they complete::
 
@@ -71,10 +72,16 @@ async def open_ingest(
     ``source`` is a directory, a ``.csv`` / ``.jsonl`` manifest, or any iterable of
     :class:`SourceItem`. ``journal`` is the SQLite journal that makes a rerun resume
     (a temporary one when None: then nothing survives a crash). Leaving the block early
-    cancels the run; the journal stays consistent.
+    cancels the run; the journal stays consistent. ``unique_keys=True`` promises that
+    the iterable never repeats a key (the manifest readers guarantee it), which saves one
+    8-byte hash per item.
     """
     opts = options or IngestOptions()
-    items = open_source(Path(source)) if isinstance(source, str | os.PathLike) else source
+    if isinstance(source, str | os.PathLike):
+        items: Iterable[SourceItem | BadItem] = open_source(Path(source))
+        unique_keys = True  # the readers refuse duplicate keys themselves
+    else:
+        items = source
     tmp: tempfile.TemporaryDirectory[str] | None = None
     if journal is None:
         tmp = tempfile.TemporaryDirectory(prefix="chenyu-ingest-")
@@ -94,6 +101,7 @@ async def open_ingest(
             slots=slots or SlotPool(opts.max_processing),
             on_event=on_event,
             send_results=send,
+            check_keys=not unique_keys,
         )
         stream = IngestStream(run, receive)
         async with anyio.create_task_group() as tg:
