@@ -73,6 +73,7 @@ def scaled_options(scale: float) -> IngestOptions:
     return IngestOptions(
         allow_private_urls=True,  # the emulator's media URLs are on 127.0.0.1
         poll_min_interval=d.poll_min_interval / scale,
+        poll_starved_interval=d.poll_starved_interval / scale,
         poll_max_interval=d.poll_max_interval / scale,
         stale_after=d.stale_after / scale,
         processing_timeout=d.processing_timeout / scale,

@@ -74,6 +74,7 @@ class CreateStage:
     report: IngestReport
     poller: Poller
     _in_flight: int
+    _waiting_for_slot: int
 
     def emit(self, kind: str, key: str | None = None, **data: Any) -> None:
         raise NotImplementedError
@@ -102,7 +103,11 @@ class CreateStage:
     async def create(self, inbox: ObjectReceiveStream[Work]) -> None:
         async with inbox:
             async for work in inbox:
-                await self.slots.acquire(work.entry.name)
+                self._waiting_for_slot += 1  # the poller ticks faster while this is > 0
+                try:
+                    await self.slots.acquire(work.entry.name)
+                finally:
+                    self._waiting_for_slot -= 1
                 tracked = False
                 try:
                     tracked = await self._create_one(work)

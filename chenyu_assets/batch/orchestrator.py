@@ -109,8 +109,11 @@ class Pipeline(CreateStage):
             stale_after=options.stale_after,
             processing_timeout=options.processing_timeout,
             project_name=ark.project_name,
+            hungry=lambda: self._waiting_for_slot > 0,
+            hungry_min_interval=options.poll_starved_interval,
         )
         self._in_flight = 0
+        self._waiting_for_slot = 0
         self._keys = KeySet() if check_keys else None  # see _unique
         self._names = KeySet()
 

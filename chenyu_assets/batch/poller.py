@@ -8,7 +8,9 @@ done. With at most 30 assets processing, one 100-item page covers a tick.
 
 The tick interval follows the observed processing time ``P`` (``P / 8``, clamped), so the
 median detection latency stays near ``P / 16`` while the calls per asset stay near
-``P / (30 · P/8) ≈ 0.27`` whatever ``P`` is. An asset not seen for ``stale_after`` seconds
+``P / (30 · P/8) ≈ 0.27`` whatever ``P`` is. While creates wait for a processing slot the
+tick halves (``P / 16``, about 0.53 calls per asset): then detection lag is lost
+throughput. An asset not seen for ``stale_after`` seconds
 (list lag, a restart, a server that drops it from lists) is checked once with GetAsset.
 """
 
@@ -55,8 +57,12 @@ class Poller:
         stale_after: float = 15.0,
         processing_timeout: float = 3600.0,
         project_name: str | None = None,
+        hungry: Callable[[], bool] | None = None,
+        hungry_min_interval: float = 0.1,
     ) -> None:
         self._client = client
+        self._hungry = hungry
+        self._hungry_min = hungry_min_interval
         self._group_id = group_id
         self._on_done = on_done
         self._min = min_interval
@@ -80,6 +86,10 @@ class Poller:
 
     @property
     def interval(self) -> float:
+        """``P/8`` clamped; ``P/16`` (floor ``hungry_min_interval``) while work waits for a
+        processing slot, because then every tick of detection lag is lost throughput."""
+        if self._hungry is not None and self._hungry():
+            return min(self._max, max(self._hungry_min, self._p_estimate / 16))
         return min(self._max, max(self._min, self._p_estimate / 8))
 
     def track(self, key: str, name: str, asset_id: str, *, check_now: bool = False) -> None:

@@ -23,6 +23,7 @@ class IngestOptions:
     create_concurrency: int = 8
     queue_size: int = 64
     poll_min_interval: float = 0.25
+    poll_starved_interval: float = 0.1
     poll_max_interval: float = 10.0
     poll_lookback: float = 2.0
     stale_after: float = 15.0
