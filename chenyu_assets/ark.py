@@ -86,6 +86,32 @@ class ArkFamilyClient(ClientBase):
     #: the Redis limits shared with other processes (``limits=``), or None
     shared_limits: RedisLimits | None = None
 
+    def __init__(
+        self,
+        *,
+        account: str,
+        rate_limits: Mapping[str, float] | None,
+        headroom: float | None,
+        limiter_factory: LimiterFactory | None,
+        limits: str | RedisLimits | None,
+        **transport: Any,
+    ) -> None:
+        """Pacing for the account whose key is ``account``: the published rates (with
+        ``rate_limits`` overrides), local or shared through Redis (``limits=``); the
+        ``transport`` options go to :class:`ClientBase`."""
+        shared = open_limits(limits, account=account, limiter_factory=limiter_factory)
+        self.shared_limits = shared.limits
+        super().__init__(
+            limiters=LimiterRegistry(
+                ACTION_RATES,
+                overrides=rate_limits,
+                headroom=shared.headroom if headroom is None else headroom,
+                factory=shared.factory,
+            ),
+            closers=shared.closers,
+            **transport,
+        )
+
     async def _call(
         self, action: str, body: dict[str, Any], *, deadline: float | None = None
     ) -> tuple[dict[str, Any], str | None]:
@@ -408,26 +434,18 @@ class ArkClient(ArkFamilyClient):
         parts = check_base_url(self.base_url)
         self._host = parts.netloc
         self._path_prefix = parts.path
-        shared = open_limits(
-            limits,
-            account=access_key if style == "official" else api_key,
-            limiter_factory=limiter_factory,
-        )
-        self.shared_limits = shared.limits
         super().__init__(
-            limiters=LimiterRegistry(
-                ACTION_RATES,
-                overrides=rate_limits,
-                headroom=shared.headroom if headroom is None else headroom,
-                factory=shared.factory,
-            ),
+            account=(access_key if style == "official" else api_key) or "",
+            rate_limits=rate_limits,
+            headroom=headroom,
+            limiter_factory=limiter_factory,
+            limits=limits,
             session=session,
             timeouts=timeouts,
             retry=retry,
             retry_budget=retry_budget,
             connection_limit=connection_limit,
             ca_bundle=ca_bundle,
-            closers=shared.closers,
         )
 
     def __repr__(self) -> str:

@@ -16,15 +16,14 @@ from urllib.parse import quote
 
 from chenyu_assets._core.engine import Prepared, check_base_url
 from chenyu_assets._core.logs import register_secret
-from chenyu_assets._core.ratelimit import LimiterFactory, LimiterRegistry
-from chenyu_assets._core.redis_limits import RedisLimits, open_limits
+from chenyu_assets._core.ratelimit import LimiterFactory
+from chenyu_assets._core.redis_limits import RedisLimits
 from chenyu_assets._core.retry import RetryBudget, RetryPolicy
 from chenyu_assets._core.signing import BearerAuth
 from chenyu_assets._core.transport import Timeouts
 from chenyu_assets.ark import ArkFamilyClient
 from chenyu_assets.envelopes import parse_volc_envelope
 from chenyu_assets.errors import ConfigurationError
-from chenyu_assets.limits import ACTION_RATES
 
 __all__ = ["AVATAR_MODELS", "PrivateAvatarClient"]
 
@@ -81,22 +80,18 @@ class PrivateAvatarClient(ArkFamilyClient):
         self.project_name = project_name
         self._bearer = BearerAuth(api_key)
         register_secret(api_key)
-        shared = open_limits(limits, account=api_key, limiter_factory=limiter_factory)
-        self.shared_limits = shared.limits
         super().__init__(
-            limiters=LimiterRegistry(
-                ACTION_RATES,
-                overrides=rate_limits,
-                headroom=shared.headroom if headroom is None else headroom,
-                factory=shared.factory,
-            ),
+            account=api_key,
+            rate_limits=rate_limits,
+            headroom=headroom,
+            limiter_factory=limiter_factory,
+            limits=limits,
             session=session,
             timeouts=timeouts,
             retry=retry,
             retry_budget=retry_budget,
             connection_limit=connection_limit,
             ca_bundle=ca_bundle,
-            closers=shared.closers,
         )
 
     def __repr__(self) -> str:
