@@ -21,7 +21,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import signal
 import sqlite3
 import subprocess
 import sys
@@ -46,9 +45,6 @@ from chenyu_assets.batch import IngestOptions, IngestResult, SourceItem, ingest,
 from chenyu_assets.batch.sources import BadItem
 from chenyu_assets.chenyu import CHENYU_RATES, ChenyuClient
 from chenyu_assets.emulator import (
-    DEMO_ACCESS_KEY,
-    DEMO_API_KEY,
-    DEMO_SECRET_KEY,
     Emulator,
     EmulatorConfig,
     FaultRule,
@@ -66,6 +62,7 @@ from chenyu_assets.errors import (
 )
 from chenyu_assets.limits import ACTION_RATES
 from chenyu_assets.media import MiB
+from tests import serve_kit
 
 SCALE = 10.0  # the served emulator runs 10x faster; the CLIs pace at RATE_SCALE x the limits
 RATE_SCALE = "3"  # three CLIs at once stay under the account's 30/s x SCALE
@@ -357,34 +354,8 @@ class Run:
 @contextlib.contextmanager
 def serve(tmp: Path) -> Iterator[tuple[str, dict[str, str]]]:
     """``chenyu-assets serve`` in its own process, and the environment a CLI needs."""
-    command = ["serve", "--port", "0", "--time-scale", str(SCALE), "--data-dir", str(tmp / "emu")]
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "chenyu_assets.cli", *command],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert proc.stdout is not None
-        first = proc.stdout.readline()
-        url = first.strip().rsplit(" ", 1)[-1]
-        assert url.startswith("http://127.0.0.1:"), first
-        env = {
-            **os.environ,
-            "VOLC_ACCESSKEY": DEMO_ACCESS_KEY,
-            "VOLC_SECRETKEY": DEMO_SECRET_KEY,
-            "ARK_BASE_URL": url,
-            "CHENYU_API_KEY": DEMO_API_KEY,
-            "CHENYU_BASE_URL": url + "/api/open/v2",
-        }
-        yield url, env
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.communicate(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.communicate()
+    with serve_kit.serve("--time-scale", str(SCALE), "--data-dir", str(tmp / "emu")) as s:
+        yield s.url, s.env
 
 
 def cli(args: list[str], env: dict[str, str]) -> subprocess.Popen[str]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -12,34 +11,15 @@ from pathlib import Path
 
 import pytest
 
-from chenyu_assets.emulator import DEMO_ACCESS_KEY, DEMO_API_KEY, DEMO_SECRET_KEY
+from tests import serve_kit
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "media" / "sample-00.png"
 
 
 @pytest.fixture(scope="module")
 def env() -> Iterator[dict[str, str]]:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "chenyu_assets.cli", "serve", "--port", "0"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert proc.stdout is not None
-        url = proc.stdout.readline().strip().rsplit(" ", 1)[-1]
-        assert url.startswith("http://127.0.0.1:")
-        yield {
-            **os.environ,
-            "VOLC_ACCESSKEY": DEMO_ACCESS_KEY,
-            "VOLC_SECRETKEY": DEMO_SECRET_KEY,
-            "ARK_BASE_URL": url,
-            "CHENYU_API_KEY": DEMO_API_KEY,
-            "CHENYU_BASE_URL": url + "/api/open/v2",
-        }
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=10)
+    with serve_kit.serve() as served:
+        yield served.env
 
 
 def run(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:

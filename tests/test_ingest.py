@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import random
 import signal
 import sqlite3
@@ -20,7 +19,7 @@ from chenyu_assets.batch import IngestOptions, SourceItem, ingest, open_ingest
 from chenyu_assets.chenyu import CHENYU_RATES, ChenyuClient
 from chenyu_assets.emulator import Emulator, EmulatorConfig, FaultRule
 from chenyu_assets.limits import ACTION_RATES, MAX_PROCESSING
-from tests import mediagen
+from tests import mediagen, serve_kit
 
 SCALE = 10.0
 
@@ -232,45 +231,8 @@ async def test_missing_group_is_a_fatal_stop_with_the_journal_intact(
 @pytest.fixture
 def served(tmp_path: Path) -> Iterator[tuple[str, dict[str, str]]]:
     """``chenyu-assets serve`` in its own process, and the environment a CLI needs."""
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "chenyu_assets.cli",
-            "serve",
-            "--port",
-            "0",
-            "--time-scale",
-            str(SCALE),
-            "--data-dir",
-            str(tmp_path / "emu"),
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert proc.stdout is not None
-        first = proc.stdout.readline()
-        url = first.strip().rsplit(" ", 1)[-1]
-        assert url.startswith("http://127.0.0.1:"), first
-        from chenyu_assets.emulator import DEMO_ACCESS_KEY, DEMO_API_KEY, DEMO_SECRET_KEY
-
-        env = {
-            **os.environ,
-            "VOLC_ACCESSKEY": DEMO_ACCESS_KEY,
-            "VOLC_SECRETKEY": DEMO_SECRET_KEY,
-            "ARK_BASE_URL": url,
-            "CHENYU_API_KEY": DEMO_API_KEY,
-            "CHENYU_BASE_URL": url + "/api/open/v2",
-        }
-        yield url, env
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+    with serve_kit.serve("--time-scale", str(SCALE), "--data-dir", str(tmp_path / "emu")) as s:
+        yield s.url, s.env
 
 
 def _cli(args: list[str], env: dict[str, str]) -> subprocess.Popen[str]:

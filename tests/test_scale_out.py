@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
 import sqlite3
 import subprocess
@@ -34,10 +33,10 @@ import pytest
 from chenyu_assets._core.redis_limits import RedisLimits, account_fingerprint
 from chenyu_assets.ark import ArkClient
 from chenyu_assets.batch.naming import shard_of
-from chenyu_assets.emulator import DEMO_ACCESS_KEY, DEMO_API_KEY, DEMO_SECRET_KEY
+from chenyu_assets.emulator import DEMO_ACCESS_KEY, DEMO_SECRET_KEY
 from chenyu_assets.emulator.audit import Audit
 from chenyu_assets.limits import ACTION_RATES, MAX_PROCESSING
-from tests import mediagen
+from tests import mediagen, serve_kit
 from tests.redis_kit import RedisServer, redis_server
 
 __all__ = ["redis_server"]  # the fixture, re-exported for pytest
@@ -99,36 +98,8 @@ class Cluster:
 def cluster(tmp_path: Path, redis_server: RedisServer) -> Iterator[Cluster]:
     config = tmp_path / "emu.json"
     config.write_text(json.dumps({"processing_delay": 0.3, "processing_jitter": 0.1}))
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "chenyu_assets.cli",
-            "serve",
-            "--port",
-            "0",
-            "--time-scale",
-            str(SCALE),
-            "--config",
-            str(config),
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert proc.stdout is not None
-        first = proc.stdout.readline()
-        url = first.strip().rsplit(" ", 1)[-1]
-        assert url.startswith("http://127.0.0.1:"), first
-        env = {
-            **os.environ,
-            "VOLC_ACCESSKEY": DEMO_ACCESS_KEY,
-            "VOLC_SECRETKEY": DEMO_SECRET_KEY,
-            "ARK_BASE_URL": url,
-            "CHENYU_API_KEY": DEMO_API_KEY,
-            "CHENYU_BASE_URL": url + "/api/open/v2",
-        }
+    with serve_kit.serve("--time-scale", str(SCALE), "--config", str(config)) as served:
+        url, env = served.url, served.env
 
         async def make_group() -> str:
             async with ArkClient(
@@ -138,12 +109,6 @@ def cluster(tmp_path: Path, redis_server: RedisServer) -> Iterator[Cluster]:
 
         group_id = asyncio.run(make_group())
         yield Cluster(url, env, group_id, redis_server, tmp_path)
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
 
 
 def make_images(root: Path, n: int) -> Path:

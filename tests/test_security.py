@@ -23,7 +23,6 @@ import os
 import random
 import re
 import secrets
-import signal
 import sqlite3
 import ssl
 import subprocess
@@ -59,6 +58,7 @@ from chenyu_assets.errors import (
     ConfigurationError,
     TLSVerificationError,
 )
+from tests import serve_kit
 
 FIGURES: dict[str, str] = {}
 
@@ -247,26 +247,8 @@ def _models_in(obj: Any) -> Iterator[BaseModel]:
 def serve(tmp: Path, *args: str) -> Iterator[str]:
     """``chenyu-assets serve`` in its own process (its banner prints the demo credentials
     on purpose; that output is the server's, and not checked)."""
-    command = ["serve", "--port", "0", "--time-scale", "10", "--data-dir", str(tmp / "emu")]
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "chenyu_assets.cli", *command, *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert proc.stdout is not None
-        first = proc.stdout.readline()
-        url = first.strip().rsplit(" ", 1)[-1]
-        assert url.startswith("http://127.0.0.1:"), first
-        yield url
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.communicate(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.communicate()
+    with serve_kit.serve("--time-scale", "10", "--data-dir", str(tmp / "emu"), *args) as s:
+        yield s.url
 
 
 def run_cli(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
