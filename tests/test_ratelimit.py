@@ -276,3 +276,31 @@ def test_lateness_credit_recovers_throughput_and_keeps_the_window() -> None:
     assert max_in_window(with_credit) <= 30  # the published limit holds in every window
     with pytest.raises(ValueError, match="slack"):
         TokenBucket(30, slack=1.0)
+
+
+def test_a_429_slows_the_bucket_down_until_it_recovers() -> None:
+    async def main() -> tuple[float, float, float, float]:
+        loop = asyncio.get_running_loop()
+        bucket = TokenBucket(30)
+        await bucket.acquire()
+        await bucket.pause(1.0)
+        after_one = bucket.pace
+        for _ in range(10):
+            await bucket.pause(0.0)
+        floored = bucket.pace
+        # paced slower: once the pause is over, 60 grants take longer than at the full rate
+        await asyncio.sleep(1.1)
+        await bucket.acquire()
+        t0 = loop.time()
+        for _ in range(60):
+            await bucket.acquire()
+        slow_span = loop.time() - t0
+        await asyncio.sleep(31)  # no 429 for longer than the recovery time
+        await bucket.acquire()
+        return after_one, floored, slow_span, bucket.pace
+
+    (after_one, floored, slow_span, recovered), _ = run_virtual(main)
+    assert after_one == pytest.approx(30 * 0.98, rel=1e-3)
+    assert floored == pytest.approx(30 * 0.90, rel=1e-3)
+    assert slow_span == pytest.approx(60 / 27, rel=0.02)
+    assert recovered == pytest.approx(30, rel=1e-3)

@@ -11,6 +11,10 @@ after its grant gives the token back.
 
 With ``burst=1`` a timer that fires late would lose that time for good (the bucket is
 full), and on a busy loop that adds up (at 200/s, 1 ms of lateness per grant is 20 %).
+After a 429 (``pause``) a bucket also paces 2 % slower per 429, down to 90 %, and recovers
+after 30 s without one (multiplicative decrease): send jitter it cannot see settles it just
+below the point where a strict server refuses it, instead of paying a pause again and again.
+
 ``slack`` lets the bucket keep a fraction of a token as *lateness credit* so the next grant
 comes sooner; the window bound becomes ``burst + slack + rate`` grants per second.
 
@@ -41,6 +45,14 @@ _EPS = 1e-9
 #: span strictly more than one second: a strict server counting any closed one-second window
 #: never sees more than ``rate``, even after float rounding. Costs 0.01 % of throughput.
 _GUARD = 1e-4
+
+#: After a 429 a bucket paces this much slower (multiplicative decrease), down to
+#: ``_FLOOR`` × its rate, and returns to its rate after ``_RECOVER_AFTER`` seconds without
+#: another 429: a client whose requests arrive unevenly (send jitter a token bucket cannot
+#: see) settles just below the point where a strict server refuses it.
+_DECREASE = 0.98
+_FLOOR = 0.90
+_RECOVER_AFTER = 30.0
 
 __all__ = [
     "Limiter",
@@ -87,6 +99,7 @@ class TokenBucket:
         "_capacity",
         "_fill",
         "_last",
+        "_last_429",
         "_paused_until",
         "_rate",
         "_timer",
@@ -110,6 +123,7 @@ class TokenBucket:
         self._fill = self._rate * (1.0 - _GUARD)
         self._burst = int(burst)
         self._capacity = self._burst + float(slack)
+        self._last_429 = float("-inf")
         self._tokens = 0.0
         self._last: float | None = None
         self._paused_until = float("-inf")
@@ -131,9 +145,16 @@ class TokenBucket:
             f"tokens={self._tokens:.3f} waiters={len(self._waiters)}>"
         )
 
+    @property
+    def pace(self) -> float:
+        """The rate granted now: ``rate``, or less for a while after a 429."""
+        return self._fill / (1.0 - _GUARD)
+
     def _refill(self, now: float) -> None:
         if self._last is None:
             self._last = now
+        if now - self._last_429 > _RECOVER_AFTER:
+            self._fill = self._rate * (1.0 - _GUARD)
         if now < self._paused_until:
             self._tokens = 0.0
             self._last = self._paused_until
@@ -178,7 +199,12 @@ class TokenBucket:
         self._schedule(loop)
 
     async def pause(self, seconds: float) -> None:
-        self.pause_until(asyncio.get_running_loop().time() + max(0.0, seconds))
+        """A 429 arrived: grant nothing for ``seconds``, then pace a little slower (see
+        ``_DECREASE``) until no 429 has come for ``_RECOVER_AFTER`` seconds."""
+        now = asyncio.get_running_loop().time()
+        self._fill = max(self._rate * _FLOOR * (1.0 - _GUARD), self._fill * _DECREASE)
+        self._last_429 = now
+        self.pause_until(now + max(0.0, seconds))
 
     def _schedule(self, loop: asyncio.AbstractEventLoop) -> None:
         """Arm the single timer for the instant the head waiter's token is due."""
