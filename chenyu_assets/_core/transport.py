@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import socket
 import ssl
 import struct
@@ -190,9 +191,10 @@ class Transport:
         except BaseException:  # cancelled, or an error of our own (a file that changed)
             await _discard(payload)
             raise
-        log.debug(
-            "%s %s -> %d in %.3fs", method, redact_url(url), response.status, response.elapsed
-        )
+        if log.isEnabledFor(logging.DEBUG):  # redact_url is not free: skip it when unused
+            log.debug(
+                "%s %s -> %d in %.3fs", method, redact_url(url), response.status, response.elapsed
+            )
         return response
 
     async def _read_body(self, resp: aiohttp.ClientResponse, method: str, path: str) -> bytes:
