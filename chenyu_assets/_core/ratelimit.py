@@ -269,13 +269,13 @@ class LimiterRegistry:
 
     def slack_for(self, endpoint: str) -> float:
         """Lateness credit for ``endpoint``'s bucket. The gap the headroom leaves below the
-        published limit serves two needs: half of it (less a 0.05 margin, at most 0.9 of a
-        token) lets timers that fire late on a busy loop cost no throughput; the other half
-        stays for arrival jitter, so the server still sees at most the published limit in
-        every one-second window when two requests travel unevenly (about 5 ms at 30/s)."""
+        published limit serves two needs: a quarter of it (at most 0.9 of a token) lets
+        timers that fire late on a busy loop cost no throughput; the other three quarters
+        stay for arrival jitter, so the server still sees at most the published limit in
+        every one-second window when requests travel unevenly (about 7.5 ms)."""
         published = self._rates.get(endpoint, self._default_rate)
         gap = published - self.rate_for(endpoint)
-        return max(0.0, min(0.9, gap / 2 - 0.05))
+        return max(0.0, min(0.9, gap / 4))
 
     def get(self, endpoint: str) -> Limiter:
         limiter = self._limiters.get(endpoint)
