@@ -52,3 +52,14 @@ def serve(*args: str) -> Iterator[Served]:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.communicate()
+
+
+def cli(args: list[str], env: dict[str, str]) -> subprocess.Popen[str]:
+    """``chenyu-assets ARGS`` started in its own process (stdout and stderr piped)."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "chenyu_assets.cli", *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )

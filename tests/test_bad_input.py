@@ -23,7 +23,6 @@ import json
 import os
 import sqlite3
 import subprocess
-import sys
 import time
 import urllib.request
 from collections import Counter
@@ -358,14 +357,7 @@ def serve(tmp: Path) -> Iterator[tuple[str, dict[str, str]]]:
         yield s.url, s.env
 
 
-def cli(args: list[str], env: dict[str, str]) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "chenyu_assets.cli", *args],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+cli = serve_kit.cli
 
 
 def ingest_args(source: Path, tmp: Path, name: str, *extra: str) -> list[str]:

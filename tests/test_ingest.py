@@ -235,14 +235,7 @@ def served(tmp_path: Path) -> Iterator[tuple[str, dict[str, str]]]:
         yield s.url, s.env
 
 
-def _cli(args: list[str], env: dict[str, str]) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "chenyu_assets.cli", *args],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+_cli = serve_kit.cli
 
 
 def _audit(url: str) -> dict[str, object]:
