@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Self, TypeVar
@@ -97,11 +96,12 @@ class Engine:
         deadline: float | None = None,
     ) -> T:
         """Run one logical call; see the module docstring. ``deadline`` is in seconds."""
-        started = time.monotonic()
+        clock = asyncio.get_running_loop().time  # the loop's clock, like every timer here
+        started = clock()
         attempt = 0
         while True:
             attempt += 1
-            remaining = None if deadline is None else deadline - (time.monotonic() - started)
+            remaining = None if deadline is None else deadline - (clock() - started)
             if remaining is not None and remaining <= 0:
                 raise RequestTimeoutError(
                     f"{endpoint}: deadline of {deadline:g} s passed before attempt {attempt}",
@@ -123,7 +123,7 @@ class Engine:
             self.stats.requests += 1
             self.stats.by_endpoint[endpoint] += 1
             if remaining is not None:
-                remaining = deadline - (time.monotonic() - started)  # type: ignore[operator]
+                remaining = deadline - (clock() - started)  # type: ignore[operator]
             failure: TransportError | APIError
             try:
                 response = await self.transport.request(
@@ -151,7 +151,7 @@ class Engine:
                 raise AmbiguousOutcomeError(endpoint, failure) from failure
             if decision is Decision.FATAL:
                 raise failure
-            elapsed = time.monotonic() - started
+            elapsed = clock() - started
             delay = self.policy.next_delay(attempt, failure, elapsed)
             if delay is None or (deadline is not None and elapsed + delay >= deadline):
                 raise failure

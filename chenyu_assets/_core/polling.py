@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import random
-import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
@@ -33,11 +32,11 @@ async def wait_until(
     """
     if timeout <= 0 or interval <= 0:
         raise ValueError("timeout and interval must be positive")
-    deadline = time.monotonic() + timeout
+    deadline = asyncio.get_running_loop().time() + timeout
     last: T | None = None
     wait = interval
     while True:
-        remaining = deadline - time.monotonic()
+        remaining = deadline - asyncio.get_running_loop().time()
         if remaining <= 0:
             break
         try:
@@ -47,7 +46,7 @@ async def wait_until(
             break
         if done(last):
             return last
-        remaining = deadline - time.monotonic()
+        remaining = deadline - asyncio.get_running_loop().time()
         if remaining <= 0:
             break
         spread = wait * (1 + random.uniform(-jitter, jitter))

@@ -17,7 +17,6 @@ import logging
 import socket
 import ssl
 import struct
-import time
 from collections.abc import AsyncIterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -159,7 +158,7 @@ class Transport:
             )
         path = url.split("?", 1)[0].split("://", 1)[-1]
         path = "/" + path.split("/", 1)[1] if "/" in path else "/"
-        started = time.monotonic()
+        started = asyncio.get_running_loop().time()
         payload = _payload(data)
         try:
             async with asyncio.timeout(deadline):
@@ -178,7 +177,7 @@ class Transport:
                         body=body,
                         method=method,
                         path=path,
-                        elapsed=time.monotonic() - started,
+                        elapsed=asyncio.get_running_loop().time() - started,
                     )
         except aiohttp.ClientError as exc:  # before TimeoutError: socket timeouts are both
             await _discard(payload)

@@ -11,7 +11,7 @@ whose tries all failed transiently stays resumable too.
 
 from __future__ import annotations
 
-import time
+import asyncio
 from typing import Any
 
 import anyio
@@ -256,10 +256,10 @@ class CreateStage:
         listing that failed proves nothing, so it is tried again, and after
         ``reconcile_timeout`` more seconds of failures the run stops (the item stays to be
         reconciled by the next run)."""
-        deadline = time.monotonic() + (self.opt.reconcile_wait if wait else 0.0)
+        deadline = asyncio.get_running_loop().time() + (self.opt.reconcile_wait if wait else 0.0)
         give_up = deadline + self.opt.reconcile_timeout
         while True:
-            began = time.monotonic()
+            began = asyncio.get_running_loop().time()
             matches: list[Asset] = []
             try:
                 async for asset in self.ark.list_assets(group_ids=[self.group_id], name=name):
@@ -268,7 +268,7 @@ class CreateStage:
             except (APIError, TransportError) as exc:
                 if classify(exc) is not Decision.RETRY:  # refused (401, 403, clock skew...)
                     raise Fatal(f"ListAssets refused: {exc}") from exc
-                if time.monotonic() >= give_up:
+                if asyncio.get_running_loop().time() >= give_up:
                     msg = f"cannot reconcile {name!r}: ListAssets keeps failing: {exc}"
                     raise Fatal(msg) from exc
             else:

@@ -30,6 +30,7 @@ meets them.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import os
 import time
@@ -153,7 +154,7 @@ class Pipeline(CreateStage):
 
     async def main(self, done: anyio.Event) -> None:
         """All stages, then the poller until nothing is processing; fatal stops cleanly."""
-        started = time.monotonic()
+        started = asyncio.get_running_loop().time()
         base_retries, base_429 = self.ark.stats.retries, self.ark.stats.rate_limited
 
         def hook(event: str, fields: Mapping[str, Any]) -> None:
@@ -170,7 +171,7 @@ class Pipeline(CreateStage):
             self.report.fatal = "; ".join(dict.fromkeys(str(e) for e in _leaves(group)))
         finally:
             self.ark.remove_event_hook(hook)
-            self.report.elapsed = time.monotonic() - started
+            self.report.elapsed = asyncio.get_running_loop().time() - started
             self.report.status_calls += self.poller.status_calls
             self.report.retries = self.ark.stats.retries - base_retries
             self.report.rate_limited = self.ark.stats.rate_limited - base_429

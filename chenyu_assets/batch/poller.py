@@ -16,8 +16,8 @@ throughput. An asset not seen for ``stale_after`` seconds
 
 from __future__ import annotations
 
+import asyncio
 import math
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -32,13 +32,17 @@ from chenyu_assets.models.ark import TERMINAL_STATUSES, Asset
 __all__ = ["Poller", "Tracked"]
 
 
+def _loop_time() -> float:
+    return asyncio.get_running_loop().time()
+
+
 @dataclass(slots=True)
 class Tracked:
     key: str
     name: str
     asset_id: str
-    since: float = field(default_factory=time.monotonic)
-    last_check: float = field(default_factory=time.monotonic)
+    since: float = field(default_factory=_loop_time)
+    last_check: float = field(default_factory=_loop_time)
 
 
 class Poller:
@@ -114,13 +118,13 @@ class Poller:
             if not self._tracked:
                 self._wake = anyio.Event()
                 await self._wake.wait()
-            started = time.monotonic()
+            started = asyncio.get_running_loop().time()
             try:
                 await self._tick()
             except (TransportError, APIError) as exc:
                 if not _transient(exc):
                     raise
-            elapsed = time.monotonic() - started
+            elapsed = asyncio.get_running_loop().time() - started
             await anyio.sleep(max(0.0, self.interval - elapsed))
 
     async def _tick(self) -> None:
@@ -156,7 +160,7 @@ class Poller:
         await self._check_stale()
 
     async def _check_stale(self) -> None:
-        now = time.monotonic()
+        now = asyncio.get_running_loop().time()
         stale_after = max(self._stale_after, 3 * self._p_estimate)
         for tracked in [t for t in self._tracked.values() if now - t.last_check > stale_after]:
             tracked.last_check = now
@@ -180,7 +184,7 @@ class Poller:
         tracked = self._tracked.pop(asset.id, None)
         if tracked is None:
             return
-        took = time.monotonic() - tracked.since
+        took = asyncio.get_running_loop().time() - tracked.since
         self.detected += 1
         self.latencies.append(took)
         if not timed_out:  # smooth the processing-time estimate (EWMA)
