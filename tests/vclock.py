@@ -25,6 +25,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import fcntl
+import functools
 import selectors
 import struct
 import time
@@ -78,7 +79,6 @@ class _JumpingSelector(selectors.DefaultSelector):
             return events
         # No timer at all: only another thread or process can wake the loop; wait for real.
         return super().select(None)
-
 
     def _bytes_in_flight(self) -> bool:
         """True while a connect is pending, a send buffer is full, or a registered socket
@@ -177,3 +177,19 @@ def emulator_clock(offset: float = 0.0) -> Any:
 
     loop = asyncio.get_running_loop()
     return Clock(monotonic=loop.time, offset=lambda: offset)
+
+
+def virtual(fn: Callable[..., Awaitable[T]]) -> Callable[..., T]:
+    """Decorator: run an ``async def`` test on its own virtual-time loop.
+
+    The wrapper is a plain function, so pytest's fixtures (``tmp_path``...) still work and
+    the anyio plugin leaves it alone; every timer, deadline, retry pause and limiter inside
+    (and an emulator built with ``clock=emulator_clock()``) runs on virtual time.
+    """
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> T:
+        result, _ = run_virtual(lambda: fn(*args, **kwargs))
+        return result  # type: ignore[no-any-return]
+
+    return wrapper
