@@ -1,4 +1,8 @@
-"""Per-account rate limits and the in-flight create cap, over real HTTP."""
+"""Per-account rate limits and the in-flight create cap, over real HTTP, on virtual time.
+
+Each test runs on its own virtual-time loop (``tests/vclock.py``) with the emulator's clock
+on the same time, so "a burst", "one second later" and "within a window" are exact and do
+not depend on how busy the machine is."""
 
 from __future__ import annotations
 
@@ -6,15 +10,24 @@ import asyncio
 from collections import Counter
 from typing import Any
 
+import contextlib
+from collections.abc import AsyncIterator
+
 import aiohttp
-import anyio
-import pytest
-from emulator_kit import MODEL, OTHER, ark, bearer, config, new_group, result, session
+from emulator_kit import MODEL, OTHER, ark, bearer, config, new_group, result
+from vclock import emulator_clock, virtual
 
 from chenyu_assets.emulator import Account, Emulator
 
-pytestmark = pytest.mark.anyio
-__all__ = ["session"]
+
+@contextlib.asynccontextmanager
+async def running(**overrides: Any) -> AsyncIterator[tuple[aiohttp.ClientSession, Emulator]]:
+    """A client session and an emulator, both on the running (virtual) loop's time."""
+    async with (
+        aiohttp.ClientSession() as session,
+        Emulator(config(**overrides), clock=emulator_clock()) as emu,
+    ):
+        yield session, emu
 
 
 async def burst(
@@ -42,21 +55,22 @@ def creates(group_id: str, emu: Emulator, n: int) -> list[dict[str, Any]]:
     ]
 
 
-async def test_burst_of_60_creates_gets_exactly_30(session: aiohttp.ClientSession) -> None:
+@virtual
+async def test_burst_of_60_creates_gets_exactly_30() -> None:
     # a long processing delay and a high in-flight cap: only the rate can refuse here
-    async with Emulator(config(processing_delay=60, max_processing=1000)) as emu:
+    async with running(processing_delay=60, max_processing=1000) as (session, emu):
         group_id = await new_group(session, emu)
-        await anyio.sleep(1.05)  # leave CreateAssetGroup's window behind (not that it matters)
+        await asyncio.sleep(1.05)  # leave CreateAssetGroup's window behind (not that it matters)
         outcomes = await burst(session, emu, "CreateAsset", creates(group_id, emu, 60))
         audit = emu.audit()
         times = [r.t for r in audit.requests if r.action == "CreateAsset"]
-        assert max(times) - min(times) < 1.0  # all 60 really were inside one second
+        assert max(times) == min(times)  # all 60 arrived at one (virtual) instant
         assert outcomes == {(200, None): 30, (429, "FlowLimitExceeded"): 30}
         assert audit.max_in_window("CreateAsset") == 30
         assert audit.rejected_429 == {"CreateAsset": 30}
         assert sum(1 for a in audit.assets if a.status == "Processing") == 30
         # refusals did not consume the window: one second later 30 more fit, no more
-        await anyio.sleep(1.05)
+        await asyncio.sleep(1.05)
         outcomes = await burst(session, emu, "CreateAsset", creates(group_id, emu, 40))
         assert outcomes == {(200, None): 30, (429, "FlowLimitExceeded"): 10}
         # the other account has its own budget
@@ -69,26 +83,28 @@ async def test_burst_of_60_creates_gets_exactly_30(session: aiohttp.ClientSessio
         assert outcomes[(200, None)] == 30
 
 
-async def test_sustained_overload_never_exceeds_the_window(
-    session: aiohttp.ClientSession,
-) -> None:
-    async with Emulator(config()) as emu:
-        for _ in range(12):  # ~60/s for 2.4 s against a 30/s limit
+@virtual
+async def test_sustained_overload_never_exceeds_the_window() -> None:
+    async with running() as (session, emu):
+        for _ in range(12):  # 60/s for 2.4 s against a 30/s limit
             await burst(session, emu, "ListAssets", [{}] * 12)
-            await anyio.sleep(0.2)
+            await asyncio.sleep(0.2)
         audit = emu.audit()
         assert audit.max_in_window("ListAssets", 1.0) == 30
-        accepted = audit.count("ListAssets", 200)
-        assert 60 <= accepted <= 30 * 4
+        # bursts of 12 at t = 0, 0.2 ... 2.2 (sliding window, refusals take nothing):
+        # 12 + 12 + 6 by t = 0.4; each accepted request's place frees 1 s later, so the
+        # bursts at 1.0, 1.2, 1.4 take 12, 12, 6 and those at 2.0, 2.2 take 12, 12
+        assert audit.count("ListAssets", 200) == 30 + 30 + 24
 
 
-async def test_processing_cap(session: aiohttp.ClientSession) -> None:
-    async with Emulator(config(processing_delay=60)) as emu:
+@virtual
+async def test_processing_cap() -> None:
+    async with running(processing_delay=60) as (session, emu):
         group_id = await new_group(session, emu)
         ids = []
         for body in creates(group_id, emu, 30):
             ids.append(result(await ark(session, emu, "CreateAsset", body))["Id"])
-        await anyio.sleep(1.05)  # the rate window is clear: only the cap can refuse now
+        await asyncio.sleep(1.05)  # the rate window is clear: only the cap can refuse now
         status, body = await ark(session, emu, "CreateAsset", creates(group_id, emu, 1)[0])
         assert status == 429
         assert body["ResponseMetadata"]["Error"]["Code"] == "FlowLimitExceeded"
@@ -108,46 +124,47 @@ async def test_processing_cap(session: aiohttp.ClientSession) -> None:
         )[0] == 200
 
 
-async def test_processing_cap_frees_as_assets_finish(session: aiohttp.ClientSession) -> None:
-    async with Emulator(config(processing_delay=0.3, max_processing=5)) as emu:
+@virtual
+async def test_processing_cap_frees_as_assets_finish() -> None:
+    async with running(processing_delay=0.3, max_processing=5) as (session, emu):
         group_id = await new_group(session, emu)
         outcomes = await burst(session, emu, "CreateAsset", creates(group_id, emu, 8))
         assert outcomes == {(200, None): 5, (429, "FlowLimitExceeded"): 3}
-        await anyio.sleep(1.05)  # the 5 finished and the rate window is clear
+        await asyncio.sleep(1.05)  # the 5 finished and the rate window is clear
         outcomes = await burst(session, emu, "CreateAsset", creates(group_id, emu, 5))
         assert outcomes == {(200, None): 5}
         assert emu.audit().max_processing == {"demo": 5}
 
 
-async def test_token_bucket_window(session: aiohttp.ClientSession) -> None:
-    async with Emulator(config(window="token_bucket")) as emu:
+@virtual
+async def test_token_bucket_window() -> None:
+    async with running(window="token_bucket") as (session, emu):
         outcomes = await burst(session, emu, "ListAssetGroups", [{}] * 45)
         assert outcomes[(200, None)] == 30  # the bucket starts full
-        first_end = max(r.t for r in emu.audit().requests)
-        await anyio.sleep(0.5)  # ~15 tokens back
+        await asyncio.sleep(0.5)  # exactly 15 tokens back at 30/s
         outcomes = await burst(session, emu, "ListAssetGroups", [{}] * 30)
-        second = [r.t for r in emu.audit().requests[45:]]
-        refill_low = (min(second) - first_end) * 30
-        refill_high = (max(second) - first_end) * 30
-        assert refill_low - 1 <= outcomes[(200, None)] <= refill_high + 1
+        assert outcomes == {(200, None): 15, (429, "FlowLimitExceeded"): 15}
 
 
-async def test_time_scale_multiplies_rates(session: aiohttp.ClientSession) -> None:
-    async with Emulator(config(time_scale=2)) as emu:
+@virtual
+async def test_time_scale_multiplies_rates() -> None:
+    async with running(time_scale=2) as (session, emu):
         outcomes = await burst(session, emu, "ListAssets", [{}] * 80)
         assert outcomes[(200, None)] == 60
         assert emu.audit().max_in_window("ListAssets") == 60
 
 
-async def test_get_rate_is_100(session: aiohttp.ClientSession) -> None:
-    async with Emulator(config()) as emu:
+@virtual
+async def test_get_rate_is_100() -> None:
+    async with running() as (session, emu):
         group_id = await new_group(session, emu)
         outcomes = await burst(session, emu, "GetAssetGroup", [{"Id": group_id}] * 120)
         assert outcomes == {(200, None): 100, (429, "FlowLimitExceeded"): 20}
 
 
-async def test_families_share_the_account_limit(session: aiohttp.ClientSession) -> None:
-    async with Emulator(config()) as emu:
+@virtual
+async def test_families_share_the_account_limit() -> None:
+    async with running() as (session, emu):
         url_gw = f"{emu.gateway_url}/ListAssets"
         url_av = f"{emu.avatar_url}/v1/private-avatar/assets/list"
 
@@ -165,20 +182,22 @@ async def test_families_share_the_account_limit(session: aiohttp.ClientSession) 
         assert codes.count(429) == 15
 
 
-async def test_limits_can_be_lifted(session: aiohttp.ClientSession) -> None:
-    async with Emulator(config(enforce_limits=False, processing_delay=60)) as emu:
+@virtual
+async def test_limits_can_be_lifted() -> None:
+    async with running(enforce_limits=False, processing_delay=60) as (session, emu):
         group_id = await new_group(session, emu)
         outcomes = await burst(session, emu, "CreateAsset", creates(group_id, emu, 80))
         assert outcomes == {(200, None): 80}
         # and put back live
         emu.config.enforce_limits = True
-        await anyio.sleep(1.05)
+        await asyncio.sleep(1.05)
         status, _ = await ark(session, emu, "CreateAsset", creates(group_id, emu, 1)[0])
         assert status == 429  # 80 are Processing: the in-flight cap applies again
 
 
-async def test_auth_failures_do_not_count(session: aiohttp.ClientSession) -> None:
-    async with Emulator(config()) as emu:
+@virtual
+async def test_auth_failures_do_not_count() -> None:
+    async with running() as (session, emu):
         stranger = Account(name="x", access_key="AKLTNOBODY", secret_key="s", api_key="k")
         await burst(session, emu, "ListAssets", [{}] * 40, account=stranger)
         outcomes = await burst(session, emu, "ListAssets", [{}] * 30)
