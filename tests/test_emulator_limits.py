@@ -7,11 +7,10 @@ not depend on how busy the machine is."""
 from __future__ import annotations
 
 import asyncio
-from collections import Counter
-from typing import Any
-
 import contextlib
+from collections import Counter
 from collections.abc import AsyncIterator
+from typing import Any
 
 import aiohttp
 from emulator_kit import MODEL, OTHER, ark, bearer, config, new_group, result
