@@ -4,7 +4,9 @@
   (never buffered whole). The file is capped at ``media.UPLOAD_MAX_BYTES`` while streaming:
   the moment the cap is passed (or at once, when ``Content-Length`` already says so) the
   answer is 413 and the connection is closed after a short bounded drain (≤ 1 MiB, ≤ 0.5 s)
-  that lets the client read the answer. The client's filename is metadata only.
+  that lets the client read the answer. The client's filename is metadata only. A form
+  with more than ``max_multipart_parts`` parts is 400, non-file fields over
+  ``max_form_field_bytes`` together are 413, each refused at the part that crosses the cap.
 * ``GET /api/open/v2/assets/{asset_id}`` — the same fields; unknown, foreign and expired ids
   are 404 (expired: after ``ttl_hours`` of emulated time).
 * ``GET /assets/{asset_id}/content`` — needs ``expires`` + ``signature`` (or the owner's
@@ -99,10 +101,21 @@ def upload_view(state: EmulatorState, u: UploadRec) -> dict[str, Any]:
     }
 
 
-async def _small_field(part: BodyPartReader, name: str) -> str:
+def _fields_too_large(budget: int) -> ApiError:
+    return ApiError(
+        "RequestEntityTooLarge",
+        f"the non-file form fields are larger than {budget} bytes together",
+        status=413,
+    )
+
+
+async def _small_field(part: BodyPartReader, name: str, budget: int) -> str:
+    """One small text field; ``budget`` is what is left of the upload's non-file bytes."""
     data = bytearray()
     while chunk := await part.read_chunk(_FIELD_MAX):
         data += chunk
+        if len(data) > budget:
+            raise _fields_too_large(budget)
         if len(data) > _FIELD_MAX:
             raise _bad(f"the field {name} is too long")
     try:
@@ -168,13 +181,21 @@ async def _upload(call: Call) -> dict[str, Any] | Sent:
     stored = secrets.token_hex(16) + ".bin"
     partial = state.blob_dir / f".partial-{stored}"
     found: tuple[int, str, bytes, str] | None = None
+    cfg = state.config
+    parts, field_budget = 0, cfg.max_form_field_bytes
     try:
         try:
             reader = await request.multipart()
             while (part := await reader.next()) is not None:
+                parts += 1
+                if parts > cfg.max_multipart_parts:
+                    raise _bad(f"the form has more than {cfg.max_multipart_parts} parts")
                 if not isinstance(part, BodyPartReader):
                     raise _bad("nested multipart bodies are not accepted")
                 name = part.name or ""
+                field_budget -= len(name.encode())
+                if field_budget < 0:
+                    raise _fields_too_large(cfg.max_form_field_bytes)
                 if name == "file":
                     if found is not None:
                         raise _bad("only one file may be uploaded")
@@ -183,7 +204,9 @@ async def _upload(call: Call) -> dict[str, Any] | Sent:
                 elif name in fields:
                     raise _bad(f"the field {name} is repeated")
                 else:
-                    fields[name] = await _small_field(part, name)
+                    value = await _small_field(part, name, field_budget)
+                    field_budget -= len(value.encode())
+                    fields[name] = value
         except _TooLarge as exc:
             return await _refuse_too_large(call, exc.received)
         except (ValueError, LookupError, AssertionError, HttpProcessingError):
