@@ -109,13 +109,13 @@ def _fields_too_large(budget: int) -> ApiError:
     )
 
 
-async def _small_field(part: BodyPartReader, name: str, budget: int) -> str:
-    """One small text field; ``budget`` is what is left of the upload's non-file bytes."""
+async def _small_field(part: BodyPartReader, name: str, budget: int, cap: int) -> str:
+    """One small text field; ``budget`` is what is left of the ``cap`` non-file bytes."""
     data = bytearray()
     while chunk := await part.read_chunk(_FIELD_MAX):
         data += chunk
         if len(data) > budget:
-            raise _fields_too_large(budget)
+            raise _fields_too_large(cap)
         if len(data) > _FIELD_MAX:
             raise _bad(f"the field {name} is too long")
     try:
@@ -204,7 +204,7 @@ async def _upload(call: Call) -> dict[str, Any] | Sent:
                 elif name in fields:
                     raise _bad(f"the field {name} is repeated")
                 else:
-                    value = await _small_field(part, name, field_budget)
+                    value = await _small_field(part, name, field_budget, cfg.max_form_field_bytes)
                     field_budget -= len(value.encode())
                     fields[name] = value
         except _TooLarge as exc:
