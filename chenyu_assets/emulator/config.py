@@ -194,7 +194,8 @@ class EmulatorConfig(BaseModel):
     #: the moment it is accepted and from the first byte of each later request on a
     #: kept-alive connection. Past it the emulator answers 408 and closes the connection.
     header_timeout: float = Field(default=15.0, gt=0.0, le=3600.0)
-    #: Seconds an idle kept-alive connection (no request under way) stays open.
+    #: Seconds an idle kept-alive connection (no request under way) stays open (read when
+    #: the server starts; the other bounds here are read live).
     keepalive_timeout: float = Field(default=75.0, gt=0.0, le=3600.0)
     #: Open connections one remote (non-loopback) address may hold; the next one gets a 503
     #: and is closed before anything is read, so one peer cannot take every socket.
