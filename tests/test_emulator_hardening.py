@@ -8,9 +8,14 @@ the tests only wait for the effect (a 408, a closed socket) under a generous han
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
+import socket
+import subprocess
+import sys
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -18,6 +23,7 @@ import anyio
 import pytest
 from emulator_kit import ark, ark_get, bearer, config, error_code, new_asset, new_group, wait_status
 from pydantic import ValidationError
+from serve_kit import serve
 
 from chenyu_assets.emulator import Account, Emulator, EmulatorConfig, gateway
 from chenyu_assets.emulator.params import MAX_DEPTH
@@ -464,3 +470,45 @@ async def test_malformed_http_is_one_warning_without_the_header_value(
 def test_hardening_settings_are_validated(field: str, value: float) -> None:
     with pytest.raises(ValidationError, match=field):
         EmulatorConfig(**{field: value})
+
+
+# -- `chenyu-assets serve` ---------------------------------------------------------------------
+
+
+def _recv_all(sock: socket.socket) -> bytes:
+    data = b""
+    while chunk := sock.recv(4096):
+        data += chunk
+    return data
+
+
+def test_serve_applies_the_bounds_from_its_config_file(tmp_path: Path) -> None:
+    settings = {"header_timeout": 0.3, "max_connections_per_loopback": 2}
+    (tmp_path / "emu.json").write_text(json.dumps(settings))
+    with serve("--config", str(tmp_path / "emu.json")) as served:
+        port = int(served.url.rsplit(":", 1)[1])
+        with socket.create_connection(("127.0.0.1", port), timeout=GUARD) as silent:
+            assert _recv_all(silent).startswith(b"HTTP/1.1 408 ")
+        with contextlib.ExitStack() as stack:
+            kept = []
+            for _ in range(2):  # two kept-alive connections, idle after one answer each
+                sock = stack.enter_context(socket.create_connection(("127.0.0.1", port), GUARD))
+                sock.sendall(b"GET /_emulator/health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+                answer = b""
+                while not answer.endswith(b"}"):
+                    answer += sock.recv(4096)
+                assert answer.startswith(b"HTTP/1.1 200 ")
+                kept.append(sock)
+            third = stack.enter_context(socket.create_connection(("127.0.0.1", port), GUARD))
+            assert _recv_all(third).startswith(b"HTTP/1.1 503 ")
+    (tmp_path / "bad.json").write_text(json.dumps({"header_timeout": 0}))
+    done = subprocess.run(
+        [sys.executable, "-m", "chenyu_assets.cli", "serve", "--config", f"{tmp_path}/bad.json"],
+        capture_output=True,
+        text=True,
+        timeout=GUARD,
+        check=False,
+    )
+    assert done.returncode == 2
+    assert "header_timeout" in done.stderr
+    assert "Traceback" not in done.stderr
