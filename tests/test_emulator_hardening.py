@@ -271,6 +271,7 @@ async def _upload_refused_at_once(emu: Emulator, parts: bytes) -> tuple[int, dic
             head = await reader.readuntil(b"\r\n\r\n")
             length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
             body = await reader.readexactly(length)
+        assert await read_all(reader) == b""  # ... and the connection is closed
         return status_of(head), json.loads(body)
     finally:
         writer.close()
@@ -283,6 +284,7 @@ async def test_too_many_multipart_parts_is_400_at_once() -> None:
         assert status == 400
         assert body == {"code": 400, "msg": "the form has more than 16 parts", "data": None}
         assert emu.audit().uploads == []
+        assert [r.reason for r in emu.audit().rejected_uploads] == ["too_many_parts"]
 
 
 async def test_non_file_bytes_over_the_cap_is_413_at_once() -> None:
@@ -291,6 +293,7 @@ async def test_non_file_bytes_over_the_cap_is_413_at_once() -> None:
         status, body = await _upload_refused_at_once(emu, parts)
         assert status == 413
         assert body["msg"] == "the non-file form fields are larger than 4096 bytes together"
+        assert [r.reason for r in emu.audit().rejected_uploads] == ["fields_too_large"]
 
 
 async def test_an_ordinary_upload_still_works(session: aiohttp.ClientSession) -> None:

@@ -6,7 +6,8 @@
   answer is 413 and the connection is closed after a short bounded drain (≤ 1 MiB, ≤ 0.5 s)
   that lets the client read the answer. The client's filename is metadata only. A form
   with more than ``max_multipart_parts`` parts is 400, non-file fields over
-  ``max_form_field_bytes`` together are 413, each refused at the part that crosses the cap.
+  ``max_form_field_bytes`` together are 413: each is answered at the part that crosses the
+  cap and the connection is closed the same way.
 * ``GET /api/open/v2/assets/{asset_id}`` — the same fields; unknown, foreign and expired ids
   are 404 (expired: after ``ttl_hours`` of emulated time).
 * ``GET /assets/{asset_id}/content`` — needs ``expires`` + ``signature`` (or the owner's
@@ -60,6 +61,15 @@ class _TooLarge(Exception):
         self.received = received
 
 
+class _FormOverCap(Exception):
+    """The form has too many parts or field bytes: answer, then drop the connection."""
+
+    def __init__(self, err: ApiError, reason: str) -> None:
+        super().__init__(err.code)
+        self.err = err
+        self.reason = reason
+
+
 def _bad(message: str) -> ApiError:
     return ApiError("InvalidParameter", message, status=400)
 
@@ -101,12 +111,13 @@ def upload_view(state: EmulatorState, u: UploadRec) -> dict[str, Any]:
     }
 
 
-def _fields_too_large(budget: int) -> ApiError:
-    return ApiError(
+def _fields_too_large(budget: int) -> _FormOverCap:
+    err = ApiError(
         "RequestEntityTooLarge",
         f"the non-file form fields are larger than {budget} bytes together",
         status=413,
     )
+    return _FormOverCap(err, "fields_too_large")
 
 
 async def _small_field(part: BodyPartReader, name: str, budget: int, cap: int) -> str:
@@ -143,14 +154,20 @@ async def _stream_file(part: BodyPartReader, partial: Path) -> tuple[int, str, b
 
 async def _refuse_too_large(call: Call, received: int) -> Sent:
     """Answer 413 now, let the client read it, then drop the connection."""
-    request, meta = call.request, call.meta
-    call.state.audit.upload_rejected(call.account.name, received, "too_large")
     err = ApiError(
         "RequestEntityTooLarge",
         f"the file is larger than {media.UPLOAD_MAX_BYTES} bytes",
         status=413,
     )
-    resp = json_response(meta, 413, dumps(error_body(meta, err)), {})
+    return await _refuse_and_close(call, err, received, "too_large")
+
+
+async def _refuse_and_close(call: Call, err: ApiError, received: int, reason: str) -> Sent:
+    """Answer ``err`` now, let the client read it, then drop the connection (the rest of
+    the body is never read: at most a short bounded drain)."""
+    request, meta = call.request, call.meta
+    call.state.audit.upload_rejected(call.account.name, received, reason)
+    resp = json_response(meta, err.status, dumps(error_body(meta, err)), {})
     resp.force_close()
     with contextlib.suppress(ConnectionError):
         await resp.prepare(request)
@@ -167,7 +184,7 @@ async def _refuse_too_large(call: Call, received: int) -> Sent:
                     break
                 drained += len(chunk)
     request.protocol.force_close()
-    return Sent(resp, 413, err.code)
+    return Sent(resp, err.status, err.code)
 
 
 async def _upload(call: Call) -> dict[str, Any] | Sent:
@@ -189,7 +206,8 @@ async def _upload(call: Call) -> dict[str, Any] | Sent:
             while (part := await reader.next()) is not None:
                 parts += 1
                 if parts > cfg.max_multipart_parts:
-                    raise _bad(f"the form has more than {cfg.max_multipart_parts} parts")
+                    too_many = _bad(f"the form has more than {cfg.max_multipart_parts} parts")
+                    raise _FormOverCap(too_many, "too_many_parts")
                 if not isinstance(part, BodyPartReader):
                     raise _bad("nested multipart bodies are not accepted")
                 name = part.name or ""
@@ -209,6 +227,8 @@ async def _upload(call: Call) -> dict[str, Any] | Sent:
                     fields[name] = value
         except _TooLarge as exc:
             return await _refuse_too_large(call, exc.received)
+        except _FormOverCap as exc:
+            return await _refuse_and_close(call, exc.err, 0, exc.reason)
         except (ValueError, LookupError, AssertionError, HttpProcessingError):
             raise _bad("the multipart body is malformed") from None
         if found is None:
