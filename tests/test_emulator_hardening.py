@@ -110,6 +110,27 @@ async def test_create_asset_from_an_over_cap_sample_fails_without_rendering(
         assert emu._running().samples.cached(SampleSpec("png", 800, 800)) is None
 
 
+async def test_a_client_that_does_not_read_holds_one_chunk_of_buffer() -> None:
+    async with Emulator(config()) as emu:
+        spec = SampleSpec("bmp", 2000, 2000)  # a 12 MB file
+        size = len(emu._running().samples.get(spec)[0])
+        reader, writer = await asyncio.open_connection("127.0.0.1", emu.port)
+        writer.write(f"GET {spec.path()} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
+        server = emu._runner.server  # type: ignore[union-attr]
+        buffered = []
+        with anyio.fail_after(GUARD):
+            while len(buffered) < 20:  # the answer has started and we read nothing
+                sizes = [h.transport.get_write_buffer_size() for h in server.connections]
+                if any(sizes):
+                    buffered.append(max(sizes))
+                await asyncio.sleep(0.01)
+        assert max(buffered) <= 512 * 1024  # a chunk (+ the high-water mark), not 12 MB
+        with anyio.fail_after(GUARD):
+            await reader.readuntil(b"\r\n\r\n")
+            assert len(await reader.readexactly(size)) == size
+        writer.close()
+
+
 def test_sample_cache_is_bounded_in_bytes() -> None:
     specs = [SampleSpec("bmp", 100, 100 + i) for i in range(6)]  # ~30 KB each
     sizes = [len(SampleMedia(cache_bytes=lambda: 0).get(s)[0]) for s in specs]

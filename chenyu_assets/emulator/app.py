@@ -167,7 +167,7 @@ async def _advance(request: web.Request) -> web.Response:
     return _json({"now": state.clock.now()})
 
 
-async def _media(request: web.Request) -> web.Response:
+async def _media(request: web.Request) -> web.StreamResponse:
     state = request.app[STATE]
     spec = parse_sample_path(request.path, request.query)
     if spec is None:
@@ -177,7 +177,23 @@ async def _media(request: web.Request) -> web.Response:
     except SampleTooLarge as exc:
         raise web.HTTPBadRequest(text=str(exc)) from None
     data, mime = await asyncio.to_thread(state.samples.get, spec)
-    return web.Response(body=data, headers={"Content-Type": mime})
+    return await _send_bytes(request, data, mime)
+
+
+_SEND_CHUNK = 256 * 1024
+
+
+async def _send_bytes(request: web.Request, data: bytes, mime: str) -> web.StreamResponse:
+    """Stream ``data`` in chunks, waiting for the peer to take each: a client that does
+    not read holds about one chunk of buffer, not a copy of a 48 MiB sample."""
+    resp = web.StreamResponse(headers={"Content-Type": mime})
+    resp.content_length = len(data)
+    await resp.prepare(request)
+    view = memoryview(data)
+    for start in range(0, len(view), _SEND_CHUNK):
+        await resp.write(view[start : start + _SEND_CHUNK])
+    await resp.write_eof()
+    return resp
 
 
 async def _ark_content(request: web.Request) -> web.StreamResponse:
@@ -213,7 +229,7 @@ async def _ark_content(request: web.Request) -> web.StreamResponse:
             except ValueError:  # the pixel cap was lowered since the asset was made
                 msg = "the asset's content is over the sample cap"
                 raise ApiError("NotFound", msg, status=404) from None
-            return Sent(web.Response(body=data, headers={"Content-Type": mime}), 200)
+            return Sent(await _send_bytes(request, data, mime), 200)
         file = state.fetcher.local_file(source) if state.fetcher.is_local(source) else None
         if file is not None and file.is_file():
             return Sent(web.FileResponse(file), 200)
