@@ -264,6 +264,31 @@ async def test_per_peer_cap_refuses_the_extra_connections_but_not_other_peers() 
                 writer.close()
 
 
+def test_peers_are_counted_by_ipv4_address_or_ipv6_slash_64() -> None:
+    from chenyu_assets.emulator.guard import PeerCounter, is_loopback, peer_key
+
+    assert peer_key("203.0.113.7") == "203.0.113.7"
+    assert peer_key("::ffff:203.0.113.7") == "203.0.113.7"
+    assert (
+        peer_key("2001:db8:1:2:aaaa::1")
+        == peer_key("2001:db8:1:2:ffff::9")
+        == ("2001:db8:1:2::/64")
+    )
+    assert peer_key("::1") == "::1"
+    assert [is_loopback(a) for a in ("127.0.0.2", "::1", "::ffff:127.0.0.1", "10.0.0.1")] == [
+        True,
+        True,
+        True,
+        False,
+    ]
+    peers = PeerCounter(lambda: 2, lambda: 3)
+    assert [peers.admit("203.0.113.7") for _ in range(3)] == [True, True, False]
+    assert [peers.admit("127.0.0.1") for _ in range(4)] == [True, True, True, False]
+    peers.release("203.0.113.7")
+    assert peers.open_connections("203.0.113.7") == 1
+    assert peers.admit("203.0.113.7")
+
+
 # -- multipart uploads -----------------------------------------------------------------------
 
 

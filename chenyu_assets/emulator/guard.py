@@ -9,7 +9,7 @@ every file descriptor (slowloris). This module adds, per connection:
   byte of each later request on a kept-alive connection, the request's header block must
   be complete within ``header_timeout`` seconds, else the peer gets ``408`` and the
   connection is closed;
-* a **per-peer cap** — a remote address holding ``max_connections_per_peer`` open
+* a **per-peer cap** — a remote address (an IPv6 ``/64``) holding ``max_connections_per_peer`` open
   connections (``max_connections_per_loopback`` for this machine's own addresses) gets
   ``503`` on the next one, which is closed before anything is read;
 * **quiet, redacted server logs** — a malformed request (bad header line, oversized
@@ -47,6 +47,7 @@ __all__ = [
     "PeerCounter",
     "http_logger",
     "is_loopback",
+    "peer_key",
 ]
 
 #: The logger aiohttp's request handler writes to (instead of ``aiohttp.server``).
@@ -97,6 +98,21 @@ def is_loopback(address: str) -> bool:
         return False
     mapped = getattr(ip, "ipv4_mapped", None)
     return bool(ip.is_loopback or (mapped is not None and mapped.is_loopback))
+
+
+def peer_key(address: str) -> str:
+    """Whom a connection is counted against: the IPv4 address (an IPv4-mapped IPv6 address
+    counts as its IPv4 one), or the IPv6 ``/64`` (one subscriber's usual allocation)."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return address
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        if not ip.is_loopback:
+            return str(ipaddress.IPv6Network((ip, 64), strict=False))
+    return str(ip)
 
 
 class PeerCounter:
@@ -152,7 +168,7 @@ class GuardedHandler(RequestHandler):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
         peername = transport.get_extra_info("peername")
-        peer = str(peername[0]) if isinstance(peername, tuple) and peername else "?"
+        peer = peer_key(str(peername[0])) if isinstance(peername, tuple) and peername else "?"
         if not self._peers.admit(peer):
             assert isinstance(transport, asyncio.Transport)
             transport.write(_BUSY)
