@@ -134,11 +134,20 @@ class EmulatorConfig(BaseModel):
     """All emulator settings; see the module docstring for how time is scaled.
 
     The last group of fields bounds what a stranger can make the server spend when it is
-    reachable from elsewhere (``chenyu-assets serve --host 0.0.0.0``): the pixels and cache
-    bytes of generated media, the time to send request headers, idle keep-alive time,
-    connections per remote address, and the parts and field bytes of a multipart upload.
-    Each default is safe for a shared machine; each is validated (positive, with a ceiling
-    where a bigger value would defeat the bound).
+    reachable from elsewhere (``chenyu-assets serve --host 0.0.0.0``). Each default is safe
+    for a shared machine; each is validated (positive, with a ceiling where a bigger value
+    would defeat the bound):
+
+    * ``max_sample_pixels`` (4096 x 4096): a bigger generated image is a 400;
+    * ``sample_cache_bytes`` (64 MiB): the generated-media cache, LRU, in bytes;
+    * ``header_timeout`` (15 s): time to send a complete request header block, else 408;
+    * ``keepalive_timeout`` (75 s): an idle kept-alive connection is closed after it;
+    * ``max_connections_per_peer`` (64) / ``max_connections_per_loopback`` (2048): open
+      connections per remote address (IPv6: per ``/64``), else 503 and closed;
+    * ``max_multipart_parts`` (16): parts of one upload form, else 400;
+    * ``max_form_field_bytes`` (16 KiB): non-file bytes of one upload form, else 413.
+
+    In a ``serve --config FILE`` they are plain JSON fields.
     """
 
     model_config = ConfigDict(validate_assignment=True, extra="forbid")
