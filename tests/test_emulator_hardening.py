@@ -221,6 +221,35 @@ async def test_header_timeout_spares_slow_handlers_bodies_and_keepalive(
         assert b"HTTP/1.1 408 " in rest
 
 
+async def test_a_stalled_body_gets_408() -> None:
+    async with Emulator(config(body_idle_timeout=0.3)) as emu:
+        key = emu.account.api_key.encode()
+        json_head = (
+            b"POST /byteplus/_unstable/open/ListAssets HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            b"Authorization: Bearer " + key + b"\r\nContent-Type: application/json\r\n"
+            b"Content-Length: 100\r\n\r\n{"  # then nothing
+        )
+        reader, writer = await asyncio.open_connection("127.0.0.1", emu.port)
+        writer.write(json_head)
+        with anyio.fail_after(GUARD):
+            head = await reader.readuntil(b"\r\n\r\n")
+            body = await reader.readuntil(b"}}")
+        writer.close()
+        assert status_of(head) == 408
+        assert json.loads(body)["base_resp"]["status_code"] == 408
+        upload = (
+            b"POST /api/open/v2/assets HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            b"Authorization: Bearer " + key + b"\r\n"
+            b"Content-Type: multipart/form-data; boundary=B0UNDARY\r\n"
+            b"Content-Length: 5000000\r\n\r\n"
+            b'--B0UNDARY\r\nContent-Disposition: form-data; name="file"; filename="a.png"\r\n'
+            b"\r\n" + b"\x89PNG" * 100  # ... and the rest never comes
+        )
+        answer = await raw_exchange(emu, upload)  # answered, then closed
+        assert status_of(answer) == 408
+        assert [r.reason for r in emu.audit().rejected_uploads] == ["body_timeout"]
+
+
 async def test_per_peer_cap_refuses_the_extra_connections_but_not_other_peers() -> None:
     cfg = config(max_connections_per_loopback=20, header_timeout=GUARD)
     async with Emulator(cfg) as emu:
@@ -510,6 +539,7 @@ async def test_malformed_http_is_one_warning_without_the_header_value(
         ("header_timeout", 0),
         ("header_timeout", 7200),
         ("keepalive_timeout", 0),
+        ("body_idle_timeout", 0),
         ("max_connections_per_peer", 0),
         ("max_connections_per_loopback", 0),
         ("max_multipart_parts", 0),

@@ -26,14 +26,16 @@ import os
 import re
 import secrets
 import unicodedata
+from collections.abc import Awaitable
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from aiohttp import BodyPartReader, web
 from aiohttp.http_exceptions import HttpProcessingError
 
 from chenyu_assets import media
+from chenyu_assets.emulator.ark import body_timeout
 from chenyu_assets.emulator.auth import bearer_account
 from chenyu_assets.emulator.config import Account
 from chenyu_assets.emulator.envelopes import ApiError, Meta, dumps, error_body, new_request_id
@@ -52,6 +54,7 @@ _FORM_OVERHEAD = 1024 * 1024
 _DRAIN_BYTES = 1024 * 1024
 _DRAIN_SECONDS = 0.5
 _CST = timezone(timedelta(hours=8))
+_T = TypeVar("_T")
 _ASSET_ID = re.compile(r"asset_[0-9a-f]{32}")
 
 
@@ -68,6 +71,15 @@ class _FormOverCap(Exception):
         super().__init__(err.code)
         self.err = err
         self.reason = reason
+
+
+async def _idle(step: Awaitable[_T], idle: float) -> _T:
+    """``step`` (one read of the upload body), bounded by ``body_idle_timeout``."""
+    try:
+        async with asyncio.timeout(idle):
+            return await step
+    except TimeoutError:
+        raise _FormOverCap(body_timeout(idle), "body_timeout") from None
 
 
 def _bad(message: str) -> ApiError:
@@ -120,10 +132,10 @@ def _fields_too_large(budget: int) -> _FormOverCap:
     return _FormOverCap(err, "fields_too_large")
 
 
-async def _small_field(part: BodyPartReader, name: str, budget: int, cap: int) -> str:
+async def _small_field(part: BodyPartReader, name: str, budget: int, cap: int, idle: float) -> str:
     """One small text field; ``budget`` is what is left of the ``cap`` non-file bytes."""
     data = bytearray()
-    while chunk := await part.read_chunk(_FIELD_MAX):
+    while chunk := await _idle(part.read_chunk(_FIELD_MAX), idle):
         data += chunk
         if len(data) > budget:
             raise _fields_too_large(cap)
@@ -135,13 +147,13 @@ async def _small_field(part: BodyPartReader, name: str, budget: int, cap: int) -
         raise _bad(f"the field {name} is not UTF-8 text") from None
 
 
-async def _stream_file(part: BodyPartReader, partial: Path) -> tuple[int, str, bytes]:
+async def _stream_file(part: BodyPartReader, partial: Path, idle: float) -> tuple[int, str, bytes]:
     """Write one file part to ``partial``; (size, sha256, first bytes). Raises _TooLarge."""
     digest = hashlib.sha256()
     head = bytearray()
     size = 0
     with partial.open("wb") as out:
-        while chunk := await part.read_chunk(_CHUNK):
+        while chunk := await _idle(part.read_chunk(_CHUNK), idle):
             size += len(chunk)
             if size > media.UPLOAD_MAX_BYTES:
                 raise _TooLarge(size)
@@ -203,7 +215,7 @@ async def _upload(call: Call) -> dict[str, Any] | Sent:
     try:
         try:
             reader = await request.multipart()
-            while (part := await reader.next()) is not None:
+            while (part := await _idle(reader.next(), cfg.body_idle_timeout)) is not None:
                 parts += 1
                 if parts > cfg.max_multipart_parts:
                     too_many = _bad(f"the form has more than {cfg.max_multipart_parts} parts")
@@ -217,12 +229,14 @@ async def _upload(call: Call) -> dict[str, Any] | Sent:
                 if name == "file":
                     if found is not None:
                         raise _bad("only one file may be uploaded")
-                    size, sha, head = await _stream_file(part, partial)
+                    size, sha, head = await _stream_file(part, partial, cfg.body_idle_timeout)
                     found = (size, sha, head, clean_filename(part.filename))
                 elif name in fields:
                     raise _bad(f"the field {name} is repeated")
                 else:
-                    value = await _small_field(part, name, field_budget, cfg.max_form_field_bytes)
+                    value = await _small_field(
+                        part, name, field_budget, cfg.max_form_field_bytes, cfg.body_idle_timeout
+                    )
                     field_budget -= len(value.encode())
                     fields[name] = value
         except _TooLarge as exc:

@@ -141,6 +141,8 @@ class EmulatorConfig(BaseModel):
     * ``max_sample_pixels`` (4096 x 4096): a bigger generated image is a 400;
     * ``sample_cache_bytes`` (64 MiB): the generated-media cache, LRU, in bytes;
     * ``header_timeout`` (15 s): time to send a complete request header block, else 408;
+    * ``body_idle_timeout`` (60 s): longest wait for the next byte of a request body, else
+      408;
     * ``keepalive_timeout`` (75 s): an idle kept-alive connection is closed after it;
     * ``max_connections_per_peer`` (64) / ``max_connections_per_loopback`` (2048): open
       connections per remote address (IPv6: per ``/64``), else 503 and closed;
@@ -203,6 +205,9 @@ class EmulatorConfig(BaseModel):
     #: the moment it is accepted and from the first byte of each later request on a
     #: kept-alive connection. Past it the emulator answers 408 and closes the connection.
     header_timeout: float = Field(default=15.0, gt=0.0, le=3600.0)
+    #: Seconds a request body may go without a byte arriving (JSON bodies and uploads);
+    #: past it the answer is 408 (uploads: and the connection is closed).
+    body_idle_timeout: float = Field(default=60.0, gt=0.0, le=3600.0)
     #: Seconds an idle kept-alive connection (no request under way) stays open (read when
     #: the server starts; the other bounds here are read live).
     keepalive_timeout: float = Field(default=75.0, gt=0.0, le=3600.0)
