@@ -1,6 +1,9 @@
 """The aiohttp application: every family's routes plus the emulator's own endpoints.
 
-Emulator endpoints (no authentication; the control ones answer only loopback clients):
+Emulator endpoints (no authentication). The control ones (audit, config, faults, advance)
+answer only a loopback client that names a loopback ``Host`` and sends no ``Origin``
+header (403 otherwise: a web page cannot steer the emulator, even through DNS rebinding);
+their POSTs need ``Content-Type: application/json`` (415) and a JSON body (400):
 
 * ``GET /_emulator/audit`` — the :class:`~chenyu_assets.emulator.audit.Audit` as JSON;
 * ``GET /_emulator/config`` — the live config (account secrets and API keys left out);
@@ -8,7 +11,8 @@ Emulator endpoints (no authentication; the control ones answer only loopback cli
   :data:`LIVE_FIELDS`); answers the new config;
 * ``GET|POST /_emulator/faults`` — read, or replace with a JSON list of fault rules;
 * ``POST /_emulator/advance`` — ``{"seconds": n}`` jumps emulated time forward;
-* ``GET /_emulator/media/<kind>/<W>x<H>.<ext>`` — generated sample media;
+* ``GET /_emulator/media/<kind>/<W>x<H>.<ext>`` — generated sample media (open to anyone;
+  an image over ``max_sample_pixels`` is a 400);
 * ``GET /ark/assets/<id>/content?expires=&signature=`` — an Ark asset's content (GetAsset's
   signed ``URL``).
 """
@@ -16,8 +20,8 @@ Emulator endpoints (no authentication; the control ones answer only loopback cli
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +34,10 @@ from chenyu_assets.emulator import ark, avatar, chenyu, gateway
 from chenyu_assets.emulator.config import Account, FaultRule
 from chenyu_assets.emulator.envelopes import ApiError, Meta, new_request_id
 from chenyu_assets.emulator.fetch import parse_sample_path
+from chenyu_assets.emulator.guard import is_loopback
+from chenyu_assets.emulator.params import load_json
 from chenyu_assets.emulator.pipeline import Call, Sent, run
+from chenyu_assets.emulator.samples import SampleTooLarge
 from chenyu_assets.emulator.state import STATE, EmulatorState
 
 __all__ = ["LIVE_FIELDS", "build_app", "public_config"]
@@ -72,28 +79,55 @@ def _json(data: Any, status: int = 200) -> web.Response:
     )
 
 
-def _require_loopback(request: web.Request) -> None:
+def _is_loopback(host: str) -> bool:
+    host = host.strip("[]").rstrip(".").lower()
+    return host == "localhost" or host.endswith(".localhost") or is_loopback(host)
+
+
+def _host_name(header: str) -> str:
+    """The name part of a ``Host`` header (``[::1]:8765`` -> ``::1``), or ``""``."""
     try:
-        loopback = ipaddress.ip_address(request.remote or "").is_loopback
+        return URL.build(scheme="http", authority=header).host or ""
     except ValueError:
-        loopback = False
-    if not loopback:
+        return ""
+
+
+def _control(request: web.Request) -> None:
+    """Refuse a control request a browser page or a remote peer could have sent (403)."""
+    if "Origin" in request.headers:
+        raise web.HTTPForbidden(text="emulator control refuses requests with an Origin header")
+    if not _is_loopback(request.remote or ""):
         raise web.HTTPForbidden(text="emulator control is only available from loopback")
+    if not _is_loopback(_host_name(request.headers.get("Host", ""))):
+        raise web.HTTPForbidden(text="emulator control needs a loopback Host header")
+
+
+async def _json_body(request: web.Request) -> Any:
+    """The JSON body of a control POST (415 without ``application/json``, 400 if invalid)."""
+    if request.content_type != "application/json":
+        raise web.HTTPUnsupportedMediaType(
+            text=json.dumps({"error": "Content-Type must be application/json"}),
+            content_type="application/json",
+        )
+    try:
+        return load_json(await request.read())
+    except ValueError as exc:
+        raise web.HTTPBadRequest(
+            text=json.dumps({"error": str(exc)}), content_type="application/json"
+        ) from None
 
 
 async def _audit(request: web.Request) -> web.Response:
+    _control(request)
     state = request.app[STATE]
     return web.Response(body=state.snapshot().model_dump_json(), content_type="application/json")
 
 
 async def _config(request: web.Request) -> web.Response:
+    _control(request)
     state = request.app[STATE]
     if request.method == "POST":
-        _require_loopback(request)
-        try:
-            changes = await request.json()
-        except ValueError:
-            return _json({"error": "the body must be JSON"}, 400)
+        changes = await _json_body(request)
         if not isinstance(changes, dict) or not set(changes) <= LIVE_FIELDS:
             return _json({"error": f"only these fields may change: {sorted(LIVE_FIELDS)}"}, 400)
         try:
@@ -106,11 +140,11 @@ async def _config(request: web.Request) -> web.Response:
 
 
 async def _faults(request: web.Request) -> web.Response:
+    _control(request)
     state = request.app[STATE]
     if request.method == "POST":
-        _require_loopback(request)
         try:
-            rules = _RULES.validate_json(await request.read())
+            rules = _RULES.validate_python(await _json_body(request))
         except ValidationError as exc:
             return _json({"error": exc.errors(include_url=False, include_input=False)}, 400)
         state.faults.set_rules(rules)
@@ -120,23 +154,46 @@ async def _faults(request: web.Request) -> web.Response:
 
 
 async def _advance(request: web.Request) -> web.Response:
-    _require_loopback(request)
+    _control(request)
     state = request.app[STATE]
+    body = await _json_body(request)
     try:
-        seconds = float((await request.json())["seconds"])
+        seconds = float(body["seconds"])
+        if not math.isfinite(seconds):
+            raise ValueError("not finite")
         state.clock.advance(seconds)
-    except (ValueError, KeyError, TypeError):
+    except (ValueError, KeyError, TypeError, OverflowError):
         return _json({"error": 'expected {"seconds": <non-negative number>}'}, 400)
     return _json({"now": state.clock.now()})
 
 
-async def _media(request: web.Request) -> web.Response:
+async def _media(request: web.Request) -> web.StreamResponse:
     state = request.app[STATE]
     spec = parse_sample_path(request.path, request.query)
     if spec is None:
         raise web.HTTPNotFound(text="no such sample")
+    try:
+        state.samples.check(spec)
+    except SampleTooLarge as exc:
+        raise web.HTTPBadRequest(text=str(exc)) from None
     data, mime = await asyncio.to_thread(state.samples.get, spec)
-    return web.Response(body=data, headers={"Content-Type": mime})
+    return await _send_bytes(request, data, mime)
+
+
+_SEND_CHUNK = 256 * 1024
+
+
+async def _send_bytes(request: web.Request, data: bytes, mime: str) -> web.StreamResponse:
+    """Stream ``data`` in chunks, waiting for the peer to take each: a client that does
+    not read holds about one chunk of buffer, not a copy of a 48 MiB sample."""
+    resp = web.StreamResponse(headers={"Content-Type": mime})
+    resp.content_length = len(data)
+    await resp.prepare(request)
+    view = memoryview(data)
+    for start in range(0, len(view), _SEND_CHUNK):
+        await resp.write(view[start : start + _SEND_CHUNK])
+    await resp.write_eof()
+    return resp
 
 
 async def _ark_content(request: web.Request) -> web.StreamResponse:
@@ -167,8 +224,12 @@ async def _ark_content(request: web.Request) -> web.StreamResponse:
         source = URL(asset.source_url)
         spec = parse_sample_path(source.path, source.query)
         if spec is not None and state.fetcher.is_local(source):
-            data, mime = await asyncio.to_thread(state.samples.get, spec)
-            return Sent(web.Response(body=data, headers={"Content-Type": mime}), 200)
+            try:
+                data, mime = await asyncio.to_thread(state.samples.get, spec)
+            except ValueError:  # the pixel cap was lowered since the asset was made
+                msg = "the asset's content is over the sample cap"
+                raise ApiError("NotFound", msg, status=404) from None
+            return Sent(await _send_bytes(request, data, mime), 200)
         file = state.fetcher.local_file(source) if state.fetcher.is_local(source) else None
         if file is not None and file.is_file():
             return Sent(web.FileResponse(file), 200)

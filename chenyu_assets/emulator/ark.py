@@ -10,6 +10,7 @@ else is authenticated with :func:`~chenyu_assets._core.signing.verify_request`
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from aiohttp import web
@@ -23,23 +24,38 @@ from chenyu_assets.emulator.pipeline import Call, json_response, run
 from chenyu_assets.emulator.state import STATE, EmulatorState
 from chenyu_assets.limits import ARK_VERSION
 
-__all__ = ["add_routes", "read_body", "reject"]
+__all__ = ["add_routes", "body_timeout", "read_body", "reject"]
 
 BODY_MAX = 1024 * 1024
 _CHUNK = 64 * 1024
 
 
+def body_timeout(seconds: float) -> ApiError:
+    """408: no byte of the request body arrived for ``seconds``."""
+    return ApiError(
+        "RequestTimeout", f"no byte of the request body arrived for {seconds:g} s", status=408
+    )
+
+
 async def read_body(request: web.Request) -> bytes:
-    """The request body, refused (413) past 1 MiB."""
+    """The request body, refused past 1 MiB (413) or after ``body_idle_timeout`` without
+    a byte (408)."""
     length = request.content_length
     if length is not None and length > BODY_MAX:
         raise ApiError("RequestEntityTooLarge", "the request body is too large", status=413)
+    idle = request.app[STATE].config.body_idle_timeout
     data = bytearray()
-    async for chunk in request.content.iter_chunked(_CHUNK):
+    while True:
+        try:
+            async with asyncio.timeout(idle):
+                chunk = await request.content.read(_CHUNK)
+        except TimeoutError:
+            raise body_timeout(idle) from None
+        if not chunk:
+            return bytes(data)
         data += chunk
         if len(data) > BODY_MAX:
             raise ApiError("RequestEntityTooLarge", "the request body is too large", status=413)
-    return bytes(data)
 
 
 def reject(state: EmulatorState, meta: Meta, err: ApiError) -> web.Response:

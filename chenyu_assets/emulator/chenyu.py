@@ -4,7 +4,10 @@
   (never buffered whole). The file is capped at ``media.UPLOAD_MAX_BYTES`` while streaming:
   the moment the cap is passed (or at once, when ``Content-Length`` already says so) the
   answer is 413 and the connection is closed after a short bounded drain (≤ 1 MiB, ≤ 0.5 s)
-  that lets the client read the answer. The client's filename is metadata only.
+  that lets the client read the answer. The client's filename is metadata only. A form
+  with more than ``max_multipart_parts`` parts is 400, non-file fields over
+  ``max_form_field_bytes`` together are 413: each is answered at the part that crosses the
+  cap and the connection is closed the same way.
 * ``GET /api/open/v2/assets/{asset_id}`` — the same fields; unknown, foreign and expired ids
   are 404 (expired: after ``ttl_hours`` of emulated time).
 * ``GET /assets/{asset_id}/content`` — needs ``expires`` + ``signature`` (or the owner's
@@ -23,14 +26,16 @@ import os
 import re
 import secrets
 import unicodedata
+from collections.abc import Awaitable
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from aiohttp import BodyPartReader, web
 from aiohttp.http_exceptions import HttpProcessingError
 
 from chenyu_assets import media
+from chenyu_assets.emulator.ark import body_timeout
 from chenyu_assets.emulator.auth import bearer_account
 from chenyu_assets.emulator.config import Account
 from chenyu_assets.emulator.envelopes import ApiError, Meta, dumps, error_body, new_request_id
@@ -49,6 +54,7 @@ _FORM_OVERHEAD = 1024 * 1024
 _DRAIN_BYTES = 1024 * 1024
 _DRAIN_SECONDS = 0.5
 _CST = timezone(timedelta(hours=8))
+_T = TypeVar("_T")
 _ASSET_ID = re.compile(r"asset_[0-9a-f]{32}")
 
 
@@ -56,6 +62,24 @@ class _TooLarge(Exception):
     def __init__(self, received: int) -> None:
         super().__init__(received)
         self.received = received
+
+
+class _FormOverCap(Exception):
+    """The form has too many parts or field bytes: answer, then drop the connection."""
+
+    def __init__(self, err: ApiError, reason: str) -> None:
+        super().__init__(err.code)
+        self.err = err
+        self.reason = reason
+
+
+async def _idle(step: Awaitable[_T], idle: float) -> _T:
+    """``step`` (one read of the upload body), bounded by ``body_idle_timeout``."""
+    try:
+        async with asyncio.timeout(idle):
+            return await step
+    except TimeoutError:
+        raise _FormOverCap(body_timeout(idle), "body_timeout") from None
 
 
 def _bad(message: str) -> ApiError:
@@ -99,10 +123,22 @@ def upload_view(state: EmulatorState, u: UploadRec) -> dict[str, Any]:
     }
 
 
-async def _small_field(part: BodyPartReader, name: str) -> str:
+def _fields_too_large(budget: int) -> _FormOverCap:
+    err = ApiError(
+        "RequestEntityTooLarge",
+        f"the non-file form fields are larger than {budget} bytes together",
+        status=413,
+    )
+    return _FormOverCap(err, "fields_too_large")
+
+
+async def _small_field(part: BodyPartReader, name: str, budget: int, cap: int, idle: float) -> str:
+    """One small text field; ``budget`` is what is left of the ``cap`` non-file bytes."""
     data = bytearray()
-    while chunk := await part.read_chunk(_FIELD_MAX):
+    while chunk := await _idle(part.read_chunk(_FIELD_MAX), idle):
         data += chunk
+        if len(data) > budget:
+            raise _fields_too_large(cap)
         if len(data) > _FIELD_MAX:
             raise _bad(f"the field {name} is too long")
     try:
@@ -111,13 +147,13 @@ async def _small_field(part: BodyPartReader, name: str) -> str:
         raise _bad(f"the field {name} is not UTF-8 text") from None
 
 
-async def _stream_file(part: BodyPartReader, partial: Path) -> tuple[int, str, bytes]:
+async def _stream_file(part: BodyPartReader, partial: Path, idle: float) -> tuple[int, str, bytes]:
     """Write one file part to ``partial``; (size, sha256, first bytes). Raises _TooLarge."""
     digest = hashlib.sha256()
     head = bytearray()
     size = 0
     with partial.open("wb") as out:
-        while chunk := await part.read_chunk(_CHUNK):
+        while chunk := await _idle(part.read_chunk(_CHUNK), idle):
             size += len(chunk)
             if size > media.UPLOAD_MAX_BYTES:
                 raise _TooLarge(size)
@@ -130,14 +166,20 @@ async def _stream_file(part: BodyPartReader, partial: Path) -> tuple[int, str, b
 
 async def _refuse_too_large(call: Call, received: int) -> Sent:
     """Answer 413 now, let the client read it, then drop the connection."""
-    request, meta = call.request, call.meta
-    call.state.audit.upload_rejected(call.account.name, received, "too_large")
     err = ApiError(
         "RequestEntityTooLarge",
         f"the file is larger than {media.UPLOAD_MAX_BYTES} bytes",
         status=413,
     )
-    resp = json_response(meta, 413, dumps(error_body(meta, err)), {})
+    return await _refuse_and_close(call, err, received, "too_large")
+
+
+async def _refuse_and_close(call: Call, err: ApiError, received: int, reason: str) -> Sent:
+    """Answer ``err`` now, let the client read it, then drop the connection (the rest of
+    the body is never read: at most a short bounded drain)."""
+    request, meta = call.request, call.meta
+    call.state.audit.upload_rejected(call.account.name, received, reason)
+    resp = json_response(meta, err.status, dumps(error_body(meta, err)), {})
     resp.force_close()
     with contextlib.suppress(ConnectionError):
         await resp.prepare(request)
@@ -154,7 +196,7 @@ async def _refuse_too_large(call: Call, received: int) -> Sent:
                     break
                 drained += len(chunk)
     request.protocol.force_close()
-    return Sent(resp, 413, err.code)
+    return Sent(resp, err.status, err.code)
 
 
 async def _upload(call: Call) -> dict[str, Any] | Sent:
@@ -168,24 +210,39 @@ async def _upload(call: Call) -> dict[str, Any] | Sent:
     stored = secrets.token_hex(16) + ".bin"
     partial = state.blob_dir / f".partial-{stored}"
     found: tuple[int, str, bytes, str] | None = None
+    cfg = state.config
+    parts, field_budget = 0, cfg.max_form_field_bytes
     try:
         try:
             reader = await request.multipart()
-            while (part := await reader.next()) is not None:
+            while (part := await _idle(reader.next(), cfg.body_idle_timeout)) is not None:
+                parts += 1
+                if parts > cfg.max_multipart_parts:
+                    too_many = _bad(f"the form has more than {cfg.max_multipart_parts} parts")
+                    raise _FormOverCap(too_many, "too_many_parts")
                 if not isinstance(part, BodyPartReader):
                     raise _bad("nested multipart bodies are not accepted")
                 name = part.name or ""
+                field_budget -= len(name.encode())
+                if field_budget < 0:
+                    raise _fields_too_large(cfg.max_form_field_bytes)
                 if name == "file":
                     if found is not None:
                         raise _bad("only one file may be uploaded")
-                    size, sha, head = await _stream_file(part, partial)
+                    size, sha, head = await _stream_file(part, partial, cfg.body_idle_timeout)
                     found = (size, sha, head, clean_filename(part.filename))
                 elif name in fields:
                     raise _bad(f"the field {name} is repeated")
                 else:
-                    fields[name] = await _small_field(part, name)
+                    value = await _small_field(
+                        part, name, field_budget, cfg.max_form_field_bytes, cfg.body_idle_timeout
+                    )
+                    field_budget -= len(value.encode())
+                    fields[name] = value
         except _TooLarge as exc:
             return await _refuse_too_large(call, exc.received)
+        except _FormOverCap as exc:
+            return await _refuse_and_close(call, exc.err, 0, exc.reason)
         except (ValueError, LookupError, AssertionError, HttpProcessingError):
             raise _bad("the multipart body is malformed") from None
         if found is None:

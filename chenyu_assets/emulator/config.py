@@ -131,7 +131,26 @@ def _default_rates() -> dict[str, float]:
 
 
 class EmulatorConfig(BaseModel):
-    """All emulator settings; see the module docstring for how time is scaled."""
+    """All emulator settings; see the module docstring for how time is scaled.
+
+    The last group of fields bounds what a stranger can make the server spend when it is
+    reachable from elsewhere (``chenyu-assets serve --host 0.0.0.0``). Each default is safe
+    for a shared machine; each is validated (positive, with a ceiling where a bigger value
+    would defeat the bound):
+
+    * ``max_sample_pixels`` (4096 x 4096): a bigger generated image is a 400;
+    * ``sample_cache_bytes`` (64 MiB): the generated-media cache, LRU, in bytes;
+    * ``header_timeout`` (15 s): time to send a complete request header block, else 408;
+    * ``body_idle_timeout`` (60 s): longest wait for the next byte of a request body, else
+      408;
+    * ``keepalive_timeout`` (75 s): an idle kept-alive connection is closed after it;
+    * ``max_connections_per_peer`` (64) / ``max_connections_per_loopback`` (2048): open
+      connections per remote address (IPv6: per ``/64``), else 503 and closed;
+    * ``max_multipart_parts`` (16): parts of one upload form, else 400;
+    * ``max_form_field_bytes`` (16 KiB): non-file bytes of one upload form, else 413.
+
+    In a ``serve --config FILE`` they are plain JSON fields.
+    """
 
     model_config = ConfigDict(validate_assignment=True, extra="forbid")
 
@@ -171,6 +190,37 @@ class EmulatorConfig(BaseModel):
     audit_max_requests: int = Field(default=200_000, ge=1)
     #: Seconds the server waits for open requests when it stops.
     shutdown_timeout: float = Field(default=2.0, ge=0.0)
+
+    # -- hardening: the emulator as a server others can reach (see README, Security) ------
+    #: Largest generated *image* sample, in pixels (``width * height``); a bigger one is a
+    #: 400. 4096 x 4096 costs about +120 MB of peak memory (BMP/TIFF: a 48 MiB canvas plus a
+    #: 48 MiB file) instead of +460 MB at 8192 x 8192, and still allows every vendor edge
+    #: case (a 6000 x 2401 image at the side limit is 14.4 MP). Video and audio samples
+    #: allocate no pixels; their sides stay within 8192.
+    max_sample_pixels: int = Field(default=4096 * 4096, ge=1, le=8192 * 8192)
+    #: Bytes of generated samples kept in the LRU cache; a sample bigger than this is
+    #: served but not kept. Samples are rendered one at a time.
+    sample_cache_bytes: int = Field(default=64 * 1024 * 1024, ge=0)
+    #: Seconds a connection may take to send a complete request header block, counted from
+    #: the moment it is accepted and from the first byte of each later request on a
+    #: kept-alive connection. Past it the emulator answers 408 and closes the connection.
+    header_timeout: float = Field(default=15.0, gt=0.0, le=3600.0)
+    #: Seconds a request body may go without a byte arriving (JSON bodies and uploads);
+    #: past it the answer is 408 (uploads: and the connection is closed).
+    body_idle_timeout: float = Field(default=60.0, gt=0.0, le=3600.0)
+    #: Seconds an idle kept-alive connection (no request under way) stays open (read when
+    #: the server starts; the other bounds here are read live).
+    keepalive_timeout: float = Field(default=75.0, gt=0.0, le=3600.0)
+    #: Open connections one remote (non-loopback) address may hold; the next one gets a 503
+    #: and is closed before anything is read, so one peer cannot take every socket.
+    max_connections_per_peer: int = Field(default=64, ge=1)
+    #: The same cap for a loopback address (this machine's own clients: an SDK client pools
+    #: up to 100 connections, and tests and benchmarks run several clients at once).
+    max_connections_per_loopback: int = Field(default=2048, ge=1)
+    #: Parts one multipart upload may have (the file plus a few small fields); more is 400.
+    max_multipart_parts: int = Field(default=16, ge=1, le=10_000)
+    #: Bytes of all non-file multipart fields of one upload together; more is 413.
+    max_form_field_bytes: int = Field(default=16 * 1024, ge=1024, le=1024 * 1024)
 
     @field_validator("rates")
     @classmethod

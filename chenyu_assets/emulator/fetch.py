@@ -160,7 +160,10 @@ class Fetcher:
         path = url.path
         spec = parse_sample_path(path, url.query)
         if spec is not None:
-            data, _mime = await asyncio.to_thread(self._samples.get, spec)
+            try:
+                data, _mime = await asyncio.to_thread(self._samples.get, spec)
+            except ValueError as exc:  # over the emulator's sample pixel cap
+                raise FetchError(f"the sample is refused: {exc}") from None
             return self._capped(data, max_bytes)
         file = self.local_file(url)
         if file is None:

@@ -14,10 +14,51 @@ from typing import Any
 
 from chenyu_assets.emulator.envelopes import ApiError, invalid, missing
 
-__all__ = ["Params", "parse_json_body", "unflatten_query"]
+__all__ = ["MAX_DEPTH", "Params", "load_json", "parse_json_body", "unflatten_query"]
 
 #: Fields a flattened query carries as numbers.
 _INT_FIELDS = frozenset({"PageNumber", "PageSize", "MaxResults"})
+
+
+#: Deepest nesting of objects/arrays a request body (or a dotted query key) may have.
+MAX_DEPTH = 32
+
+
+def _depth(value: Any) -> int:
+    """How deeply ``value`` nests (iterative: a deep value cannot exhaust the stack)."""
+    deepest = 0
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, dict):
+            children: Iterable[Any] = node.values()
+        elif isinstance(node, list):
+            children = node
+        else:
+            continue
+        deepest = max(deepest, depth)
+        if deepest > MAX_DEPTH:
+            break
+        stack.extend((child, depth + 1) for child in children)
+    return deepest
+
+
+def load_json(body: bytes) -> Any:
+    """``body`` parsed as JSON; ValueError (with a message safe to answer) otherwise.
+
+    Invalid UTF-8 or JSON, nesting past :data:`MAX_DEPTH` (including the parser's own
+    recursion limit) and integers too long to convert are all a ValueError, never a
+    RecursionError that would become a 500.
+    """
+    try:
+        data = json.loads(body)
+    except RecursionError:
+        raise ValueError(f"the JSON nests deeper than {MAX_DEPTH} levels") from None
+    except (UnicodeDecodeError, ValueError):
+        raise ValueError("the body is not valid JSON") from None
+    if _depth(data) > MAX_DEPTH:
+        raise ValueError(f"the JSON nests deeper than {MAX_DEPTH} levels")
+    return data
 
 
 def parse_json_body(body: bytes) -> Params:
@@ -25,9 +66,10 @@ def parse_json_body(body: bytes) -> Params:
     if not body.strip():
         return Params({})
     try:
-        data = json.loads(body)
-    except (UnicodeDecodeError, ValueError):
-        raise ApiError("InvalidParameter", "the request body is not valid JSON") from None
+        data = load_json(body)
+    except ValueError as exc:
+        message = str(exc).replace("the body", "the request body")
+        raise ApiError("InvalidParameter", message) from None
     if not isinstance(data, dict):
         raise ApiError("InvalidParameter", "the request body must be a JSON object")
     return Params(data)
@@ -40,6 +82,8 @@ def unflatten_query(pairs: Iterable[tuple[str, str]]) -> Params:
         if key in ("Action", "Version"):
             continue
         parts = key.split(".")
+        if len(parts) > MAX_DEPTH:
+            raise ApiError("InvalidParameter", f"the query parameter {key[:64]} nests too deeply")
         node = root
         for part in parts[:-1]:
             child = node.setdefault(part, {})
@@ -47,10 +91,15 @@ def unflatten_query(pairs: Iterable[tuple[str, str]]) -> Params:
                 raise ApiError("InvalidParameter", f"conflicting query parameter {key}")
             node = child
         leaf: Any = value
-        if parts[-1] in _INT_FIELDS and value.lstrip("-").isdigit():
+        if parts[-1] in _INT_FIELDS and _is_index(value.removeprefix("-")):
             leaf = int(value)
         node[parts[-1]] = leaf
     return Params(_lists(root))
+
+
+def _is_index(text: str) -> bool:
+    """ASCII digits short enough for ``int()`` (``"²"`` and 5,000-digit keys are not)."""
+    return 0 < len(text) <= 18 and text.isascii() and text.isdigit()
 
 
 def _lists(node: dict[str, Any]) -> dict[str, Any]:
@@ -58,7 +107,7 @@ def _lists(node: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in node.items():
         if isinstance(value, dict):
-            if value and all(k.isdigit() for k in value):
+            if value and all(_is_index(k) for k in value):
                 out[key] = [value[k] for k in sorted(value, key=int)]
             else:
                 out[key] = _lists(value)

@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
 
+from chenyu_assets._core.logs import get_logger
 from chenyu_assets.emulator.config import Account, FaultRule
 from chenyu_assets.emulator.envelopes import (
     ApiError,
@@ -35,7 +35,7 @@ from chenyu_assets.emulator.state import EmulatorState
 
 __all__ = ["Call", "Sent", "json_response", "run"]
 
-logger = logging.getLogger("chenyu_assets.emulator")
+logger = get_logger("chenyu_assets.emulator")
 
 #: Families whose actions share the account's Ark rate limits (Chenyu publishes none).
 LIMITED_FAMILIES = frozenset({"ark", "gateway", "avatar"})

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import logging
 import os
 import random
 import secrets
@@ -28,6 +27,7 @@ from pathlib import Path
 from yarl import URL
 
 from chenyu_assets import media
+from chenyu_assets._core.logs import get_logger
 from chenyu_assets.emulator.audit import AuditLog
 from chenyu_assets.emulator.clock import Clock
 from chenyu_assets.emulator.config import EmulatorConfig
@@ -37,7 +37,7 @@ from chenyu_assets.errors import MediaCheckError
 
 __all__ = ["DOWNLOAD_FAILED", "Processor"]
 
-logger = logging.getLogger("chenyu_assets.emulator")
+logger = get_logger("chenyu_assets.emulator")
 
 DOWNLOAD_FAILED = "InvalidParameter.DownloadFailed"
 _CONCURRENCY = 8

@@ -5,6 +5,10 @@ these URLs locally (no socket). Images are drawn with Pillow; ``mp4``/``mov`` ar
 but well-formed ISO-BMFF files (ftyp, moov with one video track: tkhd, mdhd, hdlr, stsd,
 stts) that state size, duration and frame rate; ``wav`` is PCM silence; ``html`` and
 ``txt`` are deliberately not media. Results are cached by their parameters.
+
+The URLs are unauthenticated, so what one may cost is bounded: an image has at most
+``max_sample_pixels`` pixels (:class:`SampleTooLarge` otherwise; the route answers 400),
+samples are rendered one at a time, and the cache holds at most ``sample_cache_bytes``.
 """
 
 from __future__ import annotations
@@ -14,11 +18,12 @@ import struct
 import threading
 import wave
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from PIL import Image, ImageDraw
 
-__all__ = ["KINDS", "SampleMedia", "SampleSpec"]
+__all__ = ["KINDS", "SampleMedia", "SampleSpec", "SampleTooLarge"]
 
 #: kind -> (file extension, MIME type)
 KINDS: dict[str, tuple[str, str]] = {
@@ -38,7 +43,12 @@ _PIL_FORMAT = {"png": "PNG", "jpeg": "JPEG", "webp": "WEBP", "gif": "GIF", "bmp"
 _PIL_FORMAT["tiff"] = "TIFF"
 _MAX_SIDE = 8192
 _MAX_DURATION = 120.0
-_CACHE_SIZE = 32
+_DEFAULT_PIXELS = 4096 * 4096
+_DEFAULT_CACHE_BYTES = 64 * 1024 * 1024
+
+
+class SampleTooLarge(ValueError):
+    """An image sample over the pixel cap."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,31 +87,76 @@ class SampleSpec:
 
 
 class SampleMedia:
-    """A small thread-safe LRU cache of generated samples."""
+    """A thread-safe LRU cache of generated samples, bounded in bytes.
 
-    def __init__(self) -> None:
+    ``max_pixels`` and ``cache_bytes`` are read on every call (the live config).
+    """
+
+    def __init__(
+        self,
+        *,
+        max_pixels: Callable[[], int] = lambda: _DEFAULT_PIXELS,
+        cache_bytes: Callable[[], int] = lambda: _DEFAULT_CACHE_BYTES,
+    ) -> None:
         self._cache: OrderedDict[SampleSpec, bytes] = OrderedDict()
+        self._size = 0
         self._lock = threading.Lock()
+        self._render_lock = threading.Lock()  # one render at a time bounds peak memory
+        self._max_pixels = max_pixels
+        self._cache_bytes = cache_bytes
+
+    def check(self, spec: SampleSpec) -> None:
+        """Raise ValueError (:class:`SampleTooLarge` for the pixel cap) if ``spec`` is refused."""
+        spec.validate()
+        cap = self._max_pixels()
+        if spec.kind in _PIL_FORMAT and spec.width * spec.height > cap:
+            raise SampleTooLarge(
+                f"an image sample may have at most {cap} pixels (width*height); "
+                f"{spec.width}x{spec.height} is {spec.width * spec.height}"
+            )
 
     def get(self, spec: SampleSpec) -> tuple[bytes, str]:
         """``(bytes, mime type)`` for ``spec`` (generated once, then cached)."""
-        spec.validate()
+        self.check(spec)
+        mime = KINDS[spec.kind][1]
+        data = self._lookup(spec)
+        if data is not None:
+            return data, mime
+        with self._render_lock:
+            data = self._lookup(spec)  # rendered by the thread we waited for?
+            if data is None:
+                data = _render(spec)
+                self._keep(spec, data)
+        return data, mime
+
+    def _lookup(self, spec: SampleSpec) -> bytes | None:
         with self._lock:
             data = self._cache.get(spec)
             if data is not None:
                 self._cache.move_to_end(spec)
-                return data, KINDS[spec.kind][1]
-        data = _render(spec)
+            return data
+
+    def _keep(self, spec: SampleSpec, data: bytes) -> None:
+        budget = self._cache_bytes()
         with self._lock:
+            if len(data) > budget or spec in self._cache:
+                return
             self._cache[spec] = data
-            while len(self._cache) > _CACHE_SIZE:
-                self._cache.popitem(last=False)
-        return data, KINDS[spec.kind][1]
+            self._size += len(data)
+            while self._size > budget:
+                _, old = self._cache.popitem(last=False)
+                self._size -= len(old)
 
     def cached(self, spec: SampleSpec) -> bytes | None:
         """The cached bytes, without generating."""
         with self._lock:
             return self._cache.get(spec)
+
+    @property
+    def cached_bytes(self) -> int:
+        """Bytes held by the cache now."""
+        with self._lock:
+            return self._size
 
 
 def _render(spec: SampleSpec) -> bytes:

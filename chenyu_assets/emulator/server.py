@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import secrets
 import ssl
 import tempfile
@@ -12,6 +11,7 @@ from typing import Any, Literal
 
 from aiohttp import web
 
+from chenyu_assets._core.logs import get_logger, register_secret
 from chenyu_assets.emulator.app import build_app
 from chenyu_assets.emulator.audit import Audit, AuditLog
 from chenyu_assets.emulator.clock import Clock
@@ -19,6 +19,7 @@ from chenyu_assets.emulator.config import Account, EmulatorConfig, FaultRule
 from chenyu_assets.emulator.faults import FaultEngine
 from chenyu_assets.emulator.fetch import Fetcher
 from chenyu_assets.emulator.gateway import PREFIX as GATEWAY_PREFIX
+from chenyu_assets.emulator.guard import GuardedSite, PeerCounter, http_logger
 from chenyu_assets.emulator.limits import RateLimiter
 from chenyu_assets.emulator.persist import Persistence, SqlitePersistence
 from chenyu_assets.emulator.processing import Processor
@@ -29,7 +30,7 @@ from chenyu_assets.emulator.store import Store
 
 __all__ = ["Emulator"]
 
-logger = logging.getLogger("chenyu_assets.emulator")
+logger = get_logger("chenyu_assets.emulator")
 
 _DB_NAME = "emulator.sqlite3"
 _SECRET_META = "url_signing_secret"  # noqa: S105 - a metadata key name
@@ -101,6 +102,9 @@ class Emulator:
     def _build_state(
         self, cfg: EmulatorConfig, persist: Persistence, blob_dir: Path
     ) -> EmulatorState:
+        for account in cfg.accounts:  # masked in every log record of the package
+            register_secret(account.secret_key)
+            register_secret(account.api_key)
         store = Store(persist)
         secret_hex = store.meta(_SECRET_META)
         if secret_hex is None:
@@ -110,7 +114,9 @@ class Emulator:
         clock = self._clock_override or Clock(
             scale=lambda: cfg.time_scale, offset=lambda: cfg.clock_offset_seconds
         )
-        samples = SampleMedia()
+        samples = SampleMedia(
+            max_pixels=lambda: cfg.max_sample_pixels, cache_bytes=lambda: cfg.sample_cache_bytes
+        )
         audit = AuditLog(cfg.audit_max_requests)
         fetcher = Fetcher(
             store=store,
@@ -148,11 +154,27 @@ class Emulator:
 
     async def _serve(self, state: EmulatorState) -> None:
         cfg = state.config
+        # no access log; aiohttp's own messages go to a quiet, redacting logger (guard.py)
+        handler_args: dict[str, Any] = {
+            "access_log": None,
+            "logger": http_logger(),
+            "keepalive_timeout": cfg.keepalive_timeout,
+        }
         self._runner = web.AppRunner(
-            build_app(state), access_log=None, shutdown_timeout=cfg.shutdown_timeout
+            build_app(state), shutdown_timeout=cfg.shutdown_timeout, **handler_args
         )
         await self._runner.setup()
-        site = web.TCPSite(self._runner, cfg.host, cfg.port, ssl_context=self._ssl_context)
+        site = GuardedSite(
+            self._runner,
+            cfg.host,
+            cfg.port,
+            peers=PeerCounter(
+                lambda: cfg.max_connections_per_peer, lambda: cfg.max_connections_per_loopback
+            ),
+            header_timeout=lambda: cfg.header_timeout,
+            handler_args=handler_args,
+            ssl_context=self._ssl_context,
+        )
         await site.start()
         self._port = int(self._runner.addresses[0][1])
         host = cfg.host
@@ -290,7 +312,7 @@ class Emulator:
     ) -> str:
         """A URL on the emulator serving generated media; CreateAsset resolves it locally."""
         spec = SampleSpec(kind=kind, width=width, height=height, duration=duration, fps=fps)
-        spec.validate()
+        self._running().samples.check(spec)
         return self.url + spec.path()
 
     def __repr__(self) -> str:
