@@ -23,10 +23,7 @@ from chenyu_assets._cli_common import (
     EXIT_OK,
     EXIT_USAGE,
     Parser,
-    non_negative_float,
     plain,
-    port,
-    positive_float,
     register_environment_secrets,
     report_failure,
 )
@@ -64,16 +61,15 @@ def _add_serve(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "Credentials also come from CHENYU_EMULATOR_ACCESS_KEY / _SECRET_KEY / _API_KEY.",
     )
     serve.add_argument("--host", help="address to bind (default 127.0.0.1)")
-    serve.add_argument("--port", type=port, help="port to bind (default 8765; 0 picks one)")
+    serve.add_argument("--port", type=int, help="port to bind (default 8765; 0 picks one)")
     serve.add_argument("--data-dir", type=Path, help="keep state here across restarts")
     serve.add_argument("--config", type=Path, help="JSON file of emulator config fields")
     serve.add_argument("--access-key", help="the demo account's access key")
     serve.add_argument("--secret-key", help="the demo account's secret key")
     serve.add_argument("--api-key", help="the demo account's Bearer API key")
-    serve.add_argument("--time-scale", type=positive_float, help="run the service N times faster")
-    serve.add_argument(
-        "--processing-delay", type=non_negative_float, help="seconds an asset stays Processing"
-    )
+    # the emulator's own config checks the values (exit 2, naming the field)
+    serve.add_argument("--time-scale", type=float, help="run the service N times faster")
+    serve.add_argument("--processing-delay", type=float, help="seconds an asset stays Processing")
     serve.set_defaults(handler=_cmd_serve)
 
 
@@ -110,7 +106,10 @@ class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
 def main(argv: Sequence[str] | None = None) -> int:
     register_environment_secrets()
     parser = _build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as stop:  # a usage mistake (already printed), --help or --version
+        return stop.code if isinstance(stop.code, int) else EXIT_USAGE
     _configure_logging(args.verbose)
     handler = getattr(args, "handler", None)
     if handler is None:

@@ -118,8 +118,6 @@ USAGE = [
     ("upload a missing file", ["upload", "{t}/media/gone.png"], ["gone.png"]),
     ("upload a FIFO", ["upload", "{t}/pipe.csv"], ["pipe.csv", "not a regular file"]),
     ("list --limit -1", ["list", "--group-id", "g", "--limit", "-1"], ["--limit"]),
-    ("serve --port 70000", ["serve", "--port", "70000"], ["--port"]),
-    ("serve --time-scale 0", ["serve", "--time-scale", "0"], ["--time-scale"]),
     ("unknown flag", ["ingest", "{t}/media", "--concurency", "3"], ["--concurency"]),
     ("unknown --media-type", ["upload", "{t}/media/a.png", "--media-type", "picture"],
      ["--media-type", "picture"]),
@@ -132,6 +130,17 @@ def test_usage_mistake_is_one_line_and_exit_2(
 ) -> None:
     done = run(*(a.format(t=work) for a in args))
     one_line(done, 2, *named)
+
+
+@pytest.mark.parametrize(
+    ("args", "field"), [(["--port", "70000"], "port"), (["--time-scale", "0"], "time_scale")]
+)
+def test_serve_mistakes_are_one_line(args: list[str], field: str) -> None:
+    done = run("serve", *args)  # the emulator's own settings check words these
+    lines = done.stderr.strip().splitlines()
+    assert (done.returncode, len(lines)) == (2, 1), done.stderr
+    assert field in lines[0]
+    assert "Traceback" not in done.stderr
 
 
 def test_missing_credentials_name_the_variable(work: Path) -> None:
