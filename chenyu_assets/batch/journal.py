@@ -45,8 +45,11 @@ SIGKILL, so a crash never leaves a stale lock. The lock file itself is left in p
 
 ``meta`` holds run information (group id, endpoint, an account *fingerprint*); it must never
 hold credentials, and keys that look like one (``secret``, ``token``, ``password``...) are
-refused. A Journal is not thread-safe: use it from the thread that opened it (the event
-loop's, or one dedicated journal thread); SQLite's ``check_same_thread`` enforces it.
+refused. Error messages (server text) are stored redacted; the signed upload URL (a bearer
+credential) is dropped once the asset exists (CREATED, ACTIVE, or any row with an asset id);
+the files are 0600 (see :mod:`.journal_files`). A Journal is not thread-safe: use it from
+the thread that opened it (the event loop's, or one dedicated journal thread); SQLite's
+``check_same_thread`` enforces it.
 """
 
 from __future__ import annotations
