@@ -266,7 +266,7 @@ class Hostile(BaseHTTPRequestHandler):
         elif action == "CreateAssetGroup":
             self._ark(action, {"Id": type(self).group_id}, (0, ""))
         elif action == "CreateAsset":
-            self._ark(action, None, (400, "InvalidParameter.URL"))
+            self._ark(action, None, (400, "InvalidParameter.URL[/x]"))  # shown in the summary
         else:
             self._ark(action, None, (404, "NotFound.asset_id"))
 
@@ -333,7 +333,8 @@ def test_echoed_credentials_never_reach_out_or_the_journal(
     assert done.returncode == 3, done.stderr
     assert "Traceback" not in done.stderr
     (result,) = [json.loads(line) for line in out.read_text().splitlines()]
-    assert (result["status"], result["error_code"]) == ("failed", "InvalidParameter.URL")
+    assert (result["status"], result["error_code"]) == ("failed", "InvalidParameter.URL[/x]")
+    assert "reason InvalidParameter.URL[/x]" in done.stderr  # the summary, markup as text
     assert "denied" in result["message"]
     assert_clean(done.stderr + done.stdout)
     for canary in CANARIES:
