@@ -1,7 +1,8 @@
 """Small ``chenyu-assets`` commands: upload, get, list, groups. Output is JSON lines on
-stdout (machine-readable); errors go to stderr with exit code 4. Credentials come from the
-environment (see the README's configuration table). Signed URLs are bearer credentials:
-they are printed only with ``--show-url``."""
+stdout (machine-readable); a failure is one ``error:`` line on stderr (exit 2 for a usage
+mistake, 4 otherwise; reported by ``cli.main``). Credentials come from the environment (see
+the README's configuration table). Signed URLs are bearer credentials: they are printed
+only with ``--show-url``."""
 
 from __future__ import annotations
 
@@ -9,24 +10,22 @@ import argparse
 import asyncio
 import json
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TaskID, TransferSpeedColumn
 
+from chenyu_assets._cli_common import EXIT_OK, at_least, readable_file
 from chenyu_assets.ark import ArkClient
 from chenyu_assets.chenyu import ChenyuClient
-from chenyu_assets.errors import ChenyuAssetsError
 
-EXIT_OK, EXIT_FATAL = 0, 4
 _URL_FIELDS = ("url", "signed_url", "content_url", "URL")
 
 
 def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     up = commands.add_parser("upload", help="upload files to Chenyu (streamed, <= 100 MB each)")
-    up.add_argument("files", nargs="+", type=Path)
-    up.add_argument("--ttl-hours", type=int, default=48)
+    up.add_argument("files", nargs="+", type=readable_file, metavar="FILE")
+    up.add_argument("--ttl-hours", type=at_least(1), default=48, help="hours (>= 1; default 48)")
     up.add_argument("--media-type", choices=("image", "video", "audio", "file"))
     up.add_argument("--show-url", action="store_true", help="print the signed URL too")
     up.set_defaults(handler=lambda a: _run(_upload(a)))
@@ -40,7 +39,7 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     ls.add_argument("--group-id", required=True)
     ls.add_argument("--status", action="append", dest="statuses", help="repeatable")
     ls.add_argument("--name", help="substring match")
-    ls.add_argument("--limit", type=int, default=0, help="stop after N assets")
+    ls.add_argument("--limit", type=at_least(0), default=0, help="stop after N assets (0: all)")
     ls.add_argument("--show-url", action="store_true")
     ls.set_defaults(handler=lambda a: _run(_list(a)))
 
@@ -52,11 +51,7 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
 
 
 def _run(job: Awaitable[int]) -> int:
-    try:
-        return asyncio.run(job)  # type: ignore[arg-type]
-    except ChenyuAssetsError as exc:
-        Console(stderr=True).print(f"[red]error[/]: {exc}")
-        return EXIT_FATAL
+    return asyncio.run(job)  # type: ignore[arg-type]
 
 
 def _advancer(progress: Progress, task: TaskID) -> Callable[[int], None]:

@@ -1,8 +1,14 @@
 """``chenyu-assets ingest``: the bulk-ingest command (progress, summary, JSONL results).
 
-Exit codes: 0 every item active; 3 some items failed or were skipped; 4 a fatal stop
-(credentials, permissions, missing group, service unreachable); 130 interrupted (the
-in-flight creates are journaled first, so a rerun resumes exactly).
+Exit codes: 0 every item active; 2 a usage mistake (a flag out of range, a source that
+cannot be read, an --out folder that does not exist, a journal that is a folder, not SQLite
+or another group's); 3 some items failed or were skipped; 4 a fatal stop (credentials,
+permissions, missing group, service unreachable); 130 interrupted (the in-flight creates
+are journaled first, so a rerun resumes exactly).
+
+The default journal is ``.chenyu/<group id>.db`` only for a group id of plain characters;
+any other id (the server chooses it) becomes ``.chenyu/group-<hash>.db``, so no server
+string can name a path.
 """
 
 from __future__ import annotations
@@ -11,9 +17,11 @@ import argparse
 import asyncio
 import contextlib
 import json
-from collections.abc import AsyncIterator, Mapping
+import re
+from collections.abc import AsyncIterator, Iterator, Mapping
+from hashlib import blake2b
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, Final, TextIO
 
 import anyio
 from rich.console import Console
@@ -26,16 +34,29 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 from rich.table import Table
+from rich.text import Text
 
+from chenyu_assets._cli_common import (
+    EXIT_FATAL,
+    EXIT_INTERRUPTED,
+    EXIT_ITEMS_FAILED,
+    EXIT_OK,
+    at_least,
+    out_file,
+    plain,
+    positive_float,
+    readable_file,
+)
 from chenyu_assets.ark import ArkClient
 from chenyu_assets.batch import Event, IngestOptions, IngestReport, open_ingest
+from chenyu_assets.batch.journal_files import check as check_journal
 from chenyu_assets.batch.naming import shard_of
 from chenyu_assets.batch.sources import BadItem, SourceItem, open_source
 from chenyu_assets.chenyu import CHENYU_RATES, ChenyuClient
-from chenyu_assets.errors import ChenyuAssetsError, ConfigurationError
+from chenyu_assets.errors import JournalError
 from chenyu_assets.limits import ACTION_RATES
 
-EXIT_OK, EXIT_ITEMS_FAILED, EXIT_FATAL, EXIT_INTERRUPTED = 0, 3, 4, 130
+_SAFE_ID: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
 
 
 def add_ingest(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -49,27 +70,40 @@ def add_ingest(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     group = p.add_mutually_exclusive_group()
     group.add_argument("--group", metavar="NAME", help="the group's name (created if missing)")
     group.add_argument("--group-id", metavar="ID", help="an existing group's id")
-    p.add_argument("--journal", type=Path, help="the resume journal (default: .chenyu/<group>.db)")
-    p.add_argument("--out", type=Path, help="write one JSON line per item here")
+    p.add_argument(
+        "--journal", type=_journal_path, help="the resume journal (default: .chenyu/<group>.db)"
+    )
+    p.add_argument("--out", type=out_file, help="write one JSON line per item here (appended)")
+    p.add_argument(
+        "--allow-outside-paths",
+        action="store_true",
+        help="let manifest paths leave the manifest's folder (absolute, .., symlinks out); "
+        "refused as outside_manifest otherwise",
+    )
     p.add_argument(
         "--ca-bundle",
-        type=Path,
+        type=readable_file,
         metavar="PEM",
         help="also trust the CA certificates in this PEM file (TLS is always verified; "
         "SSL_CERT_FILE works too)",
     )
-    p.add_argument("--concurrency", type=int, default=8, help="CreateAsset tasks (default 8)")
-    p.add_argument("--upload-concurrency", type=int, default=4, help="uploads at once")
-    p.add_argument("--max-processing", type=int, default=30, help="assets Processing at once")
+    p.add_argument(
+        "--concurrency", type=at_least(1), default=8, help="CreateAsset tasks (default 8)"
+    )
+    p.add_argument("--upload-concurrency", type=at_least(1), default=4, help="uploads at once")
+    p.add_argument(
+        "--max-processing", type=at_least(1), default=30, help="assets Processing at once"
+    )
     p.add_argument(
         "--rate-scale",
-        type=float,
+        type=positive_float,
         default=1.0,
         metavar="F",
         help="multiply every published rate limit by F (a raised quota, or a time-scaled emulator)",
     )
     p.add_argument(
         "--shard",
+        type=_parse_shard,
         metavar="I/N",
         help="take only shard I of N (0-based; a stable hash of each item's key)",
     )
@@ -81,7 +115,7 @@ def add_ingest(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     p.add_argument(
         "--slot-lease",
-        type=float,
+        type=positive_float,
         default=15.0,
         metavar="S",
         help="with --limits: a dead worker's Processing slots come back after S seconds "
@@ -95,27 +129,47 @@ def add_ingest(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         action="store_true",
         help="run against an embedded local emulator (no account needed)",
     )
-    p.add_argument("--emulator-time-scale", type=float, default=1.0, help=argparse.SUPPRESS)
+    p.add_argument(
+        "--emulator-time-scale", type=positive_float, default=1.0, help=argparse.SUPPRESS
+    )
     p.set_defaults(handler=cmd_ingest)
 
 
-def _parse_shard(text: str | None) -> tuple[int, int] | None:
-    if text is None:
-        return None
+def _parse_shard(text: str) -> tuple[int, int]:
     try:
         i, n = (int(x) for x in text.split("/", 1))
     except ValueError:
-        raise ConfigurationError(f"--shard must look like I/N, not {text!r}") from None
+        raise argparse.ArgumentTypeError(f"must look like I/N, not {text!r}") from None
     if not 0 <= i < n:
-        raise ConfigurationError(f"--shard {text}: need 0 <= I < N")
+        raise argparse.ArgumentTypeError(f"{text}: need 0 <= I < N")
     return i, n
 
 
-def _count(source: str, shard: tuple[int, int] | None) -> int | None:
+def _journal_path(text: str) -> Path:
+    try:
+        check_journal(Path(text))
+    except JournalError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return Path(text)
+
+
+def default_journal(group_id: str, shard: tuple[int, int] | None) -> Path:
+    """``.chenyu/<group id>.db``, or ``.chenyu/group-<hash>.db`` for an id that is not
+    plain characters (a hostile server's ``../../x`` or ``/etc/x`` names no path)."""
+    if _SAFE_ID.fullmatch(group_id) and ".." not in group_id:
+        stem = group_id
+    else:
+        digest = blake2b(group_id.encode("utf-8", "surrogatepass"), digest_size=8)
+        stem = "group-" + digest.hexdigest()
+    suffix = "" if shard is None else f".shard{shard[0]}of{shard[1]}"
+    return Path(".chenyu") / f"{stem}{suffix}.db"
+
+
+def _count(source: Iterator[SourceItem | BadItem], shard: tuple[int, int] | None) -> int | None:
     """Items in the source, by a streaming pass (None when it can't be counted cheaply)."""
     try:
         n = 0
-        for item in open_source(Path(source)):
+        for item in source:
             if shard is None or shard_of(item.key, shard[1]) == shard[0]:
                 n += 1
         return n
@@ -125,23 +179,19 @@ def _count(source: str, shard: tuple[int, int] | None) -> int | None:
 
 def cmd_ingest(args: argparse.Namespace) -> int:
     console = Console(stderr=True)
+    # the source is checked now (exit 2 for a missing file, a FIFO, a bad CSV header...)
+    items = open_source(Path(args.source), allow_outside=args.allow_outside_paths)
     try:
-        shard = _parse_shard(args.shard)
-        if not Path(args.source).exists():
-            raise ConfigurationError(f"source {args.source} does not exist")
-        return asyncio.run(_ingest(args, console, shard))
+        return asyncio.run(_ingest(args, console, items))
     except KeyboardInterrupt:
-        console.print("[yellow]interrupted[/]: in-flight items were journaled; rerun to resume")
+        console.print(
+            Text("interrupted: in-flight items were journaled; rerun to resume", "yellow")
+        )
         return EXIT_INTERRUPTED
-    except ChenyuAssetsError as exc:
-        console.print(f"[red]error[/]: {exc}")
-        return EXIT_FATAL
 
 
 @contextlib.asynccontextmanager
 async def _clients(args: argparse.Namespace) -> AsyncIterator[tuple[ArkClient, ChenyuClient]]:
-    if args.rate_scale <= 0:
-        raise ConfigurationError("--rate-scale must be positive")
     if not args.emulator:
         scale = args.rate_scale
         ca = str(args.ca_bundle) if args.ca_bundle else None
@@ -189,10 +239,14 @@ async def _resolve_group(ark: ArkClient, args: argparse.Namespace) -> str:
     return await ark.create_asset_group(name=name, description="created by chenyu-assets ingest")
 
 
-async def _ingest(args: argparse.Namespace, console: Console, shard: tuple[int, int] | None) -> int:
-    total = _count(args.source, shard)
+async def _ingest(
+    args: argparse.Namespace, console: Console, source: Iterator[SourceItem | BadItem]
+) -> int:
+    shard: tuple[int, int] | None = args.shard
+    opened = open_source(Path(args.source), allow_outside=args.allow_outside_paths)
+    total = await anyio.to_thread.run_sync(_count, opened, shard)
     source_path = str(await anyio.Path(args.source).resolve())
-    items: Any = open_source(Path(args.source))
+    items: Any = source
     if shard is not None:
         i, n = shard
         items = (it for it in items if shard_of(_key(it), n) == i)
@@ -202,23 +256,40 @@ async def _ingest(args: argparse.Namespace, console: Console, shard: tuple[int, 
         max_processing=args.max_processing,
         dry_run=args.dry_run,
         allow_private_urls=args.emulator,
+        allow_outside_paths=args.allow_outside_paths,
     )
+    # backslashreplace: a non-UTF-8 file name in a path or message is written as a JSON
+    # \udcXX escape (it reads back as the same string) instead of stopping the run. Opened
+    # before anything is sent, so a file that cannot be written stops nothing half-way.
+    out: TextIO | None = (
+        args.out.open("a", encoding="utf-8", errors="backslashreplace") if args.out else None
+    )
+    try:
+        return await _run(args, console, items, options, out, source_path, total)
+    finally:
+        if out is not None:
+            out.close()
+
+
+async def _run(
+    args: argparse.Namespace,
+    console: Console,
+    items: Any,
+    options: IngestOptions,
+    out: TextIO | None,
+    source_path: str,
+    total: int | None,
+) -> int:
+    shard: tuple[int, int] | None = args.shard
     async with _clients(args) as (ark, chenyu):
         slots = None
         if ark.shared_limits is not None:
-            if args.slot_lease <= 0:
-                raise ConfigurationError("--slot-lease must be positive")
             await ark.shared_limits.ping()  # unreachable: exit 4 before anything is sent
             slots = ark.shared_limits.slots(args.max_processing, lease=args.slot_lease)
         group_id = await _resolve_group(ark, args)
         journal: Path | None = args.journal
         if journal is None and not args.emulator:  # the emulator's state is ephemeral anyway
-            journal = Path(".chenyu") / f"{group_id}{_shard_suffix(shard)}.db"
-        # backslashreplace: a non-UTF-8 file name in a path or message is written as a JSON
-        # \udcXX escape (it reads back as the same string) instead of stopping the run
-        out: TextIO | None = (
-            args.out.open("a", encoding="utf-8", errors="backslashreplace") if args.out else None
-        )
+            journal = default_journal(group_id, shard)
         progress = Progress(
             TextColumn("[bold]{task.description}"),
             BarColumn(),
@@ -237,35 +308,31 @@ async def _ingest(args: argparse.Namespace, console: Console, shard: tuple[int, 
             if event.kind == "rate_limited":
                 counts["throttled"] += 1
 
-        try:
-            with progress:
-                task = progress.add_task("ingest", total=total, rate=0.0, slots=0, throttled=0)
-                async with open_ingest(
-                    ark,
-                    items,
-                    group_id=group_id,
-                    journal=journal,
-                    chenyu=chenyu,
-                    options=options,
-                    slots=slots,
-                    on_event=on_event,
-                    run_info={"source": source_path},
-                    unique_keys=True,
-                ) as run:
-                    async for result in run:
-                        if out is not None:
-                            out.write(json.dumps(result.to_json(), ensure_ascii=False) + "\n")
-                        elapsed = progress.tasks[task].elapsed or 1e-9
-                        progress.update(
-                            task,
-                            advance=1,
-                            rate=run.report.finished / elapsed,
-                            slots=run.processing(),
-                            throttled=counts["throttled"],
-                        )
-        finally:
-            if out is not None:
-                out.close()
+        with progress:
+            task = progress.add_task("ingest", total=total, rate=0.0, slots=0, throttled=0)
+            async with open_ingest(
+                ark,
+                items,
+                group_id=group_id,
+                journal=journal,
+                chenyu=chenyu,
+                options=options,
+                slots=slots,
+                on_event=on_event,
+                run_info={"source": source_path},
+                unique_keys=True,
+            ) as run:
+                async for result in run:
+                    if out is not None:
+                        out.write(json.dumps(result.to_json(), ensure_ascii=False) + "\n")
+                    elapsed = progress.tasks[task].elapsed or 1e-9
+                    progress.update(
+                        task,
+                        advance=1,
+                        rate=run.report.finished / elapsed,
+                        slots=run.processing(),
+                        throttled=counts["throttled"],
+                    )
     report = run.report
     _summary(console, report, group_id, journal)
     if args.json:
@@ -277,10 +344,6 @@ async def _ingest(args: argparse.Namespace, console: Console, shard: tuple[int, 
 
 def _key(item: SourceItem | BadItem) -> str:
     return item.key
-
-
-def _shard_suffix(shard: tuple[int, int] | None) -> str:
-    return "" if shard is None else f".shard{shard[0]}of{shard[1]}"
 
 
 def _report_json(report: IngestReport, group_id: str, journal: Path | None) -> dict[str, Any]:
@@ -305,7 +368,7 @@ def _report_json(report: IngestReport, group_id: str, journal: Path | None) -> d
 
 
 def _summary(console: Console, report: IngestReport, group_id: str, journal: Path | None) -> None:
-    table = Table(title=f"ingest into {group_id}", show_header=False)
+    table = Table(title=Text(plain(f"ingest into {group_id}")), show_header=False)
     rows = [
         ("items", report.total),
         ("active", report.active),
@@ -320,13 +383,16 @@ def _summary(console: Console, report: IngestReport, group_id: str, journal: Pat
         ("elapsed", f"{report.elapsed:.1f} s"),
         ("journal", str(journal or "(temporary)")),
     ]
-    for label, value in rows:
-        table.add_row(label, str(value))
+    for label, value in rows:  # Text, never markup: a code or path may hold "[/x]"
+        table.add_row(label, Text(plain(str(value))))
     for code, n in sorted(report.failures.items()):
-        table.add_row(f"  reason {code}", str(n))
+        table.add_row(Text(plain(f"  reason {code}")), str(n))
     console.print(table)
     if report.fatal:
         console.print(
-            f"[red]stopped[/]: {report.fatal}\nThe journal is intact: fix the cause "
-            "and rerun the same command to resume."
+            Text.assemble(
+                ("stopped", "red"),
+                f": {plain(report.fatal)}\nThe journal is intact: fix the cause "
+                "and rerun the same command to resume.",
+            )
         )

@@ -25,7 +25,9 @@
     ├── AssetFailedError              an asset ended ``Failed`` (server ``.code`` and ``.message``)
     ├── WaitTimeoutError              polling hit its deadline (also a TimeoutError)
     ├── LimiterUnavailableError       a shared (Redis) limiter cannot be reached: fail safe
-    └── JournalLockedError            another run holds the ingest journal
+    ├── JournalLockedError            another run holds the ingest journal
+    └── JournalError                  the journal file is unusable: a folder, not SQLite,
+                                      another group's, a newer schema (also a ValueError)
 
 ``str()`` of every error is meant for a support ticket: method, path, HTTP status, vendor
 code, message and request id. No secret ever appears in it: the values that make up a
@@ -48,6 +50,7 @@ __all__ = [
     "ConnectError",
     "ConnectionLostError",
     "InvalidReferenceError",
+    "JournalError",
     "JournalLockedError",
     "LimiterUnavailableError",
     "MediaCheckError",
@@ -364,3 +367,8 @@ class LimiterUnavailableError(ChenyuAssetsError):
 
 class JournalLockedError(ChenyuAssetsError):
     """Another process is using this ingest journal."""
+
+
+class JournalError(ChenyuAssetsError, ValueError):
+    """The ingest journal file cannot be used (the message names it and why): a folder, a
+    file that is not an SQLite database, a journal of another group, a newer schema."""

@@ -251,6 +251,15 @@ JSONL_ROWS: list[tuple[str, str, str, str | None, str | None]] = [
      "unrecognized", "j-html"),
     ("line over 1 MiB", '{"key": "j-huge", "path": "' + "x" * (1024 * 1024) + '"}', SKIPPED,
      "bad_json", LINE),
+    ("line over the 64 KiB cap", '{"key": "j-long", "path": "' + "x" * 70_000 + '"}', SKIPPED,
+     "bad_json", LINE),
+    ("absolute path outside the manifest's folder", '{"key": "j-abs", "path": "/etc/hostname"}',
+     SKIPPED, "outside_manifest", "j-abs"),
+    ("../ out of the manifest's folder", '{"key": "j-up", "path": "../outside.png"}', SKIPPED,
+     "outside_manifest", "j-up"),
+    ("URL with credentials to a public host",
+     '{"url": "https://user:hunter2@cdn.example.com/a.png"}', SKIPPED, "bad_url",
+     "https://***@cdn.example.com/a.png"),
     ("last line cut off", '{"key": "j-cut", "path": "media/go', SKIPPED, "bad_json", LINE),
 ]  # fmt: skip
 
@@ -408,7 +417,12 @@ def runs(
     url, env = served
     tmp = tmp_path_factory.mktemp("bad")
     sources = build_inputs(tmp)
-    procs = {name: cli(ingest_args(path, tmp, name), env) for name, path in sources.items()}
+    # as root the unreadable file is a procfs one, outside the manifest's folder
+    extra = {"csv": ["--allow-outside-paths"] if ROOT_USER else []}
+    procs = {
+        name: cli(ingest_args(path, tmp, name, *extra.get(name, [])), env)
+        for name, path in sources.items()
+    }
     runs = {name: finish(proc, tmp / f"{name}.jsonl") for name, proc in procs.items()}
     audit = get_json(url + "/_emulator/audit")
     for name, run in runs.items():

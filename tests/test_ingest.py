@@ -204,6 +204,35 @@ async def test_private_addresses_are_refused_by_default(emu: Emulator) -> None:
 
 
 @pytest.mark.anyio
+async def test_urls_with_credentials_are_never_sent_nor_journaled(
+    emu: Emulator, tmp_path: Path
+) -> None:
+    secret = "urlPassw0rdCanary"
+    url = f"https://user:{secret}@cdn.example.com/a.png"
+    items = [
+        SourceItem(key=url, path=None, url=url),  # the key is the URL, as manifests make it
+        SourceItem(key="named", path=None, url=url),
+    ]
+    ark, _ = clients(emu)
+    journal = tmp_path / "j.db"
+    async with ark:
+        group = await ark.create_asset_group(name="userinfo")
+        results = []
+        await ingest(ark, items, group_id=group, journal=journal, on_result=results.append)
+    assert sorted((r.key, r.error_code) for r in results) == [
+        ("https://***@cdn.example.com/a.png", "bad_url"),
+        ("named", "bad_url"),
+    ]
+    assert all(secret not in repr(r) for r in results)
+    assert emu.audit().count("CreateAsset") == 0
+    raw = b"".join(p.read_bytes() for p in tmp_path.iterdir() if p.is_file())
+    assert secret.encode() not in raw
+    with sqlite3.connect(journal) as conn:
+        assert conn.execute("SELECT COUNT(*) FROM items").fetchone() == (0,)
+    conn.close()
+
+
+@pytest.mark.anyio
 async def test_missing_group_is_a_fatal_stop_with_the_journal_intact(
     emu: Emulator, tmp_path: Path
 ) -> None:

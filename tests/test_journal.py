@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from chenyu_assets.batch.journal import TERMINAL, Entry, ItemState, Journal, Registration
-from chenyu_assets.errors import JournalLockedError
+from chenyu_assets.errors import JournalError, JournalLockedError
 
 S = ItemState
 
@@ -365,3 +365,106 @@ def test_newer_schema_is_refused(tmp_path: Path) -> None:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         assert conn.execute("PRAGMA user_version").fetchone()[0] == 99
     conn.close()
+
+
+# --- issue 14: private files, unusable paths, no bearer URL or echoed secret kept -------------
+
+
+def test_journal_and_lock_are_created_0600_and_tightened(tmp_path: Path) -> None:
+    old = os.umask(0o022)  # the usual umask: without care the files would be 0644
+    try:
+        path = tmp_path / "new" / "j.db"
+        with Journal.open(path) as j:
+            _register(j, "a")
+            modes = {p.name: p.stat().st_mode & 0o777 for p in path.parent.iterdir()}
+        assert modes == {"j.db": 0o600, "j.db.lock": 0o600, "j.db-wal": 0o600, "j.db-shm": 0o600}
+        assert path.parent.stat().st_mode & 0o077 == 0  # the folder it created: 0700
+        loose = tmp_path / "loose.db"
+        sqlite3.connect(loose).close()  # an older journal, 0644
+        loose.chmod(0o644)
+        Journal.open(loose).close()
+        assert loose.stat().st_mode & 0o777 == 0o600
+    finally:
+        os.umask(old)
+
+
+def test_unusable_journal_paths_are_a_journal_error(tmp_path: Path) -> None:
+    folder = tmp_path / "folder.db"
+    folder.mkdir()
+    notes = tmp_path / "notes.db"
+    notes.write_text("my notes, not a database\n")
+    under_a_file = tmp_path / "notes.db" / "j.db"
+    fifo = tmp_path / "fifo.db"
+    os.mkfifo(fifo)
+    cases = {
+        folder: "is a folder",
+        notes: "not an SQLite database",
+        under_a_file: "Not a directory",
+        fifo: "not a regular file",
+    }
+    for path, why in cases.items():
+        with pytest.raises(JournalError, match=why) as info:
+            Journal.open(path)
+        assert str(path) in str(info.value)
+        assert isinstance(info.value, ValueError)  # as before this type existed
+    assert notes.read_text() == "my notes, not a database\n"  # left as it was
+    assert not (tmp_path / "folder.db.lock").exists()  # nothing created beside a folder
+    with Journal.open(tmp_path / "g.db", run_info={"group_id": "g1"}):
+        pass
+    with pytest.raises(JournalError, match="belongs to group_id='g1'"):
+        Journal.open(tmp_path / "g.db", run_info={"group_id": "g2"})
+
+
+def test_signed_upload_url_is_dropped_once_the_asset_exists(tmp_path: Path) -> None:
+    signed = "https://chenyu.example/assets/a/content?expires=9&signature=SECRETSIG"
+    path = tmp_path / "j.db"
+    with Journal.open(path) as j:
+        for key in ("created", "unknown", "failed"):
+            _register(j, key)
+            j.mark_uploaded(key, url=signed, expires_at=1e10)
+            j.mark_intent(key)
+        j.mark_unknown("unknown", error_code="ConnectionLostError", message="reset")
+        unknown = j.get("unknown")
+        assert unknown is not None
+        assert unknown.upload_url == signed  # a re-create may still need it
+        j.reset_to_pending("unknown")
+        again = j.get("unknown")
+        assert again is not None
+        assert again.upload_url == signed  # reusable until it expires
+        j.mark_created("created", "asset-1")
+        j.mark_done("failed", S.FAILED, error_code="InvalidParameter", message="bad")
+        failed = j.get("failed")
+        assert failed is not None
+        assert failed.upload_url == signed  # no asset exists: nothing to drop it for
+        j.mark_done("created", S.ACTIVE)
+        created = j.get("created")
+        assert created is not None
+        assert (created.upload_url, created.upload_expires_at) == (None, None)
+    with sqlite3.connect(path) as conn:
+        kept = conn.execute("SELECT key FROM items WHERE upload_url IS NOT NULL").fetchall()
+    conn.close()
+    assert sorted(k for (k,) in kept) == ["failed", "unknown"]
+
+
+def test_echoed_secrets_are_masked_in_error_messages(tmp_path: Path) -> None:
+    from chenyu_assets._core.logs import register_secret
+
+    secret = "journalCanarySecret0123456789"
+    register_secret(secret)
+    path = tmp_path / "j.db"
+    with Journal.open(path) as j:
+        _register(j, "a")
+        j.mark_intent("a")
+        j.mark_unknown("a", error_code="X", message=f"gateway said: key {secret} refused")
+        j.reset_to_pending("a")
+        j.mark_intent("a")
+        echo = f"Authorization: Bearer {secret} / HMAC-SHA256 Signature=abcdef0123"
+        j.mark_done("a", S.FAILED, error_code="InvalidParameter", message=echo)
+        entry = j.get("a")
+        assert entry is not None
+        assert entry.error_message is not None
+        assert "refused" not in entry.error_message  # the later message replaced it
+        assert secret not in entry.error_message
+        assert "abcdef0123" not in entry.error_message
+    raw = b"".join(p.read_bytes() for p in tmp_path.iterdir() if p.is_file())
+    assert secret.encode() not in raw

@@ -29,6 +29,7 @@ PINNED = {
     "IngestReport",
     "IngestResult",
     "InvalidReferenceError",
+    "JournalError",
     "JournalLockedError",
     "LimiterRegistry",
     "LimiterUnavailableError",

@@ -10,12 +10,12 @@ import subprocess
 import sys
 import tempfile
 import textwrap
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from chenyu_assets.batch.checks import url_problem
 from chenyu_assets.batch.naming import (
     HASH_HEX,
     NAME_MAX,
@@ -25,7 +25,9 @@ from chenyu_assets.batch.naming import (
     shard_of,
 )
 from chenyu_assets.batch.sources import (
+    MAX_LINE,
     BadItem,
+    SourceError,
     SourceItem,
     iter_csv,
     iter_directory,
@@ -270,7 +272,7 @@ def test_csv_bom_crlf_relative_paths_and_columns(tmp_path: Path) -> None:
         '"with,comma.jpg",,,"multi\r\nline",,,\r\n'
     )
     manifest.write_bytes(b"\xef\xbb\xbf" + text.encode())
-    items = list(iter_csv(manifest))
+    items = list(iter_csv(manifest, allow_outside=True))  # /abs/b.wav is outside m/
     assert items == [
         SourceItem(
             "imgs/a.jpg", manifest.parent / "imgs/a.jpg", None, "hero-01", "Hero", "Image", 2
@@ -408,10 +410,12 @@ def test_open_source_dispatch(tmp_path: Path) -> None:
     assert _keys(list(open_source(str(tmp_path / "m.CSV")))) == ["https://x.example/a.jpg"]
     assert _keys(list(open_source(tmp_path / "m.jsonl"))) == ["https://x.example/b.jpg"]
     assert _keys(list(open_source(tmp_path / "m.ndjson"))) == ["https://x.example/c.jpg"]
-    with pytest.raises(ValueError, match="unsupported source"):
-        open_source(tmp_path / "m.txt")
-    with pytest.raises(ValueError, match="no such file"):
+    one = list(open_source(tmp_path / "m.txt"))  # any other regular file: a one-item source
+    assert one == [SourceItem("m.txt", tmp_path / "m.txt", None)]
+    with pytest.raises(SourceError, match="no such file"):
         open_source(tmp_path / "nope.csv")
+    with pytest.raises(SourceError, match="no such file"):
+        open_source(tmp_path / "nope")
 
 
 def test_csv_of_200k_lines_streams_in_little_memory(tmp_path: Path) -> None:
@@ -451,28 +455,173 @@ def test_csv_of_200k_lines_streams_in_little_memory(tmp_path: Path) -> None:
 def test_first_item_arrives_before_the_rest_is_written(
     tmp_path: Path, suffix: str, head: str, rest: str
 ) -> None:
-    fifo = tmp_path / f"live{suffix}"
-    os.mkfifo(fifo)
-    released = threading.Event()
-    timed_out: list[bool] = []
+    # A reader that read ahead to the end would miss what is appended after its first item.
+    manifest = tmp_path / f"live{suffix}"
+    manifest.write_text(head, encoding="utf-8")
+    items = open_source(manifest)
+    first = next(items)
+    assert isinstance(first, SourceItem)
+    assert first.key == "first.jpg"
+    with manifest.open("a", encoding="utf-8") as f:
+        f.write(rest)
+    assert [i.key for i in items] == ["second.jpg"]
 
-    def writer() -> None:
-        with fifo.open("w", encoding="utf-8") as f:
-            f.write(head)
-            f.flush()
-            timed_out.append(not released.wait(5))
-            f.write(rest)
 
-    thread = threading.Thread(target=writer)
-    thread.start()
+# --- hostile inputs (issue 14) --------------------------------------------------------------
+
+_REFUSE_SCRIPT = """
+import sys
+from chenyu_assets.batch.sources import SourceError, open_source
+for spec in sys.argv[1:]:
     try:
-        items = open_source(fifo)
-        first = next(items)
-        released.set()
-        assert isinstance(first, SourceItem)
-        assert first.key == "first.jpg"
-        assert [i.key for i in items] == ["second.jpg"]
+        open_source(spec)
+    except SourceError as exc:
+        print(spec, "->", exc)
+    else:
+        print(spec, "-> ACCEPTED")
+"""
+
+
+def test_manifest_that_is_not_a_regular_file_is_refused_at_once(tmp_path: Path) -> None:
+    # FIFOs with no writer (opening one for reading blocks forever without O_NONBLOCK),
+    # /dev/zero under manifest names (endless bytes), folders named like manifests. Run in
+    # a subprocess so a regression is a timeout here, not a hung test session.
+    specs = []
+    for name in ("fifo.csv", "fifo.jsonl", "fifo.ndjson", "fifo"):
+        os.mkfifo(tmp_path / name)
+        specs.append(tmp_path / name)
+    for name in ("zero.csv", "zero.jsonl"):
+        (tmp_path / name).symlink_to("/dev/zero")
+        specs.append(tmp_path / name)
+    for name in ("folder.csv", "folder.jsonl"):
+        (tmp_path / name).mkdir()
+        specs.append(tmp_path / name)
+    done = subprocess.run(
+        [sys.executable, "-c", _REFUSE_SCRIPT, *map(str, specs)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
+    verdicts = dict(line.split(" -> ", 1) for line in done.stdout.splitlines())
+    assert set(verdicts) == {str(s) for s in specs}
+    for spec, verdict in verdicts.items():
+        assert "ACCEPTED" not in verdict, spec
+        expected = "a directory" if "folder" in spec else "not a regular file"
+        assert expected in verdict, (spec, verdict)
+
+
+def _peak(fn: object) -> tuple[object, int]:
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        result = fn()  # type: ignore[operator]
+        return result, tracemalloc.get_traced_memory()[1]
     finally:
-        released.set()
-        thread.join()
-    assert timed_out == [False], "the reader waited for the whole manifest"
+        tracemalloc.stop()
+
+
+def test_overlong_csv_header_is_refused_in_bounded_memory(tmp_path: Path) -> None:
+    size = 20 * 1024 * 1024
+    manifest = tmp_path / "one-line.csv"
+    with manifest.open("wb") as f:  # path,x,x,x,... on one line: 20 MiB, millions of fields
+        f.write(b"path")
+        chunk = b",x" * (1024 * 1024)
+        for _ in range(size // len(chunk)):
+            f.write(chunk)
+
+    def refuse() -> str:
+        with pytest.raises(SourceError, match="header row is longer than") as info:
+            iter_csv(manifest)
+        return str(info.value)
+
+    message, peak = _peak(refuse)
+    assert str(manifest) in str(message)
+    assert peak < 4 * MAX_LINE * 4, peak  # a few caps of str, never the 20 MiB line
+
+
+def test_overlong_manifest_lines_are_skipped_in_bounded_memory(tmp_path: Path) -> None:
+    big = 20 * 1024 * 1024
+    csv_path, jsonl_path = tmp_path / "m.csv", tmp_path / "m.jsonl"
+    with csv_path.open("wb") as f:
+        f.write(b"path,name\nfirst.jpg,\n")
+        f.write(b"x.jpg," + b"n," * (big // 2) + b"\n")  # one row, ten million fields
+        f.write(b'"quoted\n' + (b"x" * 1000 + b'""\n') * 200 + b'",\n')  # 200 KB, 202 lines
+        f.write(b"last.jpg,\n")
+    with jsonl_path.open("wb") as f:
+        f.write(b'{"path": "first.jpg"}\n{"path": "' + b"x" * big + b'"}\n{"path": "last.jpg"}\n')
+
+    csv_items, csv_peak = _peak(lambda: list(iter_csv(csv_path)))
+    jsonl_items, jsonl_peak = _peak(lambda: list(iter_jsonl(jsonl_path)))
+    assert [(i.key, i.line) for i in csv_items] == [  # type: ignore[attr-defined]
+        ("first.jpg", 2),
+        ("<line 3>", 3),
+        ("<line 4>", 4),  # the quoted record is skipped to its real end...
+        ("last.jpg", 206),  # ...so the next row is read, with its true line number
+    ]
+    assert [(i.key, i.line) for i in jsonl_items] == [  # type: ignore[attr-defined]
+        ("first.jpg", 1),
+        ("<line 2>", 2),
+        ("last.jpg", 3),
+    ]
+    for bad in (csv_items[1], csv_items[2], jsonl_items[1]):  # type: ignore[index]
+        assert isinstance(bad, BadItem)
+        assert bad.reason in ("bad_csv", "bad_json")
+        assert "longer than 65536" in bad.message
+    assert csv_peak < 2 * 1024 * 1024, csv_peak  # the file holds 20 MiB on one line
+    assert jsonl_peak < 2 * 1024 * 1024, jsonl_peak
+
+
+def test_manifest_paths_outside_its_folder_are_refused_unless_allowed(tmp_path: Path) -> None:
+    folder = tmp_path / "m"
+    _touch(folder / "sub" / "a.png")
+    _touch(tmp_path / "secret.png")
+    (folder / "out-link.png").symlink_to(tmp_path / "secret.png")
+    (folder / "in-link.png").symlink_to(folder / "sub" / "a.png")
+    rows = [
+        "sub/a.png",  # 2 inside
+        "sub/../sub/a.png",  # 3 inside after ..
+        "in-link.png",  # 4 a symlink that stays inside
+        "../secret.png",  # 5
+        "sub/../../secret.png",  # 6
+        str(tmp_path / "secret.png"),  # 7 absolute, outside
+        "/etc/hostname",  # 8
+        "out-link.png",  # 9 a symlink out
+        str(folder / "sub" / "a.png"),  # 10 absolute but inside
+    ]
+    manifest = folder / "list.csv"
+    manifest.write_text("key,path\n" + "".join(f"k{i},{r}\n" for i, r in enumerate(rows)))
+    refused = {i.line: i.reason for i in iter_csv(manifest) if isinstance(i, BadItem)}
+    assert refused == dict.fromkeys((5, 6, 7, 8, 9), "outside_manifest")
+    jsonl = folder / "list.jsonl"
+    jsonl.write_text("".join(f'{{"key": "k{i}", "path": "{r}"}}\n' for i, r in enumerate(rows)))
+    refused = {i.line: i.reason for i in open_source(jsonl) if isinstance(i, BadItem)}
+    assert refused == {n - 1: "outside_manifest" for n in (5, 6, 7, 8, 9)}
+    allowed = list(iter_csv(manifest, allow_outside=True))
+    assert all(isinstance(i, SourceItem) for i in allowed)
+    assert list(open_source(jsonl, allow_outside=True)) == list(
+        iter_jsonl(jsonl, allow_outside=True)
+    )
+
+
+def test_urls_with_credentials_are_bad_url_and_the_credentials_never_shown(
+    tmp_path: Path,
+) -> None:
+    secret = "pa55w0rd-canary"
+    urls = [
+        f"https://user:{secret}@cdn.example.com/a.png",
+        f"http://{secret}@cdn.example.com/b.png",
+        f"ftp://u:{secret}@cdn.example.com/c.png",
+    ]
+    manifest = tmp_path / "list.csv"
+    manifest.write_text("url,key\n" + "".join(f"{u},\n" for u in urls) + f"{urls[0]},given\n")
+    jsonl = tmp_path / "list.jsonl"
+    jsonl.write_text("".join(f'{{"url": "{u}"}}\n' for u in urls))
+    for items in (list(iter_csv(manifest)), list(iter_jsonl(jsonl))):
+        assert all(isinstance(i, BadItem) and i.reason == "bad_url" for i in items), items
+        for item in items:
+            assert secret not in repr(item)
+    assert list(iter_csv(manifest))[-1].key == "given"
+    assert url_problem(urls[0], allow_private=True) is not None  # an SDK-built item too
+    assert url_problem("https://cdn.example.com/a.png", allow_private=False) is None

@@ -12,7 +12,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from chenyu_assets import media
-from chenyu_assets.batch.sources import SourceItem
+from chenyu_assets.batch.sources import SourceItem, url_has_userinfo
 from chenyu_assets.errors import MediaCheckError
 
 __all__ = ["asset_type_for", "hash_and_check", "url_problem"]
@@ -35,6 +35,8 @@ def url_problem(url: str, allow_private: bool) -> str | None:
         return "malformed URL"
     if parts.scheme not in ("http", "https"):
         return f"scheme {parts.scheme or '(none)'!r} is not http(s)"
+    if url_has_userinfo(url):
+        return "the URL carries credentials (user:password@)"
     host = parts.hostname
     if not host:
         return "URL has no host"

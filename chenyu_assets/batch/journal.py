@@ -45,14 +45,16 @@ SIGKILL, so a crash never leaves a stale lock. The lock file itself is left in p
 
 ``meta`` holds run information (group id, endpoint, an account *fingerprint*); it must never
 hold credentials, and keys that look like one (``secret``, ``token``, ``password``...) are
-refused. A Journal is not thread-safe: use it from the thread that opened it (the event
-loop's, or one dedicated journal thread); SQLite's ``check_same_thread`` enforces it.
+refused. Error messages (server text) are stored redacted; the signed upload URL (a bearer
+credential) is dropped once the asset exists (CREATED, ACTIVE, or any row with an asset id);
+the files are 0600 (see :mod:`.journal_files`). A Journal is not thread-safe: use it from
+the thread that opened it (the event loop's, or one dedicated journal thread); SQLite's
+``check_same_thread`` enforces it.
 """
 
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import itertools
 import os
 import sqlite3
@@ -64,7 +66,9 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Final, Self
 
-from ..errors import JournalLockedError
+from .._core.logs import redact_text
+from ..errors import JournalError
+from .journal_files import lock, prepare
 
 __all__ = ["TERMINAL", "Entry", "ItemState", "Journal", "Registration"]
 
@@ -90,6 +94,8 @@ class ItemState(StrEnum):
 _S = ItemState
 TERMINAL: Final = frozenset({_S.ACTIVE, _S.FAILED, _S.SKIPPED})
 _ASSET_MAY_EXIST: Final = frozenset({_S.CREATING, _S.CREATED, _S.UNKNOWN, _S.ACTIVE})
+#: once the asset exists, the signed upload URL it was created from is dropped
+_ASSET_EXISTS: Final = frozenset({_S.CREATED, _S.ACTIVE})
 #: target state -> the states it may be entered from (the diagram above, as data).
 _ALLOWED_FROM: Final[Mapping[ItemState, frozenset[ItemState]]] = {
     _S.UPLOADED: frozenset({_S.PENDING, _S.UPLOADED}),
@@ -250,13 +256,15 @@ class Journal:
 
         JournalLockedError if another process (or another open Journal) holds it.
         ``run_info`` is stored in ``meta``; a ``pinned`` key whose stored value differs
-        (another group in the same journal: a user error) is a ValueError, the others are
-        updated. A journal from a newer schema is a ValueError.
+        (another group in the same journal: a user error) is a JournalError (a ValueError),
+        the others are updated. A folder, a file that is not SQLite, or a journal from a
+        newer schema is a JournalError too. The file and its lock are created 0600.
         """
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        lock_fd = _lock(path)
+        prepare(path)  # before the lock: a folder or a stray file gets no .lock beside it
+        lock_fd = lock(path)
         try:
+            prepare(path)  # again, now that no other run can create or swap it
             conn = sqlite3.connect(path, isolation_level=None)
         except BaseException:
             os.close(lock_fd)
@@ -264,6 +272,9 @@ class Journal:
         journal = cls(conn, lock_fd, path, clock)
         try:
             journal._setup(run_info or {}, pinned)
+        except sqlite3.DatabaseError as exc:
+            journal.close()
+            raise JournalError(f"journal {path} cannot be used: {exc}") from None
         except BaseException:
             journal.close()
             raise
@@ -273,7 +284,7 @@ class Journal:
         conn = self._conn
         mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
         if mode != "wal":
-            raise ValueError(f"journal {self.path}: cannot use WAL mode (got {mode!r})")
+            raise JournalError(f"journal {self.path}: cannot use WAL mode (got {mode!r})")
         conn.execute("PRAGMA synchronous = FULL")
         conn.execute("PRAGMA foreign_keys = ON")
         with self._tx():
@@ -282,7 +293,7 @@ class Journal:
                 for statement in _SCHEMA.split(";"):  # not executescript: it would COMMIT
                     conn.execute(statement)
             elif version != SCHEMA_VERSION:
-                raise ValueError(
+                raise JournalError(
                     f"journal {self.path} has schema version {version}; this version of "
                     f"chenyu-assets reads {SCHEMA_VERSION}"
                 )
@@ -291,7 +302,7 @@ class Journal:
                 if any(hint in key.lower() for hint in _SECRET_HINTS):
                     raise ValueError(f"refusing to store {key!r} in the journal: credentials")
                 if key in pinned and key in stored and stored[key] != value:
-                    raise ValueError(
+                    raise JournalError(
                         f"journal {self.path} belongs to {key}={stored[key]!r}, not {value!r}; "
                         "use another journal path for another group"
                     )
@@ -456,6 +467,10 @@ class Journal:
                 raise ValueError(f"journal item {key!r} has asset {entry.asset_id}, not {new_id}")
             if to is _S.ACTIVE and new_id is None and entry.asset_id is None:
                 raise ValueError(f"journal item {key!r}: an active item needs an asset id")
+            if to in _ASSET_EXISTS or values.get("asset_id") or entry.asset_id:
+                values |= {"upload_url": None, "upload_expires_at": None}  # a bearer URL
+            if values.get("error_message"):  # server text may echo a credential
+                values["error_message"] = redact_text(values["error_message"])
             values |= {"state": to.value, "updated_at": self._clock()}
             sets = [f"{column} = :{column}" for column in values]
             sets += ["attempts = attempts + 1"] if bump else []
@@ -504,23 +519,3 @@ class Journal:
         and the upload URL (reusable until ``upload_expires_at``). ValueError from CREATED
         or ACTIVE."""
         self._move(key, _S.PENDING, asset_id=None, error_code=None, error_message=None)
-
-
-def _lock(path: Path) -> int:
-    """Take the exclusive, non-blocking flock on ``<path>.lock`` and write our pid in it."""
-    lock_path = f"{path}.lock"
-    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
-        os.close(fd)
-        raise JournalLockedError(
-            f"journal {path} is locked by another running ingest (pid {holder})"
-        ) from None
-    except BaseException:
-        os.close(fd)
-        raise
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-    return fd

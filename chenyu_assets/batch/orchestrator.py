@@ -40,6 +40,7 @@ from typing import Any, TypeVar
 import anyio
 from anyio.abc import ObjectReceiveStream, ObjectSendStream
 
+from chenyu_assets._core.logs import redact_text, redact_url
 from chenyu_assets._core.ratelimit import Slots
 from chenyu_assets._core.retry import Decision, classify
 from chenyu_assets.ark import ArkFamilyClient
@@ -48,7 +49,7 @@ from chenyu_assets.batch.create import CreateStage, Fatal, Work
 from chenyu_assets.batch.journal import TERMINAL, Entry, ItemState
 from chenyu_assets.batch.journal_thread import JournalThread, register_batch, take
 from chenyu_assets.batch.poller import Poller, Tracked
-from chenyu_assets.batch.sources import BadItem, KeySet, SourceItem
+from chenyu_assets.batch.sources import BadItem, KeySet, SourceItem, url_has_userinfo
 from chenyu_assets.batch.types import Event, IngestOptions, IngestReport, IngestResult, Status
 from chenyu_assets.chenyu import ChenyuClient
 from chenyu_assets.errors import (
@@ -124,6 +125,8 @@ class Pipeline(CreateStage):
             self.on_event(Event(kind, key, data))
 
     async def finish(self, result: IngestResult) -> None:
+        if result.message:  # server text may echo credentials: masked before any output
+            result = dataclasses.replace(result, message=redact_text(result.message))
         self.items.pop(result.key, None)
         self.report.count(result)
         self.emit("done", result.key, status=result.status, error_code=result.error_code)
@@ -168,7 +171,8 @@ class Pipeline(CreateStage):
                 await self.poller.wait_empty()
                 outer.cancel_scope.cancel()
         except* (Fatal, LimiterUnavailableError) as group:  # a shared limiter lost: stop
-            self.report.fatal = "; ".join(dict.fromkeys(str(e) for e in _leaves(group)))
+            fatal = "; ".join(dict.fromkeys(str(e) for e in _leaves(group)))
+            self.report.fatal = redact_text(fatal)
         finally:
             self.ark.remove_event_hook(hook)
             self.report.elapsed = asyncio.get_running_loop().time() - started
@@ -216,6 +220,10 @@ class Pipeline(CreateStage):
         hash of its key, so only explicit Names need a set of their own."""
         if isinstance(item, BadItem):
             return item
+        if item.url is not None and url_has_userinfo(item.url):  # never journaled nor sent
+            key = redact_url(item.key) if url_has_userinfo(item.key) else item.key
+            msg = "the URL carries credentials (user:password@); refused"
+            return BadItem(key, "bad_url", msg, item.line)
         if self._keys is not None and not self._keys.add(item.key):
             return BadItem(item.key, "duplicate_key", "the same key appeared above", item.line)
         if item.name and not self._names.add(item.name):

@@ -78,7 +78,9 @@ async def open_ingest(
     """
     opts = options or IngestOptions()
     if isinstance(source, str | os.PathLike):
-        items: Iterable[SourceItem | BadItem] = open_source(Path(source))
+        items: Iterable[SourceItem | BadItem] = open_source(
+            Path(source), allow_outside=opts.allow_outside_paths
+        )
         unique_keys = True  # the readers refuse duplicate keys themselves
     else:
         items = source

@@ -10,8 +10,18 @@ later one would then be reported as a ``duplicate_key`` it is not.
 
 BadItem reasons: ``symlink_escape``, ``dangling_symlink``, ``symlink_loop``,
 ``symlink_not_followed``, ``not_regular_file``, ``unreadable`` (directories); ``missing_field``,
-``bad_value``, ``bad_url``, ``name_too_long``, ``duplicate_key``, ``bad_csv``, ``bad_json``
-(manifests). A bad row's key is the key it would have had, else ``<line N>``.
+``bad_value``, ``bad_url``, ``name_too_long``, ``duplicate_key``, ``outside_manifest``,
+``bad_csv``, ``bad_json`` (manifests). A bad row's key is the key it would have had, else
+``<line N>``.
+
+Hostile manifests cannot hurt: a manifest must be a regular file (a FIFO, a device such as
+``/dev/zero`` or a directory named ``.csv`` is a :class:`SourceError` at once, never a hang);
+a CSV record or JSONL line longer than :data:`MAX_LINE` (64 KiB) is a ``bad_csv`` /
+``bad_json`` item, skipped while reading at most ``MAX_LINE`` characters at a time, so memory
+is bounded by the cap whatever the file holds (an over-long header refuses the manifest); a
+``path`` that leads outside the manifest's folder (absolute, ``..``, or a symlink out) is
+``outside_manifest`` unless ``allow_outside=True``; a URL carrying ``user:password@`` is
+``bad_url`` and its credentials are neither kept in the key nor shown.
 
 Whether a file is really media is not decided here: the pre-flight check does that (and
 infers the asset type when the manifest does not give one).
@@ -19,51 +29,29 @@ infers the asset type when the manifest does not give one).
 
 from __future__ import annotations
 
-import codecs
-import csv
 import errno
-import json
 import os
 import stat
-from array import array
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from dataclasses import dataclass
-from hashlib import blake2b
 from pathlib import Path
-from typing import Final
-from urllib.parse import urlsplit
 
-from ..media import LIMITS
-from .naming import NAME_MAX, item_key_for_path
+from .items import BadItem, SourceError, SourceItem
+from .manifests import MANIFEST_SUFFIXES, MAX_LINE, KeySet, iter_csv, iter_jsonl, url_has_userinfo
+from .naming import item_key_for_path
 
-__all__ = ["BadItem", "SourceItem", "iter_csv", "iter_directory", "iter_jsonl", "open_source"]
-
-_FIELDS: Final = ("key", "path", "url", "name", "label", "asset_type")
-_ASSET_TYPES: Final = {t.lower(): t for t in LIMITS}
-_MAX_JSON_LINE: Final = 1024 * 1024
-
-
-@dataclass(frozen=True, slots=True)
-class SourceItem:
-    """One thing to ingest: a local file (``path``, absolute) or a public URL (``url``)."""
-
-    key: str
-    path: Path | None
-    url: str | None
-    name: str | None = None
-    label: str | None = None
-    asset_type: str | None = None
-    line: int | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class BadItem:
-    """A file or manifest row that cannot become an item; ``reason`` is stable."""
-
-    key: str
-    reason: str
-    message: str
-    line: int | None = None
+__all__ = [
+    "MAX_LINE",
+    "BadItem",
+    "KeySet",
+    "SourceError",
+    "SourceItem",
+    "iter_csv",
+    "iter_directory",
+    "iter_jsonl",
+    "open_source",
+    "url_has_userinfo",
+]
 
 
 # --- directories ----------------------------------------------------------------------------
@@ -170,212 +158,40 @@ def _bad_link(key: str, exc: OSError, target_inside: bool, target: str) -> BadIt
     return BadItem(key, "unreadable", f"cannot stat the target: {exc.strerror}")
 
 
-# --- manifests ------------------------------------------------------------------------------
+def open_source(
+    spec: str | os.PathLike[str], *, allow_outside: bool = False
+) -> Iterator[SourceItem | BadItem]:
+    """The reader for ``spec``: a directory, a ``.csv``, a ``.jsonl``/``.ndjson`` manifest, or
+    any other regular file as a one-item source (its key is its file name; the pre-flight
+    decides whether it is media).
 
-
-class KeySet:
-    """A set of 64-bit key hashes in an ``array('Q')`` with linear probing (0 = empty);
-    the ingest pipeline uses it too, for keys and asset Names."""
-
-    __slots__ = ("_count", "_mask", "_slots")
-
-    def __init__(self) -> None:
-        self._slots = array("Q", bytes(8 * 1024))
-        self._mask = 1023
-        self._count = 0
-
-    def add(self, key: str) -> bool:
-        """Add ``key``; False when it (or a key with the same hash) was already there."""
-        digest = blake2b(key.encode("utf-8", "surrogatepass"), digest_size=8).digest()
-        h = int.from_bytes(digest, "little") or 1
-        if not self._insert(self._slots, self._mask, h):
-            return False
-        self._count += 1
-        if self._count * 3 > len(self._slots) * 2:
-            self._grow()
-        return True
-
-    @staticmethod
-    def _insert(slots: array[int], mask: int, h: int) -> bool:
-        i = h & mask
-        while (v := slots[i]) != 0:
-            if v == h:
-                return False
-            i = (i + 1) & mask
-        slots[i] = h
-        return True
-
-    def _grow(self) -> None:
-        bigger = array("Q", bytes(16 * len(self._slots)))
-        mask = len(bigger) - 1
-        for h in self._slots:
-            if h:
-                self._insert(bigger, mask, h)
-        self._slots, self._mask = bigger, mask
-
-
-def _is_text(value: str) -> bool:
-    """False for text holding undecodable bytes (surrogates) or NUL."""
-    if "\0" in value:
-        return False
-    if value.isascii():
-        return True
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
-def _make_item(
-    raw: Mapping[str, str | None], line: int, base: Path, seen: KeySet
-) -> SourceItem | BadItem:
-    """Validate one manifest row (CSV or JSONL, already strings or None) into an item."""
-    v = {f: (s.strip() or None) if s is not None else None for f, s in raw.items()}
-    key = v.get("key") or v.get("url") or v.get("path")
-    shown = key if key is not None and _is_text(key) else f"<line {line}>"
-    if key is not None and shown == key and not seen.add(key):
-        return BadItem(key, "duplicate_key", f"key {key!r} already appeared above", line)
-    for field, value in v.items():
-        if value is not None and not _is_text(value):
-            return BadItem(shown, "bad_value", f"{field} is not valid UTF-8 text or has NUL", line)
-    path, url = v.get("path"), v.get("url")
-    if path and url:
-        return BadItem(shown, "bad_value", "give either a path or a url, not both", line)
-    if not path and not url:
-        return BadItem(shown, "missing_field", "each row needs a path or a url", line)
-    if url:
-        parts = urlsplit(url)
-        if parts.scheme.lower() not in ("http", "https") or not parts.netloc:
-            return BadItem(shown, "bad_url", f"only http(s) URLs are accepted, not {url!r}", line)
-    asset_type = v.get("asset_type")
-    if asset_type is not None:
-        if asset_type.lower() not in _ASSET_TYPES:
-            expected = ", ".join(LIMITS)
-            return BadItem(shown, "bad_value", f"asset_type {asset_type!r}: not {expected}", line)
-        asset_type = _ASSET_TYPES[asset_type.lower()]
-    name = v.get("name")
-    if name is not None:
-        if len(name) > NAME_MAX:
-            msg = f"name has {len(name)} characters; at most {NAME_MAX}"
-            return BadItem(shown, "name_too_long", msg, line)
-        if any(ord(c) < 0x20 or c == "\x7f" for c in name):
-            return BadItem(shown, "bad_value", "name contains control characters", line)
-    local = (base / path) if path else None  # `shown` is the key here: path or url is set
-    return SourceItem(shown, local, url, name, v.get("label"), asset_type, line)
-
-
-def iter_csv(path: str | os.PathLike[str]) -> Iterator[SourceItem | BadItem]:
-    """Rows of a CSV manifest (UTF-8, BOM and CRLF accepted), streamed.
-
-    A header row is required (ValueError otherwise), with a ``path`` and/or ``url`` column
-    and optionally ``name``, ``label``, ``asset_type``, ``key`` (case-insensitive; other
-    columns are ignored). Relative paths are joined to the manifest's directory. ``key`` is
-    the ``key`` column, else the url, else the path as written; a key seen before (even on a
-    bad row) makes the later row a ``duplicate_key``. ``line`` is the row's first physical
-    line. A bad row becomes a BadItem and reading goes on.
-    """
-    manifest = Path(path).absolute()
-    with open(manifest, encoding="utf-8-sig", errors="surrogateescape", newline="") as f:
-        reader = csv.reader(f)
-        try:
-            header = [h.strip().lower() for h in next(reader)]
-        except StopIteration:
-            raise ValueError(f"{manifest}: empty CSV; a header row is required") from None
-        if not {"path", "url"} & set(header):
-            raise ValueError(
-                f"{manifest}: the header row needs a 'path' or 'url' column, found {header}"
-            )
-        if len(set(header)) != len(header):
-            raise ValueError(f"{manifest}: repeated column names in the header {header}")
-        columns = [(i, h) for i, h in enumerate(header) if h in _FIELDS]
-        seen = KeySet()
-        end = reader.line_num
-        while True:
-            line = end + 1
-            try:
-                row = next(reader)
-            except StopIteration:
-                return
-            except csv.Error as exc:
-                end = reader.line_num
-                yield BadItem(f"<line {line}>", "bad_csv", str(exc), line)
-                continue
-            end = reader.line_num
-            if not any(cell.strip() for cell in row):
-                continue
-            fields = {h: (row[i] if i < len(row) else None) for i, h in columns}
-            extra = row[len(header) :]
-            if any(cell.strip() for cell in extra):
-                item = _make_item(fields, line, manifest.parent, seen)
-                msg = f"{len(row)} fields but the header has {len(header)}"
-                yield BadItem(item.key, "bad_value", msg, line)
-                continue
-            yield _make_item(fields, line, manifest.parent, seen)
-
-
-def iter_jsonl(path: str | os.PathLike[str]) -> Iterator[SourceItem | BadItem]:
-    """Objects of a JSON Lines manifest, one per line, with the same fields as the CSV.
-
-    Blank lines are skipped. A line that is not a JSON object (or is longer than 1 MiB, or
-    not UTF-8) is ``bad_json``; a field that is neither a string nor null is ``bad_value``.
-    """
-    manifest = Path(path).absolute()
-    seen = KeySet()
-    with open(manifest, "rb") as f:
-        line = 0
-        while raw := f.readline(_MAX_JSON_LINE + 1):
-            line += 1
-            if len(raw) > _MAX_JSON_LINE and not raw.endswith(b"\n"):
-                while raw and not raw.endswith(b"\n"):  # skip the rest of the line
-                    raw = f.readline(_MAX_JSON_LINE)
-                yield BadItem(f"<line {line}>", "bad_json", "line longer than 1 MiB", line)
-                continue
-            if line == 1 and raw.startswith(codecs.BOM_UTF8):
-                raw = raw[len(codecs.BOM_UTF8) :]
-            if not raw.strip():
-                continue
-            try:
-                obj = json.loads(raw)
-            except (ValueError, RecursionError) as exc:
-                yield BadItem(f"<line {line}>", "bad_json", f"invalid JSON: {exc}", line)
-                continue
-            if not isinstance(obj, dict):
-                kind = type(obj).__name__
-                yield BadItem(f"<line {line}>", "bad_json", f"expected an object, got {kind}", line)
-                continue
-            fields: dict[str, str | None] = {}
-            wrong: list[str] = []
-            for field in _FIELDS:
-                value = obj.get(field)
-                if value is None or isinstance(value, str):
-                    fields[field] = value
-                else:
-                    wrong.append(f"{field} must be a string, not {type(value).__name__}")
-            if wrong:
-                ok = {k: s for k, s in fields.items() if k in ("key", "url", "path")}
-                item = _make_item(ok, line, manifest.parent, seen)
-                yield BadItem(item.key, "bad_value", "; ".join(wrong), line)
-                continue
-            yield _make_item(fields, line, manifest.parent, seen)
-
-
-def open_source(spec: str | os.PathLike[str]) -> Iterator[SourceItem | BadItem]:
-    """The reader for ``spec``: a directory, a ``.csv``, or a ``.jsonl``/``.ndjson`` manifest.
-
-    ValueError (checked now, not at the first item) for a path that does not exist or has
-    another suffix.
+    SourceError (checked now, not at the first item) for a path that does not exist, a
+    manifest that is not a regular file, a CSV without a usable header, or a non-manifest
+    path that is not a regular file. ``allow_outside`` lets manifest paths leave the
+    manifest's folder.
     """
     source = Path(spec)
-    if source.is_dir():
+    kind = MANIFEST_SUFFIXES.get(source.suffix.lower())
+    if kind == "CSV":
+        return iter_csv(source, allow_outside=allow_outside)
+    if kind == "JSONL":
+        return iter_jsonl(source, allow_outside=allow_outside)
+    try:
+        st = os.stat(source)
+    except FileNotFoundError:
+        raise SourceError(f"{source}: no such file or directory") from None
+    except OSError as exc:
+        raise SourceError(f"{source}: cannot read: {exc.strerror or exc}") from None
+    if stat.S_ISDIR(st.st_mode):
         return iter_directory(source)
-    if not source.exists():
-        raise ValueError(f"{source}: no such file or directory")
-    suffix = source.suffix.lower()
-    if suffix == ".csv":
-        return iter_csv(source)
-    if suffix in (".jsonl", ".ndjson"):
-        return iter_jsonl(source)
-    raise ValueError(
-        f"{source}: unsupported source; give a directory, a .csv manifest or a .jsonl/.ndjson one"
-    )
+    if not stat.S_ISREG(st.st_mode):
+        raise SourceError(
+            f"{source}: not a regular file (FIFO, device, socket); give a directory, "
+            "a file, or a .csv / .jsonl manifest"
+        )
+    return _one_file(source)
+
+
+def _one_file(path: Path) -> Iterator[SourceItem | BadItem]:
+    real = os.path.realpath(path)
+    yield SourceItem(item_key_for_path(os.path.dirname(real), real), Path(real), None)

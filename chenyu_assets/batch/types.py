@@ -36,6 +36,8 @@ class IngestOptions:
     preflight: bool = True
     dry_run: bool = False
     allow_private_urls: bool = False
+    #: let manifest paths leave the manifest's folder (else ``outside_manifest``)
+    allow_outside_paths: bool = False
     upload_ttl_hours: int = 48
     create_unit_timeout: float = 120.0
 
