@@ -9,7 +9,6 @@ Retry pacing, 429 pauses, ambiguous creates and log redaction live in test_engin
 from __future__ import annotations
 
 import inspect
-import time
 import types
 from datetime import UTC, datetime
 from typing import Any
@@ -18,6 +17,7 @@ import anyio
 import pytest
 from ark_kit import (
     NO_RETRY,
+    TRANSPORTS,
     Stub,
     client,
     emu,
@@ -27,7 +27,8 @@ from ark_kit import (
     transport,
     volc,
 )
-from emulator_kit import ASSET_ID, GROUP_ID
+from emulator_kit import ASSET_ID, GROUP_ID, config, virtual_emulator
+from vclock import virtual
 
 from chenyu_assets._core.retry import RetryPolicy
 from chenyu_assets._core.signing import (
@@ -502,16 +503,26 @@ async def test_wait_for_a_failed_asset(client: ArkFamilyClient, emu: Emulator) -
     assert "InvalidParameter.ImageRatio" in str(err)
 
 
-async def test_wait_until_the_deadline(client: ArkFamilyClient, emu: Emulator) -> None:
-    emu.set_faults([FaultRule(action="CreateAsset", kind="stuck")])
-    group_id = await client.create_asset_group(name="slow")
-    asset_id = await client.create_asset(group_id=group_id, url=emu.media_url())
-    started = time.monotonic()
-    with pytest.raises(WaitTimeoutError, match="Processing") as info:
-        await client.wait_for_asset(asset_id, timeout=0.3, interval=0.02, max_interval=0.05)
+@pytest.mark.parametrize("transport", TRANSPORTS)
+@virtual
+async def test_wait_until_the_deadline(transport: str) -> None:
+    timeout = 0.3
+    emulator, vt = virtual_emulator(config())
+    async with emulator as emu, make_client(transport, emu, rate_limits=dict(ACTION_RATES)) as c:
+        emu.set_faults([FaultRule(action="CreateAsset", kind="stuck")])
+        group_id = await c.create_asset_group(name="slow")
+        asset_id = await c.create_asset(group_id=group_id, url=emu.media_url())
+        started = vt.audit_now()
+        with pytest.raises(WaitTimeoutError, match="Processing") as info:
+            await c.wait_for_asset(asset_id, timeout=timeout, interval=0.02, max_interval=0.05)
+        ended = vt.audit_now()
     assert isinstance(info.value, TimeoutError)
-    assert 0.25 <= time.monotonic() - started < 2.0
-    assert emu.audit().count("GetAsset") >= 3
+    assert ended - started == pytest.approx(timeout, abs=1e-6)  # exactly at the deadline
+    polls = [r.t for r in emu.audit().requests if r.action == "GetAsset"]
+    # intervals 0.02, 0.03, 0.045, then 0.05 (each +-10 %): at least 6 polls fit in 0.3 s,
+    # and none is sent after the deadline
+    assert len(polls) >= 6
+    assert all(started <= t <= started + timeout for t in polls)
 
 
 # -- project scoping ----------------------------------------------------------------------
