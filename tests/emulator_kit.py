@@ -182,10 +182,11 @@ async def wait_status(
     emu: Emulator,
     asset_id: str,
     *,
-    timeout: float = 5.0,
+    timeout: float = 30.0,
     **extra: Any,
 ) -> dict[str, Any]:
-    """Poll GetAsset until the asset leaves Processing."""
+    """Poll GetAsset until the asset leaves Processing (``timeout`` is a hang guard; on
+    virtual time it is virtual seconds)."""
     import anyio
 
     with anyio.fail_after(timeout):
