@@ -100,7 +100,7 @@ async def test_every_action(transport: str, client: ArkFamilyClient, emu: Emulat
     assert asset.id == asset_id
     assert asset.request_id
     assert asset.status in ("Processing", "Active")
-    asset = await client.wait_for_asset(asset_id, timeout=5, interval=0.02)
+    asset = await client.wait_for_asset(asset_id, timeout=30, interval=0.02)
     assert asset.status == "Active"
     assert asset.asset_type == "Image"
     assert asset.url
@@ -137,7 +137,7 @@ async def test_every_action(transport: str, client: ArkFamilyClient, emu: Emulat
 async def test_gateway_creates_in_its_implicit_group(emu: Emulator) -> None:
     async with make_client("gateway", emu) as gw:
         asset_id = await gw.create_asset(group_id=None, url=emu.media_url(), asset_type="Image")
-        asset = await gw.wait_for_asset(asset_id, timeout=5, interval=0.02)
+        asset = await gw.wait_for_asset(asset_id, timeout=30, interval=0.02)
         assert asset.status == "Active"
         groups = [g async for g in gw.list_asset_groups()]
         assert [g.name for g in groups] == ["gateway-default"]
@@ -150,7 +150,7 @@ async def test_video_and_audio_assets(
     group_id = await client.create_asset_group(name="media")
     url = emu.media_url("mp4" if asset_type == "Video" else "wav", 640, 960, duration=3)
     asset_id = await client.create_asset(group_id=group_id, url=url, asset_type=asset_type)
-    asset = await client.wait_for_asset(asset_id, timeout=5, interval=0.02)
+    asset = await client.wait_for_asset(asset_id, timeout=30, interval=0.02)
     assert (asset.status, asset.asset_type) == ("Active", asset_type)
 
 
@@ -496,7 +496,7 @@ async def test_wait_for_a_failed_asset(client: ArkFamilyClient, emu: Emulator) -
     group_id = await client.create_asset_group(name="bad")
     asset_id = await client.create_asset(group_id=group_id, url=emu.media_url("png", 2000, 400))
     with pytest.raises(AssetFailedError) as info:
-        await client.wait_for_asset(asset_id, timeout=5, interval=0.02)
+        await client.wait_for_asset(asset_id, timeout=30, interval=0.02)
     err = info.value
     assert (err.asset_id, err.code) == (asset_id, "InvalidParameter.ImageRatio")
     assert err.message
@@ -893,7 +893,7 @@ async def test_official_sdk_and_our_client_share_state(emu: Emulator) -> None:
     async with make_client("byteplus", emu) as ark:
         group_id = await ark.create_asset_group(name="ours")
         asset_id = await ark.create_asset(group_id=group_id, url=emu.media_url(), name="a")
-        await ark.wait_for_asset(asset_id, timeout=5, interval=0.02)
+        await ark.wait_for_asset(asset_id, timeout=30, interval=0.02)
         seen = await anyio.to_thread.run_sync(official_sdk_session, emu, group_id, asset_id)
         assert (seen["asset"]["Id"], seen["asset"]["Status"]) == (asset_id, "Active")
         assert [g["Id"] for g in seen["groups"]["Items"]] == [group_id]
