@@ -95,10 +95,11 @@ def test_version_is_the_one_in_version_py() -> None:
     assert chenyu_assets.__version__ == declared
     assert re.fullmatch(r"\d+\.\d+\.\d+(?:(?:a|b|rc)\d+)?(?:\.dev\d+)?", declared), declared
     # the build takes its version from that same file
-    root = Path(chenyu_assets.__file__).parents[1]
-    pyproject = tomllib.loads((root / "pyproject.toml").read_text())
-    assert pyproject["tool"]["hatch"]["version"]["path"] == "chenyu_assets/_version.py"
-    assert "version" in pyproject["project"]["dynamic"]
+    project = Path(chenyu_assets.__file__).parents[1] / "pyproject.toml"
+    if project.exists():  # a source checkout (not an installed wheel)
+        pyproject = tomllib.loads(project.read_text())
+        assert pyproject["tool"]["hatch"]["version"]["path"] == "chenyu_assets/_version.py"
+        assert "version" in pyproject["project"]["dynamic"]
     try:
         installed = importlib.metadata.version("chenyu-assets")
     except importlib.metadata.PackageNotFoundError:
