@@ -7,6 +7,7 @@ pauses, deadlines, timeouts and rate windows are asserted exactly, whatever the 
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 import io
 import logging
@@ -193,6 +194,40 @@ async def test_retry_storm_is_bounded_by_the_budget_and_the_deadline() -> None:
         # logical calls + what the budget allowed (5 saved + 0.2 per call)
         assert calls < sent <= calls + 5 + int(calls * 0.2) + 1
         assert budget.denied > 0
+
+
+@virtual
+async def test_retry_storm_without_a_budget_ends_at_the_deadline() -> None:
+    deadline, ceiling = 3.0, 0.2
+    policy = RetryPolicy(max_attempts=10_000, base_delay=ceiling, max_delay=ceiling, max_elapsed=60)
+    unlimited = RetryBudget(ratio=0.0, floor_per_second=0.0, capacity=1_000_000)
+    async with running() as (emu, vt), client(emu, retry=policy, retry_budget=unlimited) as ark:
+        group = await make_group(ark)
+        emu.set_faults([FaultRule(action="GetAssetGroup", status=503)])
+        started = vt.now()
+        ended: list[float] = []
+
+        async def one() -> BaseException | None:
+            try:
+                await ark.get_asset_group(group, deadline=deadline)
+            except Exception as exc:
+                return exc
+            finally:
+                ended.append(vt.now() - started)
+            return None
+
+        results = await asyncio.gather(*(one() for _ in range(20)))
+    assert all(isinstance(r, ServerError | RequestTimeoutError) for r in results), results
+    # each call retried until the next backoff (<= 0.2 s) would cross its deadline, or until
+    # the deadline cut its wait for the rate limit: every one ends inside the last 0.2 s
+    assert all(deadline - ceiling - 1e-6 <= t <= deadline + 1e-6 for t in ended), ended
+    # and the storm never outran the endpoint's limiter (100/s from the start, empty bucket)
+    rate = ACTION_RATES["GetAssetGroup"]
+    sent = sorted(r.t for r in emu.audit().requests if r.action == "GetAssetGroup")
+    assert len(sent) <= rate * deadline + 1
+    busiest = max(bisect.bisect_left(sent, t + 1.0) - i for i, t in enumerate(sent))
+    assert busiest <= rate + 1, busiest
+    print(f"\nstorm without a budget: {len(sent)} sends, busiest second {busiest}")
 
 
 @virtual
