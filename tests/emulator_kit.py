@@ -6,6 +6,7 @@ would; ``bearer(...)`` builds the Bearer header of the other families.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 from collections.abc import AsyncIterator
@@ -14,6 +15,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+from vclock import emulator_clock
 from yarl import URL
 
 from chenyu_assets._core.signing import Credentials, sign_request
@@ -180,10 +182,11 @@ async def wait_status(
     emu: Emulator,
     asset_id: str,
     *,
-    timeout: float = 5.0,
+    timeout: float = 30.0,
     **extra: Any,
 ) -> dict[str, Any]:
-    """Poll GetAsset until the asset leaves Processing."""
+    """Poll GetAsset until the asset leaves Processing (``timeout`` is a hang guard; on
+    virtual time it is virtual seconds)."""
     import anyio
 
     with anyio.fail_after(timeout):
@@ -192,3 +195,32 @@ async def wait_status(
             if asset["Status"] != "Processing":
                 return asset
             await anyio.sleep(0.02)
+
+
+def virtual_emulator(cfg: EmulatorConfig) -> tuple[Emulator, VirtualTime]:
+    """An emulator on the running virtual loop's clock (build it inside a ``@virtual`` test),
+    and a :class:`VirtualTime` that converts its audit seconds to loop time."""
+    clock = emulator_clock()
+    return Emulator(cfg, clock=clock), VirtualTime(clock)
+
+
+class VirtualTime:
+    """Loop time ⇄ emulator audit seconds (``RequestRecord.t``) for an emulator built by
+    :func:`virtual_emulator`; both run on the same virtual clock."""
+
+    def __init__(self, clock: Any) -> None:
+        loop = asyncio.get_running_loop()
+        self.origin = loop.time() - clock.elapsed()  # loop time of audit t == 0
+        self._loop = loop
+
+    def now(self) -> float:
+        """The loop's time now."""
+        return self._loop.time()
+
+    def audit_now(self) -> float:
+        """Now, in audit seconds."""
+        return self._loop.time() - self.origin
+
+    def loop_time(self, audit_t: float) -> float:
+        """The loop time of an audit timestamp."""
+        return audit_t + self.origin

@@ -9,7 +9,6 @@ Retry pacing, 429 pauses, ambiguous creates and log redaction live in test_engin
 from __future__ import annotations
 
 import inspect
-import time
 import types
 from datetime import UTC, datetime
 from typing import Any
@@ -18,6 +17,7 @@ import anyio
 import pytest
 from ark_kit import (
     NO_RETRY,
+    TRANSPORTS,
     Stub,
     client,
     emu,
@@ -27,7 +27,8 @@ from ark_kit import (
     transport,
     volc,
 )
-from emulator_kit import ASSET_ID, GROUP_ID
+from emulator_kit import ASSET_ID, GROUP_ID, config, virtual_emulator
+from vclock import virtual
 
 from chenyu_assets._core.retry import RetryPolicy
 from chenyu_assets._core.signing import (
@@ -99,7 +100,7 @@ async def test_every_action(transport: str, client: ArkFamilyClient, emu: Emulat
     assert asset.id == asset_id
     assert asset.request_id
     assert asset.status in ("Processing", "Active")
-    asset = await client.wait_for_asset(asset_id, timeout=5, interval=0.02)
+    asset = await client.wait_for_asset(asset_id, timeout=30, interval=0.02)
     assert asset.status == "Active"
     assert asset.asset_type == "Image"
     assert asset.url
@@ -136,7 +137,7 @@ async def test_every_action(transport: str, client: ArkFamilyClient, emu: Emulat
 async def test_gateway_creates_in_its_implicit_group(emu: Emulator) -> None:
     async with make_client("gateway", emu) as gw:
         asset_id = await gw.create_asset(group_id=None, url=emu.media_url(), asset_type="Image")
-        asset = await gw.wait_for_asset(asset_id, timeout=5, interval=0.02)
+        asset = await gw.wait_for_asset(asset_id, timeout=30, interval=0.02)
         assert asset.status == "Active"
         groups = [g async for g in gw.list_asset_groups()]
         assert [g.name for g in groups] == ["gateway-default"]
@@ -149,7 +150,7 @@ async def test_video_and_audio_assets(
     group_id = await client.create_asset_group(name="media")
     url = emu.media_url("mp4" if asset_type == "Video" else "wav", 640, 960, duration=3)
     asset_id = await client.create_asset(group_id=group_id, url=url, asset_type=asset_type)
-    asset = await client.wait_for_asset(asset_id, timeout=5, interval=0.02)
+    asset = await client.wait_for_asset(asset_id, timeout=30, interval=0.02)
     assert (asset.status, asset.asset_type) == ("Active", asset_type)
 
 
@@ -495,23 +496,33 @@ async def test_wait_for_a_failed_asset(client: ArkFamilyClient, emu: Emulator) -
     group_id = await client.create_asset_group(name="bad")
     asset_id = await client.create_asset(group_id=group_id, url=emu.media_url("png", 2000, 400))
     with pytest.raises(AssetFailedError) as info:
-        await client.wait_for_asset(asset_id, timeout=5, interval=0.02)
+        await client.wait_for_asset(asset_id, timeout=30, interval=0.02)
     err = info.value
     assert (err.asset_id, err.code) == (asset_id, "InvalidParameter.ImageRatio")
     assert err.message
     assert "InvalidParameter.ImageRatio" in str(err)
 
 
-async def test_wait_until_the_deadline(client: ArkFamilyClient, emu: Emulator) -> None:
-    emu.set_faults([FaultRule(action="CreateAsset", kind="stuck")])
-    group_id = await client.create_asset_group(name="slow")
-    asset_id = await client.create_asset(group_id=group_id, url=emu.media_url())
-    started = time.monotonic()
-    with pytest.raises(WaitTimeoutError, match="Processing") as info:
-        await client.wait_for_asset(asset_id, timeout=0.3, interval=0.02, max_interval=0.05)
+@pytest.mark.parametrize("transport", TRANSPORTS)
+@virtual
+async def test_wait_until_the_deadline(transport: str) -> None:
+    timeout = 0.3
+    emulator, vt = virtual_emulator(config())
+    async with emulator as emu, make_client(transport, emu, rate_limits=dict(ACTION_RATES)) as c:
+        emu.set_faults([FaultRule(action="CreateAsset", kind="stuck")])
+        group_id = await c.create_asset_group(name="slow")
+        asset_id = await c.create_asset(group_id=group_id, url=emu.media_url())
+        started = vt.audit_now()
+        with pytest.raises(WaitTimeoutError, match="Processing") as info:
+            await c.wait_for_asset(asset_id, timeout=timeout, interval=0.02, max_interval=0.05)
+        ended = vt.audit_now()
     assert isinstance(info.value, TimeoutError)
-    assert 0.25 <= time.monotonic() - started < 2.0
-    assert emu.audit().count("GetAsset") >= 3
+    assert ended - started == pytest.approx(timeout, abs=1e-6)  # exactly at the deadline
+    polls = [r.t for r in emu.audit().requests if r.action == "GetAsset"]
+    # intervals 0.02, 0.03, 0.045, then 0.05 (each +-10 %): at least 6 polls fit in 0.3 s,
+    # and none is sent after the deadline
+    assert len(polls) >= 6
+    assert all(started <= t <= started + timeout for t in polls)
 
 
 # -- project scoping ----------------------------------------------------------------------
@@ -882,7 +893,7 @@ async def test_official_sdk_and_our_client_share_state(emu: Emulator) -> None:
     async with make_client("byteplus", emu) as ark:
         group_id = await ark.create_asset_group(name="ours")
         asset_id = await ark.create_asset(group_id=group_id, url=emu.media_url(), name="a")
-        await ark.wait_for_asset(asset_id, timeout=5, interval=0.02)
+        await ark.wait_for_asset(asset_id, timeout=30, interval=0.02)
         seen = await anyio.to_thread.run_sync(official_sdk_session, emu, group_id, asset_id)
         assert (seen["asset"]["Id"], seen["asset"]["Status"]) == (asset_id, "Active")
         assert [g["Id"] for g in seen["groups"]["Items"]] == [group_id]

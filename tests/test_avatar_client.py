@@ -116,7 +116,7 @@ async def test_from_env_against_the_emulator(env: pytest.MonkeyPatch, emu: Emula
     async with PrivateAvatarClient.from_env() as av:
         group_id = await av.create_asset_group(name="env")
         asset_id = await av.create_asset(group_id=group_id, url=emu.media_url())
-        assert (await av.wait_for_asset(asset_id, timeout=5, interval=0.02)).status == "Active"
+        assert (await av.wait_for_asset(asset_id, timeout=30, interval=0.02)).status == "Active"
     # the proxy works in the account's default project: the official endpoint sees it
     async with make_client("volcengine", emu) as ark:
         assert (await ark.get_asset(asset_id)).group_id == group_id

@@ -34,6 +34,7 @@ import mediagen
 import pytest
 from aiohttp import web
 from emulator_kit import config
+from vclock import virtual
 
 from chenyu_assets._core.retry import RetryPolicy
 from chenyu_assets.chenyu import ChenyuClient
@@ -121,8 +122,9 @@ def stored(emu: Emulator, asset_id: str) -> Any:
     return upload
 
 
-async def wait_for_requests(emu: Emulator, count: int, *, timeout: float = 3.0) -> list[Any]:
-    """The emulator's request records once there are at least ``count`` of them."""
+async def wait_for_requests(emu: Emulator, count: int, *, timeout: float = 30.0) -> list[Any]:
+    """The emulator's request records once there are at least ``count`` of them (``timeout``
+    is a hang guard)."""
     with anyio.fail_after(timeout):
         while len(requests := emu.audit().requests) < count:
             await anyio.sleep(0.01)
@@ -322,7 +324,7 @@ async def test_100_mb_upload_round_trips_in_bounded_memory(
     tracemalloc.start()
     try:
         started = time.perf_counter()
-        with anyio.fail_after(20):
+        with anyio.fail_after(120):  # a hang guard only (loaded machine, tracemalloc on)
             up = await client.upload(path, on_progress=progress)
         elapsed = time.perf_counter() - started
         _, peak = tracemalloc.get_traced_memory()
@@ -852,13 +854,17 @@ async def test_get_refuses_a_non_id(emu: Emulator, client: ChenyuClient) -> None
 # --- 6. concurrency --------------------------------------------------------------------------
 
 
+@virtual
 async def test_concurrent_uploads_respect_max_concurrent_uploads(tmp_path: Path) -> None:
     files = []
     for i in range(8):
         path = tmp_path / f"f{i}.png"
         files.append((path, write_png(path, 8 * MiB)))
+    # virtual time: each upload is held for 10 s after its body arrived, so whenever the cap
+    # allows a second one it is in flight at the same time, whatever the machine's speed
+    started = asyncio.get_running_loop().time()
     async with (
-        CaptureServer(hold=0.1) as server,
+        CaptureServer(hold=10.0) as server,
         ChenyuClient(
             api_key=CANARY_KEY,
             base_url=server.url,
@@ -872,8 +878,11 @@ async def test_concurrent_uploads_respect_max_concurrent_uploads(tmp_path: Path)
             _, peak = tracemalloc.get_traced_memory()
         finally:
             tracemalloc.stop()
+    elapsed = asyncio.get_running_loop().time() - started
     print(f"\n8 x 8 MiB, 2 at a time: peak traced memory {peak / MiB:.2f} MiB")
     assert server.max_in_flight == 2
+    # two at a time, 10 s each: four rounds, exactly (the bytes themselves take no time)
+    assert elapsed == pytest.approx(4 * 10.0, abs=0.1)
     assert len(results) == 8
     assert all(r.size_bytes == 8 * MiB for r in results)
     assert sorted(s.file_sha256 or "" for s in server.seen) == sorted(sha for _, sha in files)

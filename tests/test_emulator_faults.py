@@ -3,12 +3,23 @@
 from __future__ import annotations
 
 import asyncio
-import time
 
 import aiohttp
-import anyio
 import pytest
-from emulator_kit import ark, bearer, config, emu, error_code, new_asset, new_group, result, session
+from emulator_kit import (
+    FAST,
+    ark,
+    bearer,
+    config,
+    emu,
+    error_code,
+    new_asset,
+    new_group,
+    result,
+    session,
+    virtual_emulator,
+)
+from vclock import virtual
 
 from chenyu_assets.emulator import Emulator, FaultRule
 
@@ -104,62 +115,97 @@ async def test_close_and_truncate(emu: Emulator, session: aiohttp.ClientSession)
     assert 0 < len(body) < length
 
 
-async def test_hang_until_client_gives_up_and_shutdown_is_quick(
-    session: aiohttp.ClientSession,
-) -> None:
-    emu = Emulator(config())
+@virtual
+async def test_hang_until_client_gives_up_and_shutdown_is_quick() -> None:
+    emu, vt = virtual_emulator(config())
     await emu.start()
-    try:
-        emu.set_faults([FaultRule(action="GetAssetGroup", kind="hang")])
-        with pytest.raises(asyncio.TimeoutError):
-            async with asyncio.timeout(0.3):
-                await ark(session, emu, "GetAssetGroup", {"Id": "x"})
-        pending = asyncio.ensure_future(ark(session, emu, "GetAssetGroup", {"Id": "x"}))
-        await asyncio.sleep(0.2)
-    finally:
-        started = time.monotonic()
-        await emu.stop()
-        assert time.monotonic() - started < 1.5
-    with pytest.raises(aiohttp.ClientConnectionError):
-        await pending
+    async with aiohttp.ClientSession() as session:
+        try:
+            emu.set_faults([FaultRule(action="GetAssetGroup", kind="hang")])
+            started = vt.now()
+            with pytest.raises(TimeoutError):
+                async with asyncio.timeout(0.3):
+                    await ark(session, emu, "GetAssetGroup", {"Id": "x"})
+            assert vt.now() - started == pytest.approx(0.3, abs=1e-6)  # it hung, to the end
+            pending = asyncio.ensure_future(ark(session, emu, "GetAssetGroup", {"Id": "x"}))
+            await asyncio.sleep(5)  # hanging still (virtual seconds: free)
+            assert not pending.done()
+        finally:
+            started = vt.now()
+            await emu.stop()
+            # stopping releases the hanging request at once: no grace period is waited out
+            stopped_in = vt.now() - started
+        with pytest.raises(aiohttp.ClientConnectionError):
+            await pending
+    assert stopped_in < 0.01, stopped_in
     final = emu.audit()  # the last snapshot stays readable after stop
     assert [(r.status, r.code) for r in final.requests] == [(0, "fault:hang")] * 2
 
 
-async def test_latency(emu: Emulator, session: aiohttp.ClientSession) -> None:
-    emu.set_faults([FaultRule(action="ListAssets", kind="latency", delay=0.3)])
-    started = time.monotonic()
-    assert (await ark(session, emu, "ListAssets", {}))[0] == 200
-    assert time.monotonic() - started >= 0.3
-    emu.set_faults([FaultRule(action="ListAssets", kind="latency", delay=0.2, phase="after")])
-    started = time.monotonic()
-    assert (await ark(session, emu, "ListAssets", {}))[0] == 200
-    assert time.monotonic() - started >= 0.2
+@virtual
+async def test_latency() -> None:
+    emulator, vt = virtual_emulator(config())
+    async with emulator as emu, aiohttp.ClientSession() as session:
+        emu.set_faults([FaultRule(action="ListAssets", kind="latency", delay=0.3)])
+        started = vt.now()
+        assert (await ark(session, emu, "ListAssets", {}))[0] == 200
+        assert vt.now() - started == pytest.approx(0.3, abs=1e-6)
+        emu.set_faults([FaultRule(action="ListAssets", kind="latency", delay=0.2, phase="after")])
+        started = vt.now()
+        assert (await ark(session, emu, "ListAssets", {}))[0] == 200
+        assert vt.now() - started == pytest.approx(0.2, abs=1e-6)
+        emu.clear_faults()
+        started = vt.now()
+        assert (await ark(session, emu, "ListAssets", {}))[0] == 200
+        assert vt.now() - started < 1e-6  # the control: no fault, no wait
 
 
-async def test_list_lag(emu: Emulator, session: aiohttp.ClientSession) -> None:
-    group_id = await new_group(session, emu)
-    emu.set_faults([FaultRule(action="ListAssets", kind="list_lag", delay=0.4)])
-    await new_asset(session, emu, group_id)
-    assert result(await ark(session, emu, "ListAssets", {}))["TotalCount"] == 0
-    await anyio.sleep(0.45)
-    assert result(await ark(session, emu, "ListAssets", {}))["TotalCount"] == 1
-    emu.clear_faults()
-    emu.config.list_lag = 0.4  # the config knob does the same for every list
-    await new_group(session, emu, "late")
-    names = [g["Name"] for g in result(await ark(session, emu, "ListAssetGroups", {}))["Items"]]
-    assert names == ["g"]
+@virtual
+async def test_list_lag() -> None:
+    lag = 0.4
+    emulator, vt = virtual_emulator(config())
+    async with emulator as emu, aiohttp.ClientSession() as session:
+        group_id = await new_group(session, emu)
+        emu.set_faults([FaultRule(action="ListAssets", kind="list_lag", delay=lag)])
+        asset_id = await new_asset(session, emu, group_id)
+        [created_t] = [a.created_t for a in emu.audit().assets if a.id == asset_id]
+        assert created_t is not None
+
+        async def total_at(audit_t: float) -> int:
+            await asyncio.sleep(vt.loop_time(audit_t) - vt.now())
+            total: int = result(await ark(session, emu, "ListAssets", {}))["TotalCount"]
+            return total
+
+        assert await total_at(created_t) == 0
+        assert await total_at(created_t + lag - 0.01) == 0  # hidden for exactly ``lag``
+        assert await total_at(created_t + lag + 1e-6) == 1
+        emu.clear_faults()
+        emu.config.list_lag = lag  # the config knob does the same for every list
+        await new_group(session, emu, "late")
+        names = [g["Name"] for g in result(await ark(session, emu, "ListAssetGroups", {}))["Items"]]
+        assert names == ["g"]
+        await asyncio.sleep(lag + 1e-6)
+        names = [g["Name"] for g in result(await ark(session, emu, "ListAssetGroups", {}))["Items"]]
+        assert sorted(names) == ["g", "late"]
 
 
-async def test_stuck_asset_stays_processing(emu: Emulator, session: aiohttp.ClientSession) -> None:
-    group_id = await new_group(session, emu)
-    emu.set_faults([FaultRule(action="CreateAsset", kind="stuck", max_count=1)])
-    stuck = await new_asset(session, emu, group_id, name="stuck")
-    fine = await new_asset(session, emu, group_id, name="fine")
-    await anyio.sleep(0.4)
-    assert result(await ark(session, emu, "GetAsset", {"Id": stuck}))["Status"] == "Processing"
-    assert result(await ark(session, emu, "GetAsset", {"Id": fine}))["Status"] == "Active"
-    assert emu.audit().max_processing["demo"] >= 1
+@virtual
+async def test_stuck_asset_stays_processing() -> None:
+    emulator, _ = virtual_emulator(config())
+    async with emulator as emu, aiohttp.ClientSession() as session:
+        group_id = await new_group(session, emu)
+        emu.set_faults([FaultRule(action="CreateAsset", kind="stuck", max_count=1)])
+        stuck = await new_asset(session, emu, group_id, name="stuck")
+        fine = await new_asset(session, emu, group_id, name="fine")
+        await asyncio.sleep(3600)  # an hour of virtual time
+        assert result(await ark(session, emu, "GetAsset", {"Id": stuck}))["Status"] == "Processing"
+        assert result(await ark(session, emu, "GetAsset", {"Id": fine}))["Status"] == "Active"
+        [done] = [a for a in emu.audit().assets if a.id == fine]
+        assert done.finished_t is not None
+        assert done.created_t is not None
+        # the healthy one finished after exactly its processing delay
+        assert done.finished_t - done.created_t == pytest.approx(FAST["processing_delay"], abs=1e-6)
+        assert emu.audit().max_processing["demo"] >= 1
 
 
 async def test_family_and_action_matching(emu: Emulator, session: aiohttp.ClientSession) -> None:

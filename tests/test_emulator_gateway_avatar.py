@@ -77,7 +77,7 @@ async def test_gateway_create_get_poll(emu: Emulator, session: aiohttp.ClientSes
     assert body["base_resp"] == {"status_code": 0, "status_msg": "success"}
     asset_id = body["Id"]
     assert ASSET_ID.fullmatch(asset_id)
-    with anyio.fail_after(5):
+    with anyio.fail_after(30):  # hang guard
         while True:
             status, got = await gw(session, emu, "GetAsset", {"Id": asset_id})
             assert status == 200
@@ -108,7 +108,7 @@ async def test_gateway_failed_asset_carries_error(
     _, body = await gw(
         session, emu, "CreateAsset", {"URL": emu.media_url("html"), "AssetType": "Image"}
     )
-    with anyio.fail_after(5):
+    with anyio.fail_after(30):  # hang guard
         while (got := (await gw(session, emu, "GetAsset", {"Id": body["Id"]}))[1])[
             "Status"
         ] == "Processing":
@@ -209,7 +209,7 @@ async def test_avatar_endpoints(emu: Emulator, session: aiohttp.ClientSession) -
     assert made["ResponseMetadata"]["Action"] == "CreateAsset"
     assert ASSET_ID.fullmatch(asset_id)
 
-    with anyio.fail_after(5):
+    with anyio.fail_after(30):  # hang guard
         while True:
             status, got = await av(
                 session, emu, "GET", f"/assets/{asset_id}", params={"model": MODEL}

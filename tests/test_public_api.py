@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import ast
+import importlib.metadata
 import inspect
+import re
+import tomllib
+from pathlib import Path
 
 import pytest
 
@@ -64,8 +69,43 @@ PINNED = {
 
 def test_all_is_pinned_and_importable() -> None:
     assert set(chenyu_assets.__all__) == PINNED
-    for name in chenyu_assets.__all__:
-        assert getattr(chenyu_assets, name) is not None
+    assert len(chenyu_assets.__all__) == len(PINNED)  # no name listed twice
+    # a star import in a fresh namespace yields exactly the pinned names, nothing more
+    namespace: dict[str, object] = {}
+    exec("from chenyu_assets import *", namespace)
+    namespace.pop("__builtins__", None)
+    assert set(namespace) == PINNED
+    for name in PINNED - {"__version__"}:
+        obj = namespace[name]
+        assert obj is getattr(chenyu_assets, name)
+        # every public name is ours (defined in a chenyu_assets module, not re-exported from a
+        # dependency) and is a class or function with its own docstring (not inherited)
+        assert inspect.isclass(obj) or inspect.isfunction(obj), name
+        module = obj.__module__
+        assert module == "chenyu_assets" or module.startswith("chenyu_assets."), (name, module)
+        assert obj.__name__ == name, name
+        doc = obj.__dict__.get("__doc__") if inspect.isclass(obj) else obj.__doc__
+        assert (doc or "").strip(), f"{name} has no docstring"
+
+
+def test_version_is_the_one_in_version_py() -> None:
+    source = (Path(chenyu_assets.__file__).parent / "_version.py").read_text()
+    [assignment] = [n for n in ast.parse(source).body if isinstance(n, ast.Assign)]
+    assert isinstance(assignment.value, ast.Constant)
+    declared = assignment.value.value
+    assert chenyu_assets.__version__ == declared
+    assert re.fullmatch(r"\d+\.\d+\.\d+(?:(?:a|b|rc)\d+)?(?:\.dev\d+)?", declared), declared
+    # the build takes its version from that same file
+    project = Path(chenyu_assets.__file__).parents[1] / "pyproject.toml"
+    if project.exists():  # a source checkout (not an installed wheel)
+        pyproject = tomllib.loads(project.read_text())
+        assert pyproject["tool"]["hatch"]["version"]["path"] == "chenyu_assets/_version.py"
+        assert "version" in pyproject["project"]["dynamic"]
+    try:
+        installed = importlib.metadata.version("chenyu-assets")
+    except importlib.metadata.PackageNotFoundError:
+        pytest.skip("chenyu-assets is not installed (only importable from the source tree)")
+    assert installed == declared
 
 
 def test_every_error_is_in_the_tree() -> None:

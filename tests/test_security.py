@@ -1,7 +1,7 @@
 """Security (issue 8): secrets never leak, TLS is always verified, the emulator's signed
 URLs and SigV4 check hold, and CreateAsset URLs never reach private addresses.
 
-Covered elsewhere and not repeated here (:func:`test_referenced_checks_exist` pins them):
+Covered elsewhere and not repeated here:
 the upload cap enforced while streaming with bounded memory (a 200 MiB chunked body is
 cut off near 100 MiB) and hostile multipart file names (test_emulator_chenyu.py), an
 allow-listed host name that resolves to a private address (test_emulator_processing.py),
@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
-import importlib
 import io
 import json
 import logging
@@ -40,6 +39,7 @@ import mediagen
 import pytest
 from aiohttp import web
 from pydantic import BaseModel
+from vclock import emulator_clock, virtual
 from yarl import URL
 
 import chenyu_assets
@@ -129,7 +129,7 @@ async def outcome(call: Any) -> Any:
 # -- canary credentials through every path, in process ---------------------------------------
 
 
-@pytest.mark.anyio
+@virtual
 async def test_canary_credentials_never_leak_in_process(tmp_path: Path) -> None:
     stream = io.StringIO()
     handler = logging.StreamHandler(stream)
@@ -144,9 +144,9 @@ async def test_canary_credentials_never_leak_in_process(tmp_path: Path) -> None:
         mediagen.write(src / f"ok-{i}.png", mediagen.png(640 + i, 480))
     mediagen.write(src / "bad.png", mediagen.html())
     try:
-        cfg = EmulatorConfig(accounts=[CANARY_ACCOUNT], processing_delay=0.05, time_scale=5)
+        cfg = EmulatorConfig(accounts=[CANARY_ACCOUNT], processing_delay=0.05)
         async with (
-            Emulator(cfg) as emu,
+            Emulator(cfg, clock=emulator_clock()) as emu,
             ArkClient(
                 access_key=AK, secret_key=SK, session_token=TOKEN, base_url=emu.url, retry=FAST
             ) as ark,
@@ -262,6 +262,7 @@ def run_cli(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess
     )
 
 
+@pytest.mark.subprocess
 def test_canary_credentials_never_leak_from_the_cli(tmp_path: Path) -> None:
     src = tmp_path / "src"
     for i in range(4):
@@ -362,20 +363,34 @@ def self_signed(tmp: Path) -> tuple[Path, Path]:
     return cert, key
 
 
-@pytest.fixture
-async def tls_emu(tmp_path: Path) -> AsyncIterator[tuple[Emulator, Path]]:
-    cert, key = self_signed(tmp_path)
+@contextlib.asynccontextmanager
+async def tls_emulator(tmp: Path, *, virtual_clock: bool) -> AsyncIterator[tuple[Emulator, Path]]:
+    """An HTTPS emulator with a self-signed certificate (on the test's virtual clock if
+    ``virtual_clock``)."""
+    cert, key = self_signed(tmp)
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.load_cert_chain(cert, key)
-    async with Emulator(EmulatorConfig(processing_delay=0.05), ssl_context=context) as emu:
+    clock = emulator_clock() if virtual_clock else None
+    cfg = EmulatorConfig(processing_delay=0.05)
+    async with Emulator(cfg, ssl_context=context, clock=clock) as emu:
         yield emu, cert
 
 
-@pytest.mark.anyio
+@pytest.fixture
+async def tls_emu(tmp_path: Path) -> AsyncIterator[tuple[Emulator, Path]]:
+    async with tls_emulator(tmp_path, virtual_clock=False) as running:
+        yield running
+
+
+@virtual
 async def test_self_signed_tls_is_refused_by_default_and_trusted_with_a_ca_bundle(
-    tls_emu: tuple[Emulator, Path], tmp_path: Path
+    tmp_path: Path,
 ) -> None:
-    emu, cert = tls_emu
+    async with tls_emulator(tmp_path, virtual_clock=True) as (emu, cert):
+        await _tls_refused_then_trusted(emu, cert)
+
+
+async def _tls_refused_then_trusted(emu: Emulator, cert: Path) -> None:
     assert emu.url.startswith("https://127.0.0.1:")
     acct = emu.account
     async with (
@@ -407,6 +422,7 @@ async def test_self_signed_tls_is_refused_by_default_and_trusted_with_a_ca_bundl
     FIGURES["TLS"] = "self-signed refused (TLSVerificationError, 1 attempt); ca_bundle= trusts it"
 
 
+@pytest.mark.subprocess
 @pytest.mark.anyio
 async def test_cli_verifies_tls_and_takes_a_ca_bundle(
     tls_emu: tuple[Emulator, Path], tmp_path: Path
@@ -608,10 +624,10 @@ def test_ten_thousand_mutated_signed_urls_are_all_refused() -> None:
     )
 
 
-@pytest.mark.anyio
+@virtual
 async def test_mutated_signed_urls_over_http(tmp_path: Path) -> None:
     async with (
-        Emulator(EmulatorConfig(processing_delay=0.05)) as emu,
+        Emulator(EmulatorConfig(processing_delay=0.05), clock=emulator_clock()) as emu,
         ChenyuClient(api_key=emu.account.api_key, base_url=emu.chenyu_url) as chenyu,
         ArkClient(
             access_key=emu.account.access_key,
@@ -646,11 +662,13 @@ async def test_mutated_signed_urls_over_http(tmp_path: Path) -> None:
 # -- SigV4 replay ------------------------------------------------------------------------------
 
 
-@pytest.mark.anyio
+@virtual
 async def test_sigv4_replay_inside_and_outside_the_skew_window() -> None:
     """SigV4 has no nonce: inside the server's skew window (15 min) a captured request
     replays as often as it is sent (a replayed CreateAssetGroup makes a second group;
     TLS is what keeps requests from being captured). Outside the window it is refused."""
+    # the emulator's own clock: it follows the live clock_offset_seconds (signatures are
+    # checked against real wall time, which virtual time does not move)
     async with Emulator(EmulatorConfig()) as emu, aiohttp.ClientSession() as session:
         acct = emu.account
         url = URL(emu.url).with_query(Action="CreateAssetGroup", Version="2024-01-01")
@@ -746,7 +764,7 @@ async def create_and_settle(ark: ArkClient, group: str, url: str, name: str) -> 
     return str(asset.status)
 
 
-@pytest.mark.anyio
+@virtual
 async def test_createasset_urls_never_reach_private_addresses() -> None:
     async with listener() as (port, accepted):
         targets = [
@@ -765,7 +783,7 @@ async def test_createasset_urls_never_reach_private_addresses() -> None:
             f"ftp://127.0.0.1:{port}/a.png",
         ]
         cfg = EmulatorConfig(processing_delay=0.05, fetch_timeout=3)
-        async with Emulator(cfg) as emu:
+        async with Emulator(cfg, clock=emulator_clock()) as emu:
             acct = emu.account
             async with ArkClient(
                 access_key=acct.access_key, secret_key=acct.secret_key, base_url=emu.url
@@ -797,7 +815,7 @@ async def test_createasset_urls_never_reach_private_addresses() -> None:
     )
 
 
-@pytest.mark.anyio
+@virtual
 async def test_redirect_from_an_allow_listed_host_to_a_private_one_is_not_followed() -> None:
     png = mediagen.png(800, 800)
 
@@ -818,7 +836,7 @@ async def test_redirect_from_an_allow_listed_host_to_a_private_one_is_not_follow
         routes = {"/to-private": to_private, "/to-file": to_file, "/to-self": to_self}
         async with web_server({**routes, "/image.png": image}) as (port, seen):
             cfg = EmulatorConfig(processing_delay=0.05, fetch_allowlist=(f"127.0.0.1:{port}",))
-            async with Emulator(cfg) as emu:
+            async with Emulator(cfg, clock=emulator_clock()) as emu:
                 acct = emu.account
                 async with ArkClient(
                     access_key=acct.access_key, secret_key=acct.secret_key, base_url=emu.url
@@ -841,29 +859,3 @@ async def test_redirect_from_an_allow_listed_host_to_a_private_one_is_not_follow
     )
     assert accepted == []  # the redirect target never saw a connection
     FIGURES["redirect to a private address"] = "not followed; 0 connections at the target"
-
-
-def test_referenced_checks_exist() -> None:
-    """The security checks this file relies on elsewhere are still there."""
-    expected = {
-        "test_emulator_chenyu": [
-            "test_upload_cap_enforced_while_streaming",
-            "test_declared_oversize_is_refused_before_reading",
-            "test_hostile_filenames_never_choose_a_path",
-            "test_nul_in_filename_is_refused_or_stripped",
-            "test_signed_url_tampering_and_expiry",
-        ],
-        "test_emulator_processing": ["test_allow_listed_hostname_must_resolve_to_a_public_address"],
-        "test_emulator_ark": [
-            "test_authentication_errors",
-            "test_clock_offset_and_skew_are_configurable",
-        ],
-        "test_engine": ["test_debug_logging_never_shows_credentials"],
-    }
-    missing = [
-        f"{module}.{name}"
-        for module, names in expected.items()
-        for name in names
-        if not hasattr(importlib.import_module(module), name)
-    ]
-    assert missing == []

@@ -17,11 +17,15 @@ TERMINAL_STATUSES = frozenset({"Active", "Failed"})
 
 
 class AssetErrorDetail(WireModel):
+    """Why an asset is ``Failed``: the vendor's ``Error.Code`` and ``Error.Message``."""
+
     code: str | None = Field(default=None, alias="Code")
     message: str | None = Field(default=None, alias="Message")
 
 
 class AssetGroup(WireModel):
+    """An Ark asset group (``GetAssetGroup`` / ``ListAssetGroups`` items)."""
+
     id: str = Field(alias="Id")
     name: str | None = Field(default=None, alias="Name")
     description: str | None = Field(default=None, alias="Description")
@@ -32,6 +36,8 @@ class AssetGroup(WireModel):
 
 
 class Asset(WireModel):
+    """An Ark asset (``GetAsset`` / ``ListAssets`` items); ``repr`` leaves the signed URL out."""
+
     id: str = Field(alias="Id")
     name: str | None = Field(default=None, alias="Name")
     url: str | None = Field(default=None, alias="URL")
