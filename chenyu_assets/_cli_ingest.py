@@ -211,11 +211,20 @@ async def _clients(
     if not args.emulator:
         scale = args.rate_scale
         ca = str(args.ca_bundle) if args.ca_bundle else None
+        try:
+            chenyu_client = ChenyuClient.from_env(
+                rate_limits=_scaled(CHENYU_RATES, scale), ca_bundle=ca
+            )
+        except ConfigurationError as exc:  # the message names the setting, never a value
+            raise ConfigurationError(
+                f"{exc} (no Chenyu account? stage local files in your own S3-compatible "
+                "bucket: --stage s3://bucket/prefix)"
+            ) from None
         async with (
             ArkClient.from_env(
                 rate_limits=_scaled(ACTION_RATES, scale), limits=args.limits, ca_bundle=ca
             ) as ark,
-            ChenyuClient.from_env(rate_limits=_scaled(CHENYU_RATES, scale), ca_bundle=ca) as chenyu,
+            chenyu_client as chenyu,
         ):
             yield ark, chenyu
         return

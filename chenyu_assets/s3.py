@@ -97,7 +97,9 @@ class S3Client:
         connect_timeout: float = 10.0,
         read_timeout: float = 60.0,
         max_pool_connections: int = 10,
+        deadline: float = 300.0,
     ) -> None:
+        self._deadline = deadline
         self._endpoint = endpoint_url
         self._region = region
         self._profile = profile
@@ -165,8 +167,14 @@ class S3Client:
         return self._client
 
     async def _call(self, op: str, bucket: str, key: str, **params: Any) -> Any:
+        """One S3 operation: botocore's bounded retries inside one overall deadline."""
         try:
-            return await getattr(self._c, op)(Bucket=bucket, Key=key, **params)
+            with anyio.fail_after(self._deadline):
+                return await getattr(self._c, op)(Bucket=bucket, Key=key, **params)
+        except TimeoutError:
+            error: Exception = RequestTimeoutError(
+                f"S3 {op} s3://{bucket}/{key}: no answer within {self._deadline:g} s"
+            )
         except Exception as exc:
             error = map_error(exc, op, bucket, key)
         raise error  # outside the handler: no __context__ pointing at botocore's exception

@@ -442,3 +442,37 @@ def test_missing_extra_is_a_configuration_error_naming_it(tmp_path: Path) -> Non
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
     )
     assert "chenyu-assets[s3]" in out.stdout
+
+
+@pytest.mark.anyio
+async def test_a_server_that_never_answers_ends_by_the_deadline_as_a_typed_error() -> None:
+    import asyncio
+
+    from chenyu_assets.errors import RequestTimeoutError
+
+    held: list[asyncio.StreamWriter] = []
+
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        held.append(writer)  # read the request, never answer
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    stage = S3Stage(
+        bucket="bkt-silent",
+        endpoint_url=f"http://127.0.0.1:{port}",
+        region="us-east-1",
+        read_timeout=30.0,
+        max_attempts=1,
+        deadline=0.3,
+    )
+    try:
+        async with stage.client() as client:
+            with pytest.raises(RequestTimeoutError, match=r"within 0\.3 s") as info:
+                await asyncio.wait_for(client.head("bkt-silent", "k"), timeout=30)  # hang guard
+    finally:
+        for writer in held:
+            writer.close()
+        server.close()
+        await server.wait_closed()
+    assert info.value.__context__ is None
+    assert SECRET_KEY not in str(info.value)

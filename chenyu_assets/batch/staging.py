@@ -80,6 +80,8 @@ class S3Stage:
     max_attempts: int = 5
     connect_timeout: float = 10.0
     read_timeout: float = 60.0
+    #: seconds one S3 operation (a HEAD, a PUT, one part, with botocore's retries) may take
+    deadline: float = 300.0
 
     @classmethod
     def from_uri(cls, uri: str, **kw: Any) -> S3Stage:
@@ -98,6 +100,8 @@ class S3Stage:
             raise ConfigurationError("S3Stage.part_size must be at least 5 MiB")
         if self.addressing_style not in ("auto", "virtual", "path"):
             raise ConfigurationError("S3Stage.addressing_style must be auto, virtual or path")
+        if self.deadline <= 0:
+            raise ConfigurationError("S3Stage.deadline must be positive")
         if self.max_attempts < 1:
             raise ConfigurationError("S3Stage.max_attempts must be at least 1")
 
@@ -116,6 +120,7 @@ class S3Stage:
             connect_timeout=self.connect_timeout,
             read_timeout=self.read_timeout,
             max_pool_connections=pool,
+            deadline=self.deadline,
         )
 
 
