@@ -3,6 +3,7 @@ emulator fetching the presigned URLs from it, real files, the CLI as a real subp
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -14,6 +15,7 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import NamedTuple
+from urllib.parse import parse_qsl, urlsplit
 
 import pytest
 
@@ -191,6 +193,19 @@ async def test_s3_stage_ingest_all_active_then_reruns(
     assert len(keys) == 12
     assert all(re.fullmatch(r"staging/run/[0-9a-f]{64}", k) for k in keys)
     assert not any(e.kind == "url_refreshed" for e in events)
+    # CreateAsset got SigV4 presigned GET URLs of the content-addressed objects
+    digests = {hashlib.sha256(p.read_bytes()).hexdigest() for p in (tmp_path / "src").iterdir()}
+    seen = set()
+    for asset in emu.audit().assets:
+        url = urlsplit(asset.url)
+        query = dict(parse_qsl(url.query))
+        assert url.netloc == moto.authority
+        assert query["X-Amz-Algorithm"] == "AWS4-HMAC-SHA256"
+        assert query["X-Amz-Expires"] == str(12 * 3600)
+        assert query["X-Amz-Security-Token"] == SESSION_TOKEN  # only the service sees it
+        assert url.path.startswith(f"/{bucket}/staging/run/")
+        seen.add(url.path.rsplit("/", 1)[1])
+    assert seen == digests
     assert (same.active, same.resumed, same.creates) == (12, 12, 0)
     assert same.staging is not None
     assert same.staging.heads == 0
@@ -261,6 +276,9 @@ async def test_url_with_too_little_validity_left_is_presigned_again_before_creat
     assert report.staging is not None
     assert report.staging.refreshed == 5
     assert report.staging.presigned == 10  # once after staging, once before CreateAsset
+    assert {
+        dict(parse_qsl(urlsplit(a.url).query))["X-Amz-Expires"] for a in emu.audit().assets
+    } == {"60"}
     for key in {e.key for e in events if e.kind == "created"}:
         kinds = [e.kind for e in events if e.key == key]
         assert kinds.index("uploaded") < kinds.index("url_refreshed") < kinds.index("created")
@@ -301,8 +319,6 @@ async def test_missing_bucket_is_a_fatal_stop_with_a_typed_safe_error(
     assert SECRET_KEY not in report.fatal
     assert SESSION_TOKEN not in report.fatal
     assert emu.audit().count("CreateAsset") == 0
-    import hashlib
-
     src = tmp_path / "src" / "img-000.png"
     data = src.read_bytes()
     async with stage_for(moto, "no-such-bucket-here").client() as client:
@@ -341,8 +357,6 @@ def test_stage_configuration_is_validated() -> None:
 async def test_100_mb_file_is_staged_multipart_in_bounded_memory(
     moto: Moto, tmp_path: Path
 ) -> None:
-    import hashlib
-
     path = mediagen.big_png(tmp_path / "big.png", 100 * MIB)
     digest = hashlib.sha256()
     with path.open("rb") as f:
