@@ -490,3 +490,43 @@ async def test_a_server_that_never_answers_ends_by_the_deadline_as_a_typed_error
         await server.wait_closed()
     assert info.value.__context__ is None
     assert SECRET_KEY not in str(info.value)
+
+
+@pytest.mark.anyio
+async def test_emulator_without_the_allow_list_refuses_the_bucket(
+    moto: Moto, tmp_path: Path
+) -> None:
+    # negative control: the emulator really fetches the presigned URL, and only because
+    # fetch_allowlist names moto's host:port (a private address is refused otherwise)
+    make_images(tmp_path / "src", 2)
+    bucket = await make_bucket(moto)
+    options = IngestOptions(stage=stage_for(moto, bucket))
+    config = EmulatorConfig(time_scale=SCALE, processing_delay=0.2)
+    async with Emulator(config) as closed, ark_for(closed) as ark:
+        group = await ark.create_asset_group(name="staged")
+        report = await ingest(ark, tmp_path / "src", group_id=group, options=options)
+    assert (report.active, report.failed) == (0, 2)
+    assert all("DownloadFailed" in code for code in report.failures), report.failures
+
+
+@pytest.mark.anyio
+async def test_staged_objects_are_private(moto: Moto, emu: Emulator, tmp_path: Path) -> None:
+    from aiobotocore.session import get_session
+
+    make_images(tmp_path / "src", 1)
+    bucket = await make_bucket(moto)
+    async with ark_for(emu) as ark:
+        group = await ark.create_asset_group(name="staged")
+        report = await ingest(
+            ark,
+            tmp_path / "src",
+            group_id=group,
+            options=IngestOptions(stage=stage_for(moto, bucket)),
+        )
+    assert report.active == 1
+    (key,) = await object_keys(moto, bucket)
+    session = get_session()
+    async with session.create_client("s3", region_name="us-east-1", endpoint_url=moto.url) as c:
+        acl = await c.get_object_acl(Bucket=bucket, Key=key)
+    grantees = [g["Grantee"] for g in acl["Grants"]]
+    assert all(g.get("Type") == "CanonicalUser" for g in grantees), grantees  # owner only
