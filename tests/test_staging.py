@@ -366,6 +366,7 @@ async def test_100_mb_file_is_staged_multipart_in_bounded_memory(
     part = 8 * MIB
     parts_seen: list[int] = []
     async with stage_for(moto, bucket).client() as client:
+        rss_base = _reset_peak_rss()
         tracemalloc.start()
         try:
             base = tracemalloc.get_traced_memory()[0]
@@ -381,10 +382,34 @@ async def test_100_mb_file_is_staged_multipart_in_bounded_memory(
             peak = tracemalloc.get_traced_memory()[1] - base
         finally:
             tracemalloc.stop()
+        rss_growth = _peak_rss() - rss_base if rss_base is not None else None
         assert await client.head(bucket, "big") == 100 * MIB
     assert sent == len(parts_seen) == 13  # ceil(100 / 8)
     print(f"peak Python memory while staging 100 MiB in 8 MiB parts: {peak / MIB:.1f} MiB")
     assert peak < 3 * part  # one part read + botocore's view of it, never the file
+    if rss_growth is not None:  # the whole process, C buffers included (Linux)
+        print(f"peak RSS growth: {rss_growth / MIB:.1f} MiB")
+        assert rss_growth < 6 * part
+
+
+def _reset_peak_rss() -> int | None:
+    """Reset the kernel's peak-RSS mark (Linux clear_refs "5"); the current RSS, or None."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        return None
+    return _status_kb("VmRSS") * 1024
+
+
+def _peak_rss() -> int:
+    return _status_kb("VmHWM") * 1024
+
+
+def _status_kb(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise AssertionError(f"{field} not in /proc/self/status")
 
 
 # -- credentials never leak -------------------------------------------------------------------
