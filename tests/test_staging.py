@@ -555,3 +555,32 @@ async def test_staged_objects_are_private(moto: Moto, emu: Emulator, tmp_path: P
         acl = await c.get_object_acl(Bucket=bucket, Key=key)
     grantees = [g["Grantee"] for g in acl["Grants"]]
     assert all(g.get("Type") == "CanonicalUser" for g in grantees), grantees  # owner only
+
+
+@pytest.mark.anyio
+async def test_a_run_stopped_early_resumes_without_duplicates_or_second_uploads(
+    moto: Moto, emu: Emulator, tmp_path: Path
+) -> None:
+    from chenyu_assets.batch import open_ingest
+
+    make_images(tmp_path / "src", 10)
+    bucket = await make_bucket(moto)
+    options = IngestOptions(stage=stage_for(moto, bucket))
+    journal = tmp_path / "j.db"
+    async with ark_for(emu) as ark:
+        group = await ark.create_asset_group(name="staged")
+        async with open_ingest(
+            ark, tmp_path / "src", group_id=group, journal=journal, options=options
+        ) as run:
+            async for _result in run:
+                break  # leave early: the run is cancelled, the journal stays consistent
+        first = run.report.staging
+        second = await ingest(
+            ark, tmp_path / "src", group_id=group, journal=journal, options=options
+        )
+    assert first is not None
+    assert second.staging is not None
+    assert second.active == 10
+    assert first.uploads + second.staging.uploads <= 10  # no object is uploaded twice
+    assert len(await object_keys(moto, bucket)) == 10
+    assert_all_active(emu, 10)
