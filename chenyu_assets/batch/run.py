@@ -121,7 +121,8 @@ async def open_ingest(
             if not stream.done.is_set():  # the caller stopped early
                 tg.cancel_scope.cancel()
     finally:
-        await stack.aclose()
+        with anyio.CancelScope(shield=True), anyio.move_on_after(10):
+            await stack.aclose()  # the S3 client's connections, even when cancelled
         await jt.close()
         if tmp is not None:
             tmp.cleanup()
