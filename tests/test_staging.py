@@ -584,3 +584,35 @@ async def test_a_run_stopped_early_resumes_without_duplicates_or_second_uploads(
     assert first.uploads + second.staging.uploads <= 10  # no object is uploaded twice
     assert len(await object_keys(moto, bucket)) == 10
     assert_all_active(emu, 10)
+
+
+def test_cli_embedded_emulator_allows_the_stage_endpoint_and_cleans_up(
+    moto: Moto, tmp_path: Path
+) -> None:
+    import asyncio
+
+    make_images(tmp_path / "src", 3)
+    bucket = asyncio.run(make_bucket(moto))
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CHENYU_", "VOLC_", "AWS_"))}
+    env.update(
+        AWS_ACCESS_KEY_ID=ACCESS_KEY,
+        AWS_SECRET_ACCESS_KEY=SECRET_KEY,
+        AWS_REGION="us-east-1",
+        AWS_CONFIG_FILE=str(tmp_path / "none"),
+        AWS_SHARED_CREDENTIALS_FILE=str(tmp_path / "none"),
+    )
+    base = ["ingest", str(tmp_path / "src"), "--emulator", "--no-progress", "--json"]
+    base += ["--emulator-time-scale", str(SCALE), "--rate-scale", str(SCALE)]
+    ok = serve_kit.cli(
+        [*base, "--stage", f"s3://{bucket}/x", "--s3-endpoint", moto.url, "--stage-cleanup"], env
+    )
+    out, err = ok.communicate(timeout=120)
+    assert ok.returncode == 0, err
+    summary = json.loads(out.strip().splitlines()[-1])
+    assert summary["active"] == 3
+    assert (summary["staging"]["uploads"], summary["staging"]["deleted"]) == (3, 3)
+    assert asyncio.run(object_keys(moto, bucket)) == []
+    bad = serve_kit.cli([*base, "--stage-cleanup"], env)  # clean-up needs an S3 stage
+    _out, err = bad.communicate(timeout=60)
+    assert bad.returncode == 4
+    assert "--stage-cleanup needs --stage s3://" in err
