@@ -16,12 +16,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import json
 import re
 from collections.abc import AsyncIterator, Iterator, Mapping
 from hashlib import blake2b
 from pathlib import Path
 from typing import Any, Final, TextIO
+from urllib.parse import urlsplit
 
 import anyio
 from rich.console import Console
@@ -48,13 +50,14 @@ from chenyu_assets._cli_common import (
     readable_file,
 )
 from chenyu_assets.ark import ArkClient
-from chenyu_assets.batch import Event, IngestOptions, IngestReport, open_ingest
+from chenyu_assets.batch import Event, IngestOptions, IngestReport, S3Stage, open_ingest
 from chenyu_assets.batch.journal_files import check as check_journal
 from chenyu_assets.batch.naming import shard_of
 from chenyu_assets.batch.sources import BadItem, SourceItem, open_source
 from chenyu_assets.chenyu import CHENYU_RATES, ChenyuClient
-from chenyu_assets.errors import JournalError
+from chenyu_assets.errors import ConfigurationError, JournalError
 from chenyu_assets.limits import ACTION_RATES
+from chenyu_assets.s3 import env_endpoint, env_region
 
 _SAFE_ID: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
 
@@ -63,8 +66,9 @@ def add_ingest(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p = commands.add_parser(
         "ingest",
         help="push a directory or manifest into an Ark asset group",
-        description="Upload local files (through Chenyu) and create one Ark asset per item, "
-        "at the account's full rate, resumable from a journal, never duplicating an asset.",
+        description="Stage local files (through Chenyu, or your own S3 bucket) and create "
+        "one Ark asset per item, at the account's full rate, resumable from a journal, "
+        "never duplicating an asset.",
     )
     p.add_argument("source", help="a directory, a .csv or a .jsonl manifest")
     group = p.add_mutually_exclusive_group()
@@ -121,6 +125,7 @@ def add_ingest(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="with --limits: a dead worker's Processing slots come back after S seconds "
         "(default 15)",
     )
+    _add_stage_flags(p)
     p.add_argument("--dry-run", action="store_true", help="journal and plan, send nothing")
     p.add_argument("--json", action="store_true", help="print the summary as JSON on stdout")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -133,6 +138,58 @@ def add_ingest(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--emulator-time-scale", type=positive_float, default=1.0, help=argparse.SUPPRESS
     )
     p.set_defaults(handler=cmd_ingest)
+
+
+def _add_stage_flags(p: argparse.ArgumentParser) -> None:
+    s = p.add_argument_group("staging of local files (README: Staging)")
+    s.add_argument(
+        "--stage",
+        metavar="chenyu|s3://BUCKET/PREFIX",
+        default="chenyu",
+        help="where local files are put for CreateAsset to fetch: Chenyu (default) or your "
+        "own S3-compatible bucket (presigned GET URLs; credentials from the AWS chain)",
+    )
+    s.add_argument(
+        "--s3-endpoint",
+        metavar="URL",
+        help="S3 endpoint (default: AWS_ENDPOINT_URL_S3, AWS_ENDPOINT_URL, or AWS's)",
+    )
+    s.add_argument(
+        "--s3-region", metavar="REGION", help="S3 region (default: AWS_REGION, AWS_DEFAULT_REGION)"
+    )
+    s.add_argument(
+        "--s3-addressing-style",
+        choices=("auto", "virtual", "path"),
+        default="auto",
+        help="bucket in the host name (virtual; Volcengine TOS) or in the path",
+    )
+    s.add_argument(
+        "--s3-url-hours",
+        type=float,
+        default=12.0,
+        metavar="H",
+        help="lifetime of the presigned URLs (default 12, at most 168)",
+    )
+    s.add_argument(
+        "--stage-cleanup",
+        action="store_true",
+        help="delete the staged objects of items that became Active (a re-ingest uploads again)",
+    )
+
+
+def _stage(args: argparse.Namespace) -> S3Stage | None:
+    if args.stage == "chenyu":
+        if args.stage_cleanup:
+            raise ConfigurationError("--stage-cleanup needs --stage s3://bucket/prefix")
+        return None
+    return S3Stage.from_uri(
+        args.stage,
+        endpoint_url=args.s3_endpoint or env_endpoint(),
+        region=args.s3_region or env_region(),
+        addressing_style=args.s3_addressing_style,
+        url_ttl=args.s3_url_hours * 3600.0,
+        cleanup=args.stage_cleanup,
+    )
 
 
 def _parse_shard(text: str) -> tuple[int, int]:
@@ -191,22 +248,42 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 
 
 @contextlib.asynccontextmanager
-async def _clients(args: argparse.Namespace) -> AsyncIterator[tuple[ArkClient, ChenyuClient]]:
+async def _clients(
+    args: argparse.Namespace, stage: S3Stage | None
+) -> AsyncIterator[tuple[ArkClient, ChenyuClient | None]]:
+    if not args.emulator and stage is not None:  # no Chenyu account needed
+        ca = str(args.ca_bundle) if args.ca_bundle else None
+        async with ArkClient.from_env(
+            rate_limits=_scaled(ACTION_RATES, args.rate_scale), limits=args.limits, ca_bundle=ca
+        ) as ark:
+            yield ark, None
+        return
     if not args.emulator:
         scale = args.rate_scale
         ca = str(args.ca_bundle) if args.ca_bundle else None
+        try:
+            chenyu_client = ChenyuClient.from_env(
+                rate_limits=_scaled(CHENYU_RATES, scale), ca_bundle=ca
+            )
+        except ConfigurationError as exc:  # the message names the setting, never a value
+            raise ConfigurationError(
+                f"{exc} (no Chenyu account? stage local files in your own S3-compatible "
+                "bucket: --stage s3://bucket/prefix)"
+            ) from None
         async with (
             ArkClient.from_env(
                 rate_limits=_scaled(ACTION_RATES, scale), limits=args.limits, ca_bundle=ca
             ) as ark,
-            ChenyuClient.from_env(rate_limits=_scaled(CHENYU_RATES, scale), ca_bundle=ca) as chenyu,
+            chenyu_client as chenyu,
         ):
             yield ark, chenyu
         return
     from chenyu_assets.emulator import Emulator, EmulatorConfig
 
     scale = args.emulator_time_scale
-    async with Emulator(EmulatorConfig(time_scale=scale)) as emu:
+    # the embedded emulator may fetch the staging bucket's presigned URLs (and nothing else)
+    allow = (_authority(stage.endpoint_url),) if stage and stage.endpoint_url else ()
+    async with Emulator(EmulatorConfig(time_scale=scale, fetch_allowlist=allow)) as emu:
         acct = emu.account
         async with (
             ArkClient(
@@ -223,6 +300,11 @@ async def _clients(args: argparse.Namespace) -> AsyncIterator[tuple[ArkClient, C
             ) as chenyu,
         ):
             yield ark, chenyu
+
+
+def _authority(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.hostname}:{parts.port}" if parts.port else str(parts.hostname)
 
 
 def _scaled(rates: Mapping[str, float], scale: float) -> dict[str, float]:
@@ -243,6 +325,7 @@ async def _ingest(
     args: argparse.Namespace, console: Console, source: Iterator[SourceItem | BadItem]
 ) -> int:
     shard: tuple[int, int] | None = args.shard
+    stage = _stage(args)
     opened = open_source(Path(args.source), allow_outside=args.allow_outside_paths)
     total = await anyio.to_thread.run_sync(_count, opened, shard)
     source_path = str(await anyio.Path(args.source).resolve())
@@ -257,6 +340,7 @@ async def _ingest(
         dry_run=args.dry_run,
         allow_private_urls=args.emulator,
         allow_outside_paths=args.allow_outside_paths,
+        stage=stage,
     )
     # backslashreplace: a non-UTF-8 file name in a path or message is written as a JSON
     # \udcXX escape (it reads back as the same string) instead of stopping the run. Opened
@@ -281,7 +365,7 @@ async def _run(
     total: int | None,
 ) -> int:
     shard: tuple[int, int] | None = args.shard
-    async with _clients(args) as (ark, chenyu):
+    async with _clients(args, options.stage) as (ark, chenyu):
         slots = None
         if ark.shared_limits is not None:
             await ark.shared_limits.ping()  # unreachable: exit 4 before anything is sent
@@ -364,6 +448,7 @@ def _report_json(report: IngestReport, group_id: str, journal: Path | None) -> d
         "elapsed": round(report.elapsed, 3),
         "fatal": report.fatal,
         "failures": report.failures,
+        "staging": dataclasses.asdict(report.staging) if report.staging else None,
     }
 
 
@@ -383,6 +468,10 @@ def _summary(console: Console, report: IngestReport, group_id: str, journal: Pat
         ("elapsed", f"{report.elapsed:.1f} s"),
         ("journal", str(journal or "(temporary)")),
     ]
+    if report.staging is not None:
+        st = report.staging
+        rows.append(("S3 objects uploaded / reused", f"{st.uploads} / {st.reused}"))
+        rows.append(("S3 URLs refreshed / deleted", f"{st.refreshed} / {st.deleted}"))
     for label, value in rows:  # Text, never markup: a code or path may hold "[/x]"
         table.add_row(label, Text(plain(str(value))))
     for code, n in sorted(report.failures.items()):

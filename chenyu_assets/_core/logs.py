@@ -48,6 +48,8 @@ _PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
     (re.compile(r"(Credential=)[^,\s]+"), r"\1" + MASK),
     (re.compile(r"(?i)(signature=)[^&\s,'\"]+"), r"\1" + MASK),
     (re.compile(r"(?i)(x-security-token['\"]?\s*[:=]\s*['\"]?)[^'\"\s,}]+"), r"\1" + MASK),
+    # presigned S3 URLs (SigV4 query form): the session token of temporary credentials
+    (re.compile(r"(?i)(x-amz-security-token=)[^&\s,'\"]+"), r"\1" + MASK),
     (re.compile(r"\bcy_[0-9a-fA-F]{32}\b"), MASK),
     (re.compile(r"\bAKLT[A-Za-z0-9+/=_-]{8,}"), MASK),
 )

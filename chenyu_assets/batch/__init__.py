@@ -2,7 +2,14 @@
 
 from chenyu_assets.batch.run import IngestStream, ingest, open_ingest
 from chenyu_assets.batch.sources import BadItem, SourceItem, open_source
-from chenyu_assets.batch.types import Event, IngestOptions, IngestReport, IngestResult
+from chenyu_assets.batch.staging import S3Stage
+from chenyu_assets.batch.types import (
+    Event,
+    IngestOptions,
+    IngestReport,
+    IngestResult,
+    StageStats,
+)
 
 __all__ = [
     "BadItem",
@@ -11,7 +18,9 @@ __all__ = [
     "IngestReport",
     "IngestResult",
     "IngestStream",
+    "S3Stage",
     "SourceItem",
+    "StageStats",
     "ingest",
     "open_ingest",
     "open_source",

@@ -52,14 +52,17 @@ class Fatal(Exception):
 
 
 class Work:
-    """One item moving through the stages."""
+    """One item moving through the stages. ``url``/``url_expires``: a presigned URL of a
+    staged file, kept in memory only (see :mod:`chenyu_assets.batch.staging`)."""
 
-    __slots__ = ("entry", "item", "reconcile")
+    __slots__ = ("entry", "item", "reconcile", "url", "url_expires")
 
     def __init__(self, entry: Entry, item: SourceItem | None, *, reconcile: bool = False) -> None:
         self.entry = entry
         self.item = item
         self.reconcile = reconcile
+        self.url: str | None = None
+        self.url_expires: float | None = None
 
 
 class CreateStage:
@@ -100,6 +103,9 @@ class CreateStage:
     async def _polled(self, tracked: Tracked, asset: Asset, timed_out: bool) -> None:
         raise NotImplementedError
 
+    async def _refresh_url(self, work: Work) -> None:
+        """Renew ``work.url`` if it would not stay valid long enough (staged files)."""
+
     async def create(self, inbox: ObjectReceiveStream[Work]) -> None:
         async with inbox:
             async for work in inbox:
@@ -134,7 +140,8 @@ class CreateStage:
                 return False
             entry = work.entry
         item = work.item
-        url = item.url if item is not None and item.url else entry.upload_url
+        await self._refresh_url(work)
+        url = item.url if item is not None and item.url else (work.url or entry.upload_url)
         if not url:
             await self.finish_entry(
                 entry,

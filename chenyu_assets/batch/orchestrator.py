@@ -4,8 +4,8 @@ duplicate-free.
 ::
 
     source ─► register ─► pre-flight ─► upload (local files) ─► create ─► poller ─► results
-              (journal)   (media check,  (Chenyu, signed URL)   (slot,      (one ListAssets
-                          URL safety)                           intent,     per tick)
+              (journal)   (media check,  (Chenyu, signed URL,   (slot,      (one ListAssets
+                          URL safety)    or S3 + presigned URL) intent,     per tick)
                                                                 send)
 
 Every stage is a fixed number of tasks joined by bounded memory streams (never one task
@@ -50,6 +50,7 @@ from chenyu_assets.batch.journal import TERMINAL, Entry, ItemState
 from chenyu_assets.batch.journal_thread import JournalThread, register_batch, take
 from chenyu_assets.batch.poller import Poller, Tracked
 from chenyu_assets.batch.sources import BadItem, KeySet, SourceItem, url_has_userinfo
+from chenyu_assets.batch.staging import S3Staging
 from chenyu_assets.batch.types import Event, IngestOptions, IngestReport, IngestResult, Status
 from chenyu_assets.chenyu import ChenyuClient
 from chenyu_assets.errors import (
@@ -89,8 +90,10 @@ class Pipeline(CreateStage):
         on_event: Callable[[Event], None] | None,
         send_results: ObjectSendStream[IngestResult],
         check_keys: bool = True,
+        staging: S3Staging | None = None,
     ) -> None:
         self.ark = ark
+        self.staging = staging
         self.source = source
         self.group_id = group_id
         self.journal = journal
@@ -128,6 +131,8 @@ class Pipeline(CreateStage):
         if result.message:  # server text may echo credentials: masked before any output
             result = dataclasses.replace(result, message=redact_text(result.message))
         self.items.pop(result.key, None)
+        if self.staging is not None:
+            self.staging.finished(result.key, result.status == "active")
         self.report.count(result)
         self.emit("done", result.key, status=result.status, error_code=result.error_code)
         await self.results.send(result)
@@ -169,6 +174,8 @@ class Pipeline(CreateStage):
                 outer.start_soon(self._poll)
                 await self._stages()
                 await self.poller.wait_empty()
+                if self.staging is not None:
+                    await self.staging.cleanup(self)
                 outer.cancel_scope.cancel()
         except* (Fatal, LimiterUnavailableError) as group:  # a shared limiter lost: stop
             fatal = "; ".join(dict.fromkeys(str(e) for e in _leaves(group)))
@@ -384,12 +391,17 @@ class Pipeline(CreateStage):
         item = work.item
         if item is None or item.url is not None:
             return True
+        if self.staging is not None:
+            return await self.staging.ensure(self, work)
         entry = work.entry
         fresh_until = time.time() + self.opt.url_min_validity
         if entry.upload_url and (entry.upload_expires_at or 0) > fresh_until:
             return True
         if self.chenyu is None:
-            raise Fatal("local files need a Chenyu client to upload them (pass chenyu=...)")
+            raise Fatal(
+                "local files need a stage: a Chenyu client (chenyu=...) or an S3 bucket "
+                "(IngestOptions(stage=S3Stage(...)), --stage s3://bucket/prefix)"
+            )
         if item.path is None:  # pragma: no cover - URL items returned above
             raise Fatal(f"item {entry.key!r} has no path")
         for attempt in range(1, UPLOAD_TRIES + 1):
@@ -440,6 +452,10 @@ class Pipeline(CreateStage):
         work.entry = await self.journal.call("get", entry.key)
         self.emit("uploaded", entry.key, size=up.size_bytes)
         return True
+
+    async def _refresh_url(self, work: Work) -> None:
+        if self.staging is not None:
+            await self.staging.refresh(self, work)
 
     async def _polled(self, tracked: Tracked, asset: Asset, timed_out: bool) -> None:
         self._in_flight -= 1

@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import tempfile
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 
 import anyio
@@ -18,6 +18,7 @@ from chenyu_assets.batch.journal import Journal
 from chenyu_assets.batch.journal_thread import JournalThread
 from chenyu_assets.batch.orchestrator import Pipeline
 from chenyu_assets.batch.sources import BadItem, SourceItem, open_source
+from chenyu_assets.batch.staging import S3Staging
 from chenyu_assets.batch.types import Event, IngestOptions, IngestReport, IngestResult
 from chenyu_assets.chenyu import ChenyuClient
 
@@ -71,7 +72,9 @@ async def open_ingest(
 
     ``source`` is a directory, a ``.csv`` / ``.jsonl`` manifest, or any iterable of
     :class:`SourceItem`. ``journal`` is the SQLite journal that makes a rerun resume
-    (a temporary one when None: then nothing survives a crash). Leaving the block early
+    (a temporary one when None: then nothing survives a crash). Local files are staged
+    through ``chenyu`` or, with ``options.stage``, in your own S3 bucket (see
+    :mod:`chenyu_assets.batch.staging`). Leaving the block early
     cancels the run; the journal stays consistent. ``unique_keys=True`` promises that
     the iterable never repeats a key (the manifest readers guarantee it), which saves one
     8-byte hash per item.
@@ -90,7 +93,12 @@ async def open_ingest(
         journal = Path(tmp.name) / "journal.db"
     jt = JournalThread()
     info = {"group_id": group_id, **(run_info or {})}
+    stack = AsyncExitStack()
     try:
+        staging = None
+        if opts.stage is not None:  # the S3 client (and aiobotocore) only when asked for
+            client = opts.stage.client(pool=max(2, opts.upload_concurrency + 2))
+            staging = S3Staging(opts.stage, await stack.enter_async_context(client))
         jt.journal = await jt.run(Journal.open, Path(journal), run_info=info)
         send, receive = anyio.create_memory_object_stream[IngestResult](opts.queue_size)
         run = Pipeline(
@@ -104,7 +112,10 @@ async def open_ingest(
             on_event=on_event,
             send_results=send,
             check_keys=not unique_keys,
+            staging=staging,
         )
+        if staging is not None:
+            run.report.staging = staging.stats
         stream = IngestStream(run, receive)
         async with anyio.create_task_group() as tg:
             tg.start_soon(run.main, stream.done)
@@ -112,6 +123,8 @@ async def open_ingest(
             if not stream.done.is_set():  # the caller stopped early
                 tg.cancel_scope.cancel()
     finally:
+        with anyio.CancelScope(shield=True), anyio.move_on_after(10):
+            await stack.aclose()  # the S3 client's connections, even when cancelled
         await jt.close()
         if tmp is not None:
             tmp.cleanup()

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from chenyu_assets.limits import MAX_PROCESSING
 
-__all__ = ["Event", "IngestOptions", "IngestReport", "IngestResult", "Status"]
+if TYPE_CHECKING:
+    from chenyu_assets.batch.staging import S3Stage
+
+__all__ = ["Event", "IngestOptions", "IngestReport", "IngestResult", "StageStats", "Status"]
 
 Status = Literal["active", "failed", "skipped", "planned"]
 
@@ -40,6 +43,9 @@ class IngestOptions:
     allow_outside_paths: bool = False
     upload_ttl_hours: int = 48
     create_unit_timeout: float = 120.0
+    #: where local files are staged: None uploads them to Chenyu (``chenyu=`` client);
+    #: an :class:`~chenyu_assets.batch.staging.S3Stage` puts them in your own S3 bucket
+    stage: S3Stage | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +89,21 @@ class Event:
 
 
 @dataclass(slots=True)
+class StageStats:
+    """What the S3 stage did in one run: HEADs, uploads (objects), parts sent, objects
+    reused (a HEAD found them), URLs presigned / refreshed before CreateAsset, objects
+    deleted by clean-up."""
+
+    heads: int = 0
+    uploads: int = 0
+    parts: int = 0
+    reused: int = 0
+    presigned: int = 0
+    refreshed: int = 0
+    deleted: int = 0
+
+
+@dataclass(slots=True)
 class IngestReport:
     total: int = 0
     active: int = 0
@@ -100,6 +121,8 @@ class IngestReport:
     fatal: str | None = None
     interrupted: bool = False
     failures: dict[str, int] = field(default_factory=dict)
+    #: the S3 stage's counters (None on the Chenyu path)
+    staging: StageStats | None = None
 
     @property
     def status_calls_per_asset(self) -> float:

@@ -1,0 +1,283 @@
+"""Staging: how a local file becomes a URL that CreateAsset can fetch.
+
+Two ways (``IngestOptions.stage``): ``None`` — upload it to Chenyu (a signed URL from the
+Chenyu upload, see :meth:`Pipeline._ensure_url`) — or an :class:`S3Stage`: put it in the
+user's own S3-compatible bucket and hand CreateAsset a SigV4 **presigned GET URL** (never a
+public-read ACL).
+
+The S3 way is content-addressed: the object key is ``<prefix>/<sha256 of the bytes>``, and
+a HEAD decides whether to upload, so a rerun, a second journal or another machine uploads
+nothing twice. A file larger than ``part_size`` goes up as a multipart upload read one part
+at a time: memory ≈ ``upload_concurrency × part_size`` (4 × 8 MiB = 32 MiB by default).
+
+The journal keeps ``s3://bucket/key``, never the presigned URL (which carries a signature
+and, with temporary credentials, the session token). The URL is presigned in memory after
+staging and presigned again right before CreateAsset when less than
+``IngestOptions.url_min_validity`` of its lifetime is left (an item that waited long for a
+processing slot). ``cleanup=True`` deletes, when the run ends, the objects of the items that
+became Active in it (unless an unfinished item of the run shares the bytes); the trade-off:
+ingesting the same file again uploads it again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+import anyio
+
+from chenyu_assets._core.retry import Decision, classify
+from chenyu_assets.batch.create import Fatal, Work
+from chenyu_assets.batch.journal import ItemState
+from chenyu_assets.batch.types import StageStats
+from chenyu_assets.errors import (
+    APIError,
+    AuthenticationError,
+    ConfigurationError,
+    NotFoundError,
+    PermissionDeniedError,
+    TransportError,
+    UploadError,
+)
+
+if TYPE_CHECKING:
+    from chenyu_assets.batch.orchestrator import Pipeline
+    from chenyu_assets.s3 import S3Client
+
+__all__ = ["S3Stage", "S3Staging"]
+
+#: Staging tries of one item per run, and the pause (× the try number) between them; each
+#: try is itself a bounded botocore retry loop (``S3Stage.max_attempts``).
+STAGE_TRIES = 3
+STAGE_PAUSE = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class S3Stage:
+    """Stage local files in ``s3://bucket/prefix`` (see the module docstring).
+
+    ``endpoint_url`` / ``region`` None: the AWS chain decides (``AWS_ENDPOINT_URL_S3``,
+    ``AWS_ENDPOINT_URL``, ``AWS_REGION``, ``AWS_DEFAULT_REGION``, the profile). Credentials
+    always come from the AWS chain (environment, ``profile`` / ``AWS_PROFILE``, ~/.aws, roles).
+    ``url_ttl``: seconds a presigned URL lives (at most 7 days; it must cover the service's
+    queue and processing time). ``addressing_style``: ``virtual`` for Volcengine TOS.
+    """
+
+    bucket: str
+    prefix: str = ""
+    endpoint_url: str | None = None
+    region: str | None = None
+    profile: str | None = None
+    addressing_style: str = "auto"
+    url_ttl: float = 12 * 3600.0
+    part_size: int = 8 * 1024 * 1024
+    cleanup: bool = False
+    max_attempts: int = 5
+    connect_timeout: float = 10.0
+    read_timeout: float = 60.0
+    #: seconds one S3 operation (a HEAD, a PUT, one part, with botocore's retries) may take
+    deadline: float = 300.0
+
+    @classmethod
+    def from_uri(cls, uri: str, **kw: Any) -> S3Stage:
+        """``s3://bucket/prefix`` (the prefix may be empty)."""
+        parts = urlsplit(uri)
+        if parts.scheme != "s3" or not parts.netloc or parts.query or parts.fragment:
+            raise ConfigurationError("--stage must look like s3://bucket/prefix")
+        return cls(bucket=parts.netloc, prefix=parts.path.strip("/"), **kw)
+
+    def __post_init__(self) -> None:
+        from chenyu_assets.s3 import MAX_PRESIGN_SECONDS, MIN_PART_SIZE
+
+        if not 1 <= self.url_ttl <= MAX_PRESIGN_SECONDS:
+            raise ConfigurationError("S3Stage.url_ttl must be 1 s .. 7 days (SigV4's maximum)")
+        if self.part_size < MIN_PART_SIZE:
+            raise ConfigurationError("S3Stage.part_size must be at least 5 MiB")
+        if self.addressing_style not in ("auto", "virtual", "path"):
+            raise ConfigurationError("S3Stage.addressing_style must be auto, virtual or path")
+        if self.deadline <= 0:
+            raise ConfigurationError("S3Stage.deadline must be positive")
+        if self.max_attempts < 1:
+            raise ConfigurationError("S3Stage.max_attempts must be at least 1")
+
+    def key_for(self, sha256: str) -> str:
+        return f"{self.prefix}/{sha256}" if self.prefix else sha256
+
+    def client(self, *, pool: int = 10) -> S3Client:
+        from chenyu_assets.s3 import S3Client
+
+        return S3Client(
+            endpoint_url=self.endpoint_url,
+            region=self.region,
+            profile=self.profile,
+            addressing_style=self.addressing_style,
+            max_attempts=self.max_attempts,
+            connect_timeout=self.connect_timeout,
+            read_timeout=self.read_timeout,
+            max_pool_connections=pool,
+            deadline=self.deadline,
+        )
+
+
+class S3Staging:
+    """The S3 stage of one run (the pipeline calls :meth:`ensure`, :meth:`refresh`,
+    :meth:`finished` and :meth:`cleanup`)."""
+
+    def __init__(
+        self, stage: S3Stage, client: S3Client, *, clock: Callable[[], float] = time.time
+    ) -> None:
+        self.stage = stage
+        self.client = client
+        self.clock = clock
+        self.stats = StageStats()  # also the run's IngestReport.staging
+        self._digest: dict[str, bytes] = {}  # key of an unfinished staged item -> sha256
+        self._users: dict[bytes, int] = {}  # sha256 -> unfinished items of the run using it
+        self._active: set[bytes] = set()  # sha256 of items that became Active
+
+    async def ensure(self, pipe: Pipeline, work: Work) -> bool:
+        """Stage ``work``'s file and give it a presigned URL; False when the item ended."""
+        entry, item = work.entry, work.item
+        assert item is not None
+        assert item.path is not None
+        sha = entry.content_hash
+        if not sha or len(sha) != 64:  # pre-flight was off: hash it here
+            try:
+                sha = await anyio.to_thread.run_sync(_sha256, item.path)
+            except OSError as exc:
+                await pipe.finish_entry(
+                    entry,
+                    "skipped",
+                    code="unreadable",
+                    message=f"{item.path}: {exc.strerror or exc}",
+                    journal_state=ItemState.SKIPPED,
+                )
+                return False
+        bucket, key = self.stage.bucket, self.stage.key_for(sha)
+        for attempt in range(1, STAGE_TRIES + 1):
+            try:
+                await self._put(item.path, bucket, key, sha)
+                break
+            except UploadError as exc:
+                await pipe.finish_entry(
+                    entry,
+                    "skipped",
+                    code=exc.reason,
+                    message=str(exc),
+                    journal_state=ItemState.SKIPPED,
+                )
+                return False
+            except OSError as exc:
+                await pipe.finish_entry(
+                    entry,
+                    "skipped",
+                    code="unreadable",
+                    message=f"{item.path}: {exc.strerror or exc}",
+                    journal_state=ItemState.SKIPPED,
+                )
+                return False
+            except (AuthenticationError, PermissionDeniedError, ConfigurationError) as exc:
+                raise Fatal(f"S3 staging refused: {exc}") from None
+            except NotFoundError as exc:  # a HEAD 404 is "absent"; this is the bucket
+                raise Fatal(f"S3 staging: bucket {bucket} not found: {exc}") from None
+            except (APIError, TransportError) as exc:
+                transient = classify(exc) is Decision.RETRY
+                if transient and attempt < STAGE_TRIES:
+                    pipe.emit("retried", entry.key, reason=f"staging failed: {exc}")
+                    await anyio.sleep(STAGE_PAUSE * attempt)
+                    continue
+                await pipe.finish_entry(
+                    entry,
+                    "failed",
+                    code="upload_failed",
+                    message=str(exc),
+                    journal_state=None if transient else ItemState.FAILED,
+                )
+                return False
+        await self._presign(work, bucket, key)
+        raw = bytes.fromhex(sha)
+        if self._digest.get(entry.key) != raw:
+            self._digest[entry.key] = raw
+            self._users[raw] = self._users.get(raw, 0) + 1
+        await pipe.journal.call(
+            "mark_uploaded", entry.key, url=f"s3://{bucket}/{key}", expires_at=None
+        )
+        work.entry = await pipe.journal.call("get", entry.key)
+        pipe.emit("uploaded", entry.key, size=work.entry.size)
+        return True
+
+    async def _put(self, path: Path, bucket: str, key: str, sha: str) -> None:
+        self.stats.heads += 1
+        size = (await anyio.Path(path).stat()).st_size
+        if await self.client.head(bucket, key) == size:
+            self.stats.reused += 1
+            return
+
+        def part_done() -> None:
+            self.stats.parts += 1
+
+        await self.client.put_file(
+            path,
+            bucket,
+            key,
+            size=size,
+            sha256=sha,
+            part_size=self.stage.part_size,
+            on_part=part_done,
+        )
+        self.stats.uploads += 1
+
+    async def _presign(self, work: Work, bucket: str, key: str) -> None:
+        ttl = int(self.stage.url_ttl)
+        now = self.clock()
+        work.url = await self.client.presign_get(bucket, key, ttl)
+        work.url_expires = now + ttl
+        self.stats.presigned += 1
+
+    async def refresh(self, pipe: Pipeline, work: Work) -> None:
+        """Presign ``work``'s URL again when less than ``url_min_validity`` of it is left."""
+        if work.url is None or work.url_expires is None:
+            return
+        if work.url_expires - self.clock() >= pipe.opt.url_min_validity:
+            return
+        parts = urlsplit(work.entry.upload_url or "")
+        if parts.scheme != "s3":
+            return
+        await self._presign(work, parts.netloc, parts.path.lstrip("/"))
+        self.stats.refreshed += 1
+        pipe.emit("url_refreshed", work.entry.key)
+
+    def finished(self, key: str, active: bool) -> None:
+        raw = self._digest.pop(key, None)
+        if raw is None:
+            return
+        self._users[raw] -= 1
+        if not self._users[raw]:
+            del self._users[raw]
+        if active and self.stage.cleanup:
+            self._active.add(raw)
+
+    async def cleanup(self, pipe: Pipeline) -> None:
+        """Delete the objects of items that became Active (when ``cleanup``), except
+        those an unfinished item of this run still needs."""
+        for raw in sorted(self._active - self._users.keys()):
+            key = self.stage.key_for(raw.hex())
+            try:
+                await self.client.delete(self.stage.bucket, key)
+            except (APIError, TransportError) as exc:
+                pipe.emit("cleanup_failed", None, object=key, reason=str(exc))
+                continue
+            self.stats.deleted += 1
+        self._active.clear()
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(1024 * 1024):
+            digest.update(chunk)
+    return digest.hexdigest()
