@@ -231,6 +231,11 @@ class Entry:
         return entry
 
 
+
+def _is_bearer_url(url: str | None) -> bool:
+    """A URL that lets whoever holds it fetch the object (signed http/https)."""
+    return url is not None and url.startswith(("http://", "https://"))
+
 class Journal:
     """The journal of one ingest into one group. Open with :meth:`open`; use as a context
     manager or call :meth:`close`."""
@@ -467,8 +472,11 @@ class Journal:
                 raise ValueError(f"journal item {key!r} has asset {entry.asset_id}, not {new_id}")
             if to is _S.ACTIVE and new_id is None and entry.asset_id is None:
                 raise ValueError(f"journal item {key!r}: an active item needs an asset id")
-            if to in _ASSET_EXISTS or values.get("asset_id") or entry.asset_id:
-                values |= {"upload_url": None, "upload_expires_at": None}  # a bearer URL
+            exists = to in _ASSET_EXISTS or values.get("asset_id") or entry.asset_id
+            if exists and _is_bearer_url(entry.upload_url):
+                # a signed http(s) URL is a credential; an s3:// location is not (clean-up
+                # and the next run's HEAD still need it)
+                values |= {"upload_url": None, "upload_expires_at": None}
             if values.get("error_message"):  # server text may echo a credential
                 values["error_message"] = redact_text(values["error_message"])
             values |= {"state": to.value, "updated_at": self._clock()}
