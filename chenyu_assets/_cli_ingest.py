@@ -261,6 +261,10 @@ async def _clients(
     if not args.emulator:
         scale = args.rate_scale
         ca = str(args.ca_bundle) if args.ca_bundle else None
+        # Ark first: every ingest needs it, Chenyu only for local files
+        ark_client = ArkClient.from_env(
+            rate_limits=_scaled(ACTION_RATES, scale), limits=args.limits, ca_bundle=ca
+        )
         try:
             chenyu_client = ChenyuClient.from_env(
                 rate_limits=_scaled(CHENYU_RATES, scale), ca_bundle=ca
@@ -270,12 +274,7 @@ async def _clients(
                 f"{exc} (no Chenyu account? stage local files in your own S3-compatible "
                 "bucket: --stage s3://bucket/prefix)"
             ) from None
-        async with (
-            ArkClient.from_env(
-                rate_limits=_scaled(ACTION_RATES, scale), limits=args.limits, ca_bundle=ca
-            ) as ark,
-            chenyu_client as chenyu,
-        ):
+        async with ark_client as ark, chenyu_client as chenyu:
             yield ark, chenyu
         return
     from chenyu_assets.emulator import Emulator, EmulatorConfig

@@ -231,10 +231,10 @@ class Entry:
         return entry
 
 
-
 def _is_bearer_url(url: str | None) -> bool:
     """A URL that lets whoever holds it fetch the object (signed http/https)."""
     return url is not None and url.startswith(("http://", "https://"))
+
 
 class Journal:
     """The journal of one ingest into one group. Open with :meth:`open`; use as a context
