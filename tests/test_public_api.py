@@ -39,6 +39,8 @@ PINNED = {
     "PrivateAvatarClient",
     "RateLimitError",
     "RequestTimeoutError",
+    "PaginationError",
+    "RedirectError",
     "ResponseFormatError",
     "RetryBudget",
     "RetryPolicy",
