@@ -26,6 +26,7 @@ from typing import Any
 import pytest
 
 from chenyu_assets import (
+    AmbiguousOutcomeError,
     ArkClient,
     AuthenticationError,
     ChenyuAssetsError,
@@ -40,6 +41,7 @@ from chenyu_assets import (
     RetryPolicy,
     Timeouts,
 )
+from chenyu_assets.batch import SourceItem, ingest
 from chenyu_assets.batch.poller import Poller, Tracked
 from chenyu_assets.models.ark import Asset
 
@@ -197,8 +199,11 @@ DEEP = b'{"a":' * 1000 + b"1" + b"}" * 1000
 def _case_body(family: str, case: str) -> bytes:
     if case == "deep":
         return DEEP
-    if case == "nested40":
-        return envelope(family, {"Id": ASSET_ID, "x": json.loads(b"[" * 40 + b"]" * 40)})
+    if case == "nested40":  # parses, but deeper than any honest answer
+        deep = json.loads(b"[" * 40 + b"]" * 40)
+        if family == "chenyu":
+            return envelope(family, {"asset_id": "asset_" + "0" * 32, "x": deep})
+        return envelope(family, {"Id": ASSET_ID, "x": deep})
     if case == "badutf8":
         return b'{"code": 0, "data": {"asset_id": "\xff\xfe"}, "Result": "\xff"}'
     # wrong types: the id a dict, the status a list
@@ -342,6 +347,44 @@ async def test_credentials_echoed_by_the_server_are_redacted(family: str) -> Non
     assert_clean(exc, server)
 
 
+@pytest.mark.anyio
+@pytest.mark.parametrize("family", ["official", "gateway", "avatar"])
+async def test_a_create_answered_with_hostile_json_is_ambiguous_never_resent(
+    family: str,
+) -> None:
+    async with (
+        hostile(fixed(http("200 OK", DEEP))) as server,
+        asyncio.timeout(20),
+        client(family, server.url) as c,
+    ):
+        with pytest.raises(AmbiguousOutcomeError) as info:
+            await c.create_asset(group_id="g", url="https://example.com/a.png", name="a")
+    assert isinstance(info.value.cause, ResponseFormatError)
+    assert server.connections == 1
+    assert len(server.heads) == 1
+    assert_clean(info.value, server)
+
+
+@pytest.mark.anyio
+async def test_ingest_meeting_hostile_answers_stops_cleanly_with_a_typed_reason(
+    tmp_path: Any,
+) -> None:
+    """Every answer nested 1,000 deep: the run ends with a fatal reason (no RecursionError,
+    no traceback), and no credential in the report."""
+    items = [
+        SourceItem(key=f"k{i}", path=None, url=f"https://example.com/{i}.png") for i in range(3)
+    ]
+    async with (
+        hostile(fixed(http("200 OK", DEEP))) as server,
+        asyncio.timeout(60),
+        client("official", server.url) as ark,
+    ):
+        report = await ingest(ark, items, group_id="g", journal=tmp_path / "j.db")
+    assert report.fatal is not None
+    assert "nests deeper" in report.fatal
+    assert not [c for c in server.secrets() if c in repr(report)]
+
+
 # -- bounded in time ------------------------------------------------------------------------
 
 
@@ -393,6 +436,50 @@ async def test_every_call_is_bounded_by_the_policy_total_time(family: str) -> No
     assert isinstance(exc, RequestTimeoutError), repr(exc)
     assert "max_elapsed" in str(exc)
     assert server.connections == 1
+
+
+@pytest.mark.anyio
+async def test_an_upload_to_a_server_that_stops_reading_ends_at_the_write_bound() -> None:
+    """The server reads the request head, then nothing: once the socket buffers are full
+    the body stalls, and Timeouts.write (idle) ends it, however long the upload is."""
+    stop = asyncio.Event()
+
+    async def never_read(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        server.connections += 1
+        server.heads.append((await reader.readuntil(b"\r\n\r\n")).decode("latin-1"))
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(20):
+                await stop.wait()
+        writer.close()
+
+    server = Hostile(fixed(b""))
+    srv = await asyncio.start_server(never_read, "127.0.0.1", 0, limit=2**16)
+    server.url = f"http://127.0.0.1:{srv.sockets[0].getsockname()[1]}"
+    timeouts = Timeouts(connect=2, read=30, headers=30, total=30, write=0.3)
+    try:
+        async with asyncio.timeout(20), client("chenyu", server.url, timeouts=timeouts) as c:
+            with pytest.raises(RequestTimeoutError, match=r"Timeouts\.write") as info:
+                await c.upload_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * (64 << 20), filename="a.png")
+    finally:
+        stop.set()
+        srv.close()
+    assert server.connections == 3  # a lost upload is retried (an orphan temp asset at worst)
+    assert_clean(info.value, server)
+
+
+@pytest.mark.anyio
+async def test_an_upload_whose_answer_headers_trickle_ends_at_the_headers_bound() -> None:
+    prefix = b"HTTP/1.1 200 OK\r\nX-Slow: "
+    timeouts = Timeouts(connect=2, read=5, headers=0.3, total=0.5)
+    async with (
+        hostile(trickle(prefix)) as server,
+        asyncio.timeout(20),
+        client("chenyu", server.url, timeouts=timeouts, retry=RetryPolicy.none()) as c,
+    ):
+        with pytest.raises(RequestTimeoutError, match=r"Timeouts\.headers") as info:
+            await c.upload_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 4096, filename="a.png")
+    assert server.connections == 1
+    assert_clean(info.value, server)
 
 
 def test_timeouts_refuse_nonsense() -> None:
