@@ -439,7 +439,10 @@ async def test_every_call_is_bounded_by_the_policy_total_time(family: str) -> No
 
 
 @pytest.mark.anyio
-async def test_an_upload_to_a_server_that_stops_reading_ends_at_the_write_bound() -> None:
+@pytest.mark.parametrize("streamed", [False, True])
+async def test_an_upload_to_a_server_that_stops_reading_ends_at_the_write_bound(
+    streamed: bool, tmp_path: Any
+) -> None:
     """The server reads the request head, then nothing: once the socket buffers are full
     the body stalls, and Timeouts.write (idle) ends it, however long the upload is."""
     stop = asyncio.Event()
@@ -458,8 +461,13 @@ async def test_an_upload_to_a_server_that_stops_reading_ends_at_the_write_bound(
     timeouts = Timeouts(connect=2, read=30, headers=30, total=30, write=0.3)
     try:
         async with asyncio.timeout(20), client("chenyu", server.url, timeouts=timeouts) as c:
+            data = b"\x89PNG\r\n\x1a\n" + b"\0" * (64 << 20)
+            (tmp_path / "a.png").write_bytes(data)
+            call = (  # from disk, chunk by chunk; or from memory, slice by slice
+                c.upload(tmp_path / "a.png") if streamed else c.upload_bytes(data, filename="a.png")
+            )
             with pytest.raises(RequestTimeoutError, match=r"Timeouts\.write") as info:
-                await c.upload_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * (64 << 20), filename="a.png")
+                await call
     finally:
         stop.set()
         srv.close()
