@@ -58,7 +58,12 @@ class Clock:
         self.phase = "start"
 
     def _set(self, when: float) -> None:
-        self._bound.reschedule(when)
+        if self.phase != "done":  # aiohttp's writer task may outlive the attempt
+            self._bound.reschedule(when)
+
+    def done(self) -> None:
+        """The attempt is over: later progress reports (from the writer task) are ignored."""
+        self.phase = "done"
 
     def start_sending(self) -> None:
         self.phase = "write"
@@ -75,6 +80,8 @@ class Clock:
             self._set(self._sent_at + self._timeouts.headers)
 
     def answered(self) -> None:
+        if self.phase == "done":
+            return
         base = self._sent_at if self._sent_at is not None else self._loop.time()
         self.phase = "total"
         self._set(base + self._timeouts.total)

@@ -218,8 +218,10 @@ class Transport:
                     host=host,
                 )
         except BaseException:  # cancelled, or an error of our own (a file that changed)
+            clock.done()
             await _discard(payload)
             raise
+        clock.done()
         if failure is not None:  # raised here, outside the handler: nothing chained
             await _discard(payload)
             raise failure
