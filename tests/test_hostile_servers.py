@@ -425,7 +425,7 @@ async def test_a_server_trickling_one_byte_at_a_time_ends_with_a_typed_timeout(
 
 
 @pytest.mark.anyio
-@pytest.mark.parametrize("family", ["official", "gateway", "avatar"])
+@pytest.mark.parametrize("family", FAMILIES)
 async def test_every_call_is_bounded_by_the_policy_total_time(family: str) -> None:
     # each attempt within its own bounds (1 s of trickled body), the call within 0.6 s
     timeouts = Timeouts(connect=2, read=5, headers=5, total=30)
