@@ -385,6 +385,34 @@ async def test_ingest_meeting_hostile_answers_stops_cleanly_with_a_typed_reason(
     assert not [c for c in server.secrets() if c in repr(report)]
 
 
+@pytest.mark.anyio
+async def test_reconciliation_over_a_repeating_listing_stops_the_run_bounded(
+    tmp_path: Any,
+) -> None:
+    """A create whose answer is hostile (ambiguous) is reconciled by listing; a listing
+    whose pages repeat stops the run with a PaginationError reason after 2 pages."""
+    same = [{"Id": f"other-{i}", "Name": f"other-{i}"} for i in range(100)]
+
+    async def answer(writer: asyncio.StreamWriter, head: str, body: bytes) -> None:
+        if "Action=CreateAsset&" in head:
+            writer.write(http("200 OK", DEEP))
+        else:
+            result = {"Items": same, "TotalCount": 100_000}
+            writer.write(http("200 OK", envelope("official", result)))
+
+    items = [SourceItem(key="k", path=None, url="https://example.com/a.png")]
+    async with (
+        hostile(answer) as server,
+        asyncio.timeout(60),
+        client("official", server.url) as ark,
+    ):
+        report = await ingest(ark, items, group_id="g", journal=tmp_path / "j.db")
+    assert report.fatal is not None
+    assert "repeats page 1" in report.fatal
+    assert sum("Action=CreateAsset&" in h for h in server.heads) == 1
+    assert sum("Action=ListAssets&" in h for h in server.heads) == 2
+
+
 # -- bounded in time ------------------------------------------------------------------------
 
 
