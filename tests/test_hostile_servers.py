@@ -413,6 +413,36 @@ async def test_reconciliation_over_a_repeating_listing_stops_the_run_bounded(
     assert sum("Action=ListAssets&" in h for h in server.heads) == 2
 
 
+@pytest.mark.anyio
+async def test_an_echoed_credential_never_reaches_results_report_or_journal(
+    tmp_path: Any,
+) -> None:
+    """CreateAsset refused with a message repeating the request's credential headers (as
+    gateways do): the item fails with the message masked, in its result, the report and
+    every byte of the journal."""
+
+    async def answer(writer: asyncio.StreamWriter, head: str, body: bytes) -> None:
+        echoed = " | ".join(re.findall(r"(?im)^((?:authorization|x-security-token):.+?)\r$", head))
+        error = {"Code": "InvalidParameter.URL", "Message": f"bad url; you sent {echoed} {SK}"}
+        meta = {"RequestId": "r1", "Error": error}
+        writer.write(http("400 Bad Request", json.dumps({"ResponseMetadata": meta}).encode()))
+
+    items = [SourceItem(key="k", path=None, url="https://example.com/a.png")]
+    results: list[Any] = []
+    journal = tmp_path / "j.db"
+    async with (
+        hostile(answer) as server,
+        asyncio.timeout(60),
+        client("official", server.url) as ark,
+    ):
+        report = await ingest(ark, items, group_id="g", journal=journal, on_result=results.append)
+    assert [r.status for r in results] == ["failed"]
+    assert "bad url" in (results[0].message or "")
+    raw = b"".join(p.read_bytes() for p in tmp_path.iterdir() if p.name.startswith("j.db"))
+    texts = repr(results) + repr(report) + raw.decode("latin-1")
+    assert not [c for c in server.secrets() if c in texts]
+
+
 # -- bounded in time ------------------------------------------------------------------------
 
 
