@@ -310,11 +310,15 @@ def _scaled(rates: Mapping[str, float], scale: float) -> dict[str, float]:
     return {k: v * scale for k, v in rates.items()}
 
 
+#: Seconds the ``--group`` lookup (a bounded ListAssetGroups walk) may take.
+GROUP_LOOKUP_DEADLINE = 60.0
+
+
 async def _resolve_group(ark: ArkClient, args: argparse.Namespace) -> str:
     if args.group_id:
         return str(args.group_id)
     name = args.group or "chenyu-assets-ingest"
-    async for group in ark.list_asset_groups(name=name):
+    async for group in ark.list_asset_groups(name=name, deadline=GROUP_LOOKUP_DEADLINE):
         if group.name == name:
             return group.id
     return await ark.create_asset_group(name=name, description="created by chenyu-assets ingest")

@@ -40,7 +40,7 @@ from chenyu_assets.errors import (
     ConfigurationError,
     ResponseFormatError,
 )
-from chenyu_assets.limits import ACTION_RATES, ARK_VERSION
+from chenyu_assets.limits import ACTION_RATES, ARK_VERSION, OFFSET_PAGING_LIMITS
 from chenyu_assets.models.ark import Asset, AssetGroup
 
 __all__ = [
@@ -159,8 +159,10 @@ class ArkFamilyClient(ClientBase):
         sort_by: str | None = None,
         sort_order: str | None = None,
         project_name: str | None = None,
+        deadline: float | None = None,
     ) -> AsyncPaginator[AssetGroup]:
-        """ListAssetGroups: ``await`` for one page, ``async for`` for every group."""
+        """ListAssetGroups: ``await`` for one page, ``async for`` for every group.
+        ``deadline`` bounds the whole walk in seconds (see :class:`AsyncPaginator`)."""
         flt = {
             "Name": name,
             "GroupIds": list(group_ids) if group_ids else None,
@@ -175,6 +177,7 @@ class ArkFamilyClient(ClientBase):
             sort_by,
             sort_order,
             project_name,
+            deadline,
         )
 
     async def update_asset_group(
@@ -248,8 +251,10 @@ class ArkFamilyClient(ClientBase):
         sort_by: str | None = None,
         sort_order: str | None = None,
         project_name: str | None = None,
+        deadline: float | None = None,
     ) -> AsyncPaginator[Asset]:
-        """ListAssets: ``await`` for one page, ``async for`` for every asset."""
+        """ListAssets: ``await`` for one page, ``async for`` for every asset.
+        ``deadline`` bounds the whole walk in seconds (see :class:`AsyncPaginator`)."""
         flt = {
             "GroupIds": list(group_ids) if group_ids else None,
             "Statuses": list(statuses) if statuses else None,
@@ -257,7 +262,15 @@ class ArkFamilyClient(ClientBase):
             "GroupType": group_type,
         }
         return self._paginate(
-            "ListAssets", Asset, flt, page_size, page_number, sort_by, sort_order, project_name
+            "ListAssets",
+            Asset,
+            flt,
+            page_size,
+            page_number,
+            sort_by,
+            sort_order,
+            project_name,
+            deadline,
         )
 
     async def update_asset(
@@ -315,13 +328,14 @@ class ArkFamilyClient(ClientBase):
         sort_by: str | None,
         sort_order: str | None,
         project_name: str | None,
+        deadline: float | None,
     ) -> AsyncPaginator[M]:
         if not 1 <= page_size <= MAX_PAGE_SIZE:
             raise ValueError(f"page_size must be 1..{MAX_PAGE_SIZE}, got {page_size}")
         if page_number < 1:
             raise ValueError(f"page_number must be >= 1, got {page_number}")
 
-        async def fetch(number: int) -> Page[M]:
+        async def fetch(number: int, deadline: float | None) -> Page[M]:
             body = _compact(
                 {
                     "Filter": flt,
@@ -332,36 +346,56 @@ class ArkFamilyClient(ClientBase):
                     "ProjectName": self._project(project_name),
                 }
             )
-            result, rid = await self._call(action, body)
-            items = [_model(model, item, rid) for item in result.get("Items") or []]
+            result, rid = await self._call(action, body, deadline=deadline)
+            raw = result.get("Items")
             total = result.get("TotalCount")
+            if not isinstance(raw, list | None) or not isinstance(total, int | None):
+                raise ResponseFormatError(
+                    f"{action}: Items is not a list or TotalCount not a number",
+                    request_id=rid,
+                    retryable=False,
+                )
+            items = [_model(model, item, rid) for item in raw or []]
             return Page(
                 items=items,
-                total_count=total if isinstance(total, int) else None,
+                total_count=total if isinstance(total, int) and total >= 0 else None,
                 page_number=number,
                 page_size=page_size,
                 request_id=rid,
             )
 
-        return AsyncPaginator(fetch, first_page=page_number)
+        limit = OFFSET_PAGING_LIMITS.get(action, 10_000)
+        return AsyncPaginator(
+            fetch,
+            first_page=page_number,
+            deadline=deadline,
+            max_pages=max(1, -(-limit // page_size) - page_number + 1),
+            key=lambda item: item.id,
+            name=action,
+        )
 
 
 def _new_id(result: Mapping[str, Any], action: str) -> str:
     new_id = result.get("Id")
-    if not isinstance(new_id, str) or not new_id:
-        raise ResponseFormatError(f"{action} answer has no Id")
+    if not isinstance(new_id, str) or not new_id or len(new_id) > 200:
+        raise ResponseFormatError(f"{action} answer has no Id", retryable=False)
     return new_id
 
 
 def _model(cls: type[M], data: Any, request_id: str | None) -> M:
+    """``data`` validated as ``cls``; a ``ResponseFormatError`` (never retried, nothing
+    chained: pydantic's error holds the server's values) when it does not fit."""
     if not isinstance(data, dict):
-        raise ResponseFormatError(f"expected an object for {cls.__name__}")
+        raise ResponseFormatError(
+            f"expected an object for {cls.__name__}", request_id=request_id, retryable=False
+        )
+    problem = None
     try:
         obj = cls.model_validate(data)
     except ValueError as exc:
-        raise ResponseFormatError(
-            f"malformed {cls.__name__}: {exc}", request_id=request_id
-        ) from None
+        problem = f"malformed {cls.__name__}: {exc}"
+    if problem is not None:
+        raise ResponseFormatError(problem, request_id=request_id, retryable=False)
     obj.request_id = request_id
     return obj
 

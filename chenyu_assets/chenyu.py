@@ -212,6 +212,7 @@ class ChenyuClient(ClientBase):
                 parse=_parse_asset,
                 idempotent=True,
                 deadline=deadline,
+                policy_bound=False,  # bounded by Timeouts.write while it progresses
             )
 
     async def get(self, asset_id: str, *, deadline: float | None = None) -> ChenyuAsset:
@@ -255,15 +256,19 @@ def _mime_for(head: bytes, filename: str) -> str:
 
 def _parse_asset(resp: Response) -> ChenyuAsset:
     data, request_id = parse_chenyu_envelope(resp)
+    problem = None
     try:
         asset = ChenyuAsset.model_validate(data)
     except ValueError as exc:
+        problem = f"malformed asset: {exc}"
+    if problem is not None:  # raised outside the handler: pydantic's error holds the values
         raise ResponseFormatError(
-            f"malformed asset: {exc}",
+            problem,
             status=resp.status,
             request_id=request_id,
             method=resp.method,
             path=resp.path,
-        ) from None
+            retryable=False,
+        )
     asset.request_id = request_id
     return asset

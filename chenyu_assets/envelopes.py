@@ -14,6 +14,12 @@ An answer that is not the family's envelope (HTML from a proxy, truncated JSON, 
 without ``ResponseMetadata``) is a :class:`~chenyu_assets.errors.ResponseFormatError`, or a
 ``ServerError`` / ``RateLimitError`` when the HTTP status says so. Error classes come from
 :func:`~chenyu_assets.errors.api_error_for`; a 429's ``Retry-After`` is parsed here.
+
+Every answer goes through :func:`load_json` first: strict UTF-8, at most
+:data:`MAX_DEPTH` levels of nesting (a hostile answer nested 1,000 deep would otherwise
+raise ``RecursionError`` here or later), and values of the wrong type are refused with a
+``ResponseFormatError`` that is not retried. No parser error is chained (a JSON error holds
+the whole body).
 """
 
 from __future__ import annotations
@@ -32,32 +38,92 @@ from chenyu_assets.errors import (
     ark_status_for_code,
 )
 
-__all__ = ["parse_chenyu_envelope", "parse_flat_envelope", "parse_volc_envelope"]
+__all__ = [
+    "MAX_DEPTH",
+    "load_json",
+    "parse_chenyu_envelope",
+    "parse_flat_envelope",
+    "parse_volc_envelope",
+]
+
+#: Deepest nesting accepted in an answer. The deepest honest one (a list page: envelope,
+#: Result, Items, item, Error) is 6 levels; 32 leaves room for any new field.
+MAX_DEPTH = 32
+
+_UNSET: Any = object()
 
 #: A gateway ``status_msg`` that starts with a vendor code: ``"NotFound.asset_id: ..."``.
 _MSG_CODE = re.compile(r"([A-Z][A-Za-z]*(?:\.[\w.]+)?):\s*")
 
 
-def _load_json(resp: Response) -> Any:
+def _too_deep(data: Any) -> bool:
+    """True when ``data`` nests deeper than MAX_DEPTH (iterative: no recursion)."""
+    stack: list[tuple[Any, int]] = [(data, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, dict):
+            children: Any = value.values()
+        elif isinstance(value, list):
+            children = value
+        else:
+            continue
+        if depth > MAX_DEPTH:
+            return True
+        stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
+    return False
+
+
+def load_json(resp: Response) -> Any:
+    """The answer's JSON value, or ``_UNSET`` if it is not JSON at all (HTML, truncated).
+    A body that is JSON but hostile (not UTF-8, nested too deep) raises a
+    ``ResponseFormatError`` that is never retried."""
+    problem = None
+    data: Any = _UNSET
     try:
-        return json.loads(resp.body)
-    except (ValueError, UnicodeDecodeError):
-        kind = resp.content_type or "unknown content type"
-        snippet = resp.body[:60].decode("utf-8", "replace").replace("\n", " ")
-        if resp.status == 429:
-            raise RateLimitError(
-                f"{resp.status} with a non-JSON body",
-                status=resp.status,
-                method=resp.method,
-                path=resp.path,
-                retry_after=parse_retry_after(resp.headers),
-            ) from None
+        text = resp.body.decode("utf-8")
+    except UnicodeDecodeError:
+        problem = "answer is not valid UTF-8"
+    else:
+        try:
+            data = json.loads(text)
+        except RecursionError:
+            problem = f"answer nests deeper than {MAX_DEPTH} levels"
+        except ValueError:
+            data = _UNSET
+    if problem is None and data is not _UNSET and _too_deep(data):
+        problem = f"answer nests deeper than {MAX_DEPTH} levels"
+    if problem is not None:  # raised outside the handlers: nothing chained
         raise ResponseFormatError(
-            f"answer is not JSON ({kind}): {snippet!r}",
+            problem, status=resp.status, method=resp.method, path=resp.path, retryable=False
+        )
+    return data
+
+
+def _text_id(value: Any) -> str | None:
+    """A request id from the answer, if it is a short string (anything else is dropped)."""
+    return value if isinstance(value, str) and 0 < len(value) <= 200 else None
+
+
+def _load_json(resp: Response) -> Any:
+    data = load_json(resp)
+    if data is not _UNSET:
+        return data
+    kind = resp.content_type or "unknown content type"
+    snippet = resp.body[:60].decode("utf-8", "replace").replace("\n", " ")
+    if resp.status == 429:
+        raise RateLimitError(
+            f"{resp.status} with a non-JSON body",
             status=resp.status,
             method=resp.method,
             path=resp.path,
-        ) from None
+            retry_after=parse_retry_after(resp.headers),
+        )
+    raise ResponseFormatError(
+        f"answer is not JSON ({kind}): {snippet!r}",
+        status=resp.status,
+        method=resp.method,
+        path=resp.path,
+    )
 
 
 def _raise_for(
@@ -101,7 +167,7 @@ def parse_volc_envelope(resp: Response) -> tuple[dict[str, Any], str | None]:
             method=resp.method,
             path=resp.path,
         )
-    request_id = meta.get("RequestId") or resp.headers.get("X-Tt-Logid")
+    request_id = _text_id(meta.get("RequestId")) or resp.headers.get("X-Tt-Logid")
     error = meta.get("Error")
     if isinstance(error, dict) and (error.get("Code") or error.get("CodeN")):
         _raise_for(
@@ -136,7 +202,7 @@ def parse_flat_envelope(resp: Response) -> tuple[dict[str, Any], str | None]:
         raise ResponseFormatError(
             "answer has no base_resp", status=resp.status, method=resp.method, path=resp.path
         )
-    request_id = resp.headers.get("X-Request-Id") or data.get("request_id")
+    request_id = resp.headers.get("X-Request-Id") or _text_id(data.get("request_id"))
     status_code = base.get("status_code")
     if status_code != 0:
         # status_code is HTTP-like (404) or the gateway's own number; a known vendor code
@@ -157,10 +223,7 @@ def parse_chenyu_envelope(resp: Response) -> tuple[dict[str, Any], str | None]:
     """``(data, request_id)`` of a ``{code, msg, data}`` answer, or the mapped error.
     ``code != 0`` is an error even under HTTP 200."""
     request_id = resp.headers.get("X-Request-Id")
-    try:
-        body = json.loads(resp.body)
-    except (ValueError, UnicodeDecodeError):
-        body = None
+    body = load_json(resp)
     if not isinstance(body, dict) or "code" not in body:
         if resp.status == 429:
             raise RateLimitError(
@@ -186,7 +249,7 @@ def parse_chenyu_envelope(resp: Response) -> tuple[dict[str, Any], str | None]:
             method=resp.method,
             path=resp.path,
         )
-    request_id = request_id or body.get("request_id") or body.get("trace_id")
+    request_id = request_id or _text_id(body.get("request_id")) or _text_id(body.get("trace_id"))
     code = body.get("code")
     if code != 0 or resp.status >= 400:
         cls = api_error_for(resp.status if resp.status >= 400 else None)

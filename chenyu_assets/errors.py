@@ -17,7 +17,11 @@
     │   ├── PayloadTooLargeError      413
     │   ├── RateLimitError            429 (FlowLimitExceeded); ``.retry_after`` in seconds
     │   ├── ServerError               5xx
-    │   └── ResponseFormatError       not the family's envelope (HTML, truncated JSON)
+    │   ├── RedirectError             a 3xx: never followed, never retried (``.location`` redacted)
+    │   └── ResponseFormatError       not the family's envelope (HTML, truncated JSON);
+    │       │                         ``.retryable`` is False for a hostile answer (too deep,
+    │       │                         too big, wrong types, undecodable)
+    │       └── PaginationError       a listing that cannot end (repeated page, lying TotalCount)
     ├── AmbiguousOutcomeError         a create was sent, outcome unknown: reconcile, don't resend
     ├── UploadError                   a file can't be uploaded (too big, empty, changed mid-upload)
     ├── MediaCheckError               media breaks the service's limits (``.reason`` is stable)
@@ -31,12 +35,18 @@
 
 ``str()`` of every error is meant for a support ticket: method, path, HTTP status, vendor
 code, message and request id. No secret ever appears in it: the values that make up a
-request's credentials are never passed to an exception in the first place.
+request's credentials are never passed to an exception in the first place, and server text
+(which may echo a request's credentials) is redacted (registered secrets, ``Authorization``
+values, signatures) and cut to :data:`MAX_MESSAGE_CHARS` before it is stored. No error
+chains an exception of the HTTP library (those hold the request's headers): the safe facts
+are attributes (``method``, ``host``, ``path``, ``status``, ``cause_name``).
 """
 
 from __future__ import annotations
 
 from typing import Any, Final
+
+from chenyu_assets._core.logs import redact_text
 
 __all__ = [
     "ARK_ERROR_STATUS",
@@ -55,9 +65,11 @@ __all__ = [
     "LimiterUnavailableError",
     "MediaCheckError",
     "NotFoundError",
+    "PaginationError",
     "PayloadTooLargeError",
     "PermissionDeniedError",
     "RateLimitError",
+    "RedirectError",
     "RequestTimeoutError",
     "ResponseFormatError",
     "ServerError",
@@ -89,6 +101,23 @@ ARK_ERROR_STATUS: Final[dict[str, int]] = {
     "InternalError": 500,
     "ServiceUnavailable": 503,
 }
+
+
+#: Server text kept in an error, in characters (after redaction).
+MAX_MESSAGE_CHARS: Final = 2000
+
+
+def clean_text(text: object) -> str:
+    """Server (or library) text made safe to keep in an error: every registered secret,
+    ``Authorization`` value and signature masked, then cut to ``MAX_MESSAGE_CHARS``."""
+    cleaned = redact_text(str(text))
+    if len(cleaned) > MAX_MESSAGE_CHARS:
+        cleaned = cleaned[:MAX_MESSAGE_CHARS] + "…"
+    return cleaned
+
+
+def _clean_opt(text: object) -> str | None:
+    return None if text is None else clean_text(text)
 
 
 def ark_status_for_code(code: str) -> int | None:
@@ -136,11 +165,17 @@ class TransportError(ChenyuAssetsError, _RequestContext):
         method: str | None = None,
         path: str | None = None,
         sent: bool | None = None,
+        host: str | None = None,
+        cause_name: str | None = None,
     ) -> None:
+        message = clean_text(message)
         super().__init__(message)
         self.message = message
         self.method = method
-        self.path = path
+        self.path = _clean_opt(path)
+        self.host = _clean_opt(host)
+        #: the class name of the HTTP library's exception (the exception itself is dropped)
+        self.cause_name = cause_name
         self.request_id = None
         if sent is not None:
             self.sent = sent
@@ -188,13 +223,14 @@ class APIError(ChenyuAssetsError, _RequestContext):
         method: str | None = None,
         path: str | None = None,
     ) -> None:
+        message = clean_text(message)
         super().__init__(message)
         self.message = message
         self.status = status
-        self.code = code
-        self.request_id = request_id
+        self.code = _clean_opt(code)
+        self.request_id = _clean_opt(request_id)
         self.method = method
-        self.path = path
+        self.path = _clean_opt(path)
 
     def __str__(self) -> str:
         head = []
@@ -280,7 +316,34 @@ class ServerError(APIError):
 
 
 class ResponseFormatError(APIError):
-    """The answer is not the expected envelope: HTML, truncated JSON, missing fields."""
+    """The answer is not the expected envelope: HTML, truncated JSON, missing fields.
+
+    ``retryable`` is False when asking again cannot help or must not be done: an answer
+    nested too deep, over the size cap, of the wrong types, or in an encoding we cannot
+    decode (a hostile or broken server). Such an error is never retried.
+    """
+
+    def __init__(self, message: str, *, retryable: bool = True, **kw: Any) -> None:
+        super().__init__(message, **kw)
+        self.retryable = retryable
+
+
+class PaginationError(ResponseFormatError):
+    """A listing that would not end: a page repeating an earlier one, pages past what
+    ``TotalCount`` allows, or more pages than the listing's hard cap. Never retried."""
+
+    def __init__(self, message: str, **kw: Any) -> None:
+        kw.setdefault("retryable", False)
+        super().__init__(message, **kw)
+
+
+class RedirectError(APIError):
+    """The server answered a 3xx. Redirects are never followed (they could send the
+    credentials elsewhere) and never retried; ``location`` is the redacted target."""
+
+    def __init__(self, message: str, *, location: str | None = None, **kw: Any) -> None:
+        super().__init__(message, **kw)
+        self.location = location
 
 
 _STATUS_CLASSES: Final[dict[int, type[APIError]]] = {
@@ -319,7 +382,9 @@ class AmbiguousOutcomeError(ChenyuAssetsError):
     """
 
     def __init__(self, action: str, cause: BaseException) -> None:
-        super().__init__(f"{action}: outcome unknown after {type(cause).__name__}: {cause}")
+        super().__init__(
+            clean_text(f"{action}: outcome unknown after {type(cause).__name__}: {cause}")
+        )
         self.action = action
         self.cause = cause
 
@@ -350,6 +415,7 @@ class AssetFailedError(ChenyuAssetsError):
     """An asset finished ``Failed``. ``code`` and ``message`` are the server's."""
 
     def __init__(self, asset_id: str, code: str | None, message: str | None) -> None:
+        code, message = _clean_opt(code), _clean_opt(message)
         super().__init__(f"asset {asset_id} failed: {code or 'unknown'}: {message or ''}".rstrip())
         self.asset_id = asset_id
         self.code = code

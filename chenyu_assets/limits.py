@@ -25,6 +25,10 @@ ACTION_RATES: Final = MappingProxyType(
     }
 )
 
+#: Offset paging (``PageNumber`` × ``PageSize``) is refused past these many items
+#: (api-reference.md §6): the hard cap of a listing's pages.
+OFFSET_PAGING_LIMITS: Final = MappingProxyType({"ListAssets": 20_000, "ListAssetGroups": 10_000})
+
 #: Create tasks an account may have ``Processing`` at once.
 MAX_PROCESSING: Final = 30
 

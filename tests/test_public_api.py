@@ -45,6 +45,8 @@ PINNED = {
     "PrivateAvatarClient",
     "RateLimitError",
     "RequestTimeoutError",
+    "PaginationError",
+    "RedirectError",
     "ResponseFormatError",
     "RetryBudget",
     "RetryPolicy",

@@ -94,10 +94,17 @@ class Engine:
         parse: Callable[[Response], T],
         idempotent: bool = True,
         deadline: float | None = None,
+        policy_bound: bool = True,
     ) -> T:
-        """Run one logical call; see the module docstring. ``deadline`` is in seconds."""
+        """Run one logical call; see the module docstring. ``deadline`` is in seconds.
+
+        With ``policy_bound`` the attempts and waits of the call (from its first send:
+        queueing at the rate limiter before it does not count) end within the policy's
+        ``max_elapsed``; uploads turn it off, their attempts being bounded by the
+        transport's idle send bound instead (a large upload may take longer)."""
         clock = asyncio.get_running_loop().time  # the loop's clock, like every timer here
         started = clock()
+        first_sent: float | None = None
         attempt = 0
         while True:
             attempt += 1
@@ -122,8 +129,12 @@ class Engine:
                 self.budget.record_request()
             self.stats.requests += 1
             self.stats.by_endpoint[endpoint] += 1
-            if remaining is not None:
-                remaining = deadline - (clock() - started)  # type: ignore[operator]
+            now = clock()
+            first_sent = now if first_sent is None else first_sent
+            bounds = [self.policy.max_elapsed - (now - first_sent)] if policy_bound else []
+            if deadline is not None:
+                bounds.append(deadline - (now - started))
+            remaining = max(0.001, min(bounds)) if bounds else None
             failure: TransportError | APIError
             try:
                 response = await self.transport.request(
@@ -172,9 +183,18 @@ class Engine:
 def check_base_url(url: str) -> SplitResult:
     """``url`` split, if it is an absolute http(s) URL; else ``ConfigurationError``
     (showing the URL with any credentials in it masked)."""
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a port out of range
+    except ValueError:
+        parts = None
+    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
         raise ConfigurationError(f"base_url must be an http(s) URL, got {redact_url(url)!r}")
+    if "@" in parts.netloc:
+        raise ConfigurationError(
+            f"base_url must not carry credentials (user:password@), got {redact_url(url)!r}:"
+            " pass the key as api_key= (or access_key=/secret_key=)"
+        )
     return parts
 
 

@@ -82,8 +82,9 @@ def redact_text(text: str) -> str:
     return text
 
 
-def redact_url(url: str) -> str:
-    """``url`` with user info and secret-looking query values masked."""
+def redact_url(url: str, *, every_query_value: bool = False) -> str:
+    """``url`` with user info and secret-looking query values masked (every query value
+    with ``every_query_value``: for signed URLs whose key names are unknown)."""
     try:
         parts = urlsplit(url)
     except ValueError:
@@ -94,7 +95,12 @@ def redact_url(url: str) -> str:
     query = parts.query
     if query:
         pairs = [
-            (k, MASK if any(h in k.lower() for h in _SECRET_QUERY_HINTS) else v)
+            (
+                k,
+                MASK
+                if every_query_value or any(h in k.lower() for h in _SECRET_QUERY_HINTS)
+                else v,
+            )
             for k, v in parse_qsl(query, keep_blank_values=True)
         ]
         query = urlencode(pairs, safe="*")

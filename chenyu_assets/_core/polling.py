@@ -7,7 +7,7 @@ import random
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
-from chenyu_assets.errors import WaitTimeoutError
+from chenyu_assets.errors import WaitTimeoutError, clean_text
 
 __all__ = ["wait_until"]
 
@@ -52,4 +52,5 @@ async def wait_until(
         spread = wait * (1 + random.uniform(-jitter, jitter))
         await asyncio.sleep(min(spread, remaining))
         wait = min(max_interval, wait * factor)
-    raise WaitTimeoutError(f"{describe(last)} not reached within {timeout:g} s")
+    # the description may quote the server's last answer: redacted like any server text
+    raise WaitTimeoutError(clean_text(f"{describe(last)} not reached within {timeout:g} s"))

@@ -15,6 +15,10 @@ HTTP 408                               retry           retry (not processed)
 ServerError 500/502/503/504            retry           ambiguous
 ServerError other 5xx (501, 505, ...)  fatal           fatal
 ResponseFormatError (HTML, truncated)  retry           ambiguous
+ResponseFormatError, not retryable     fatal           ambiguous
+  (too deep, too big, wrong types,
+  undecodable; PaginationError)
+RedirectError (any 3xx)                fatal           fatal
 any other APIError (400/401/403/404)   fatal           fatal
 anything else                          fatal           fatal
 =====================================  ==============  =====================
@@ -96,6 +100,8 @@ def classify(failure: BaseException, *, idempotent: bool = True) -> Decision:
     if isinstance(failure, RateLimitError):
         return Decision.RETRY
     if isinstance(failure, ResponseFormatError):
+        if not failure.retryable:  # asking again cannot help; a create may still be done
+            return Decision.FATAL if idempotent else Decision.AMBIGUOUS
         if failure.status is not None and 400 <= failure.status < 500:
             return Decision.RETRY if failure.status in (408, 429) else Decision.FATAL
         return maybe_done

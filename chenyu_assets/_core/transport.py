@@ -2,11 +2,15 @@
 
 One ``aiohttp.ClientSession`` per client, created in ``open()`` inside the running loop
 (constructing a ``Transport`` does no I/O) and closed in ``close()``; a caller's own
-session is used as is and never closed. Timeouts are socket-level (connect, and read
-*idle* time), never a total that would kill a large upload; a per-call ``deadline`` is
-available on top. Every aiohttp failure becomes one of this package's
-:class:`~chenyu_assets.errors.TransportError` classes, and every response is read and
-released before ``request`` returns.
+session is used as is and never closed. Every attempt is bounded in each of its phases
+(:class:`Timeouts`): connecting, sending the body (an *idle* bound, so an upload of any
+size is fine while it progresses), waiting for the answer's headers, and reading the whole
+answer; a per-call ``deadline`` is available on top. Every aiohttp failure becomes one of
+this package's errors, without chaining aiohttp's exception (it holds the request's
+headers, credentials included), and every response is read and released before
+``request`` returns. Redirects are never followed (:class:`~chenyu_assets.errors.
+RedirectError`); an answer over ``max_response_bytes`` or in an encoding we did not offer
+is refused (``ResponseFormatError``, not retried).
 """
 
 from __future__ import annotations
@@ -25,12 +29,14 @@ import aiohttp
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from chenyu_assets._core.logs import get_logger, redact_url
+from chenyu_assets._core.timeouts import Clock, Timeouts
 from chenyu_assets._version import __version__
 from chenyu_assets.errors import (
     ChenyuAssetsError,
     ConfigurationError,
     ConnectError,
     ConnectionLostError,
+    RedirectError,
     RequestTimeoutError,
     ResponseFormatError,
     TLSVerificationError,
@@ -45,12 +51,15 @@ log = get_logger("chenyu_assets.http")
 Body = bytes | AsyncIterable[bytes] | None
 
 
-@dataclass(frozen=True, slots=True)
-class Timeouts:
-    """Socket-level timeouts in seconds. ``read`` is the longest silence between bytes."""
+#: The largest API answer read, in bytes. The biggest answers these APIs give are list pages
+#: (100 items, about 100 KB) and Chenyu upload answers are well under 1 KB: 4 MiB is 40 times
+#: the largest honest answer, and small enough that a hostile one cannot eat memory.
+MAX_RESPONSE_BYTES: int = 4 * 1024 * 1024
 
-    connect: float = 10.0
-    read: float = 60.0
+#: Content-Encodings we offer (aiohttp's ``Accept-Encoding``) and can decode; any other is
+#: refused rather than handed on undecoded.
+_ENCODINGS = frozenset({"", "identity", "gzip", "x-gzip", "deflate"})
+_SLICE = 256 * 1024  # a bytes body is written in slices, so its idle bound sees progress
 
 
 @dataclass(slots=True)
@@ -86,7 +95,7 @@ class Transport:
         timeouts: Timeouts | None = None,
         connection_limit: int = 100,
         ca_bundle: str | None = None,
-        max_response_bytes: int = 32 * 1024 * 1024,
+        max_response_bytes: int = MAX_RESPONSE_BYTES,
         user_agent: str = USER_AGENT,
     ) -> None:
         self._session = session
@@ -156,12 +165,23 @@ class Transport:
             raise ConfigurationError(
                 "the client is not open: use it as `async with Client(...) as client:`"
             )
-        path = url.split("?", 1)[0].split("://", 1)[-1]
-        path = "/" + path.split("/", 1)[1] if "/" in path else "/"
+        rest = url.split("?", 1)[0].split("://", 1)[-1]
+        host, _, tail = rest.partition("/")
+        host = host.rsplit("@", 1)[-1]
+        path = "/" + tail
         started = asyncio.get_running_loop().time()
         payload = _payload(data)
+        call_bound = asyncio.timeout(deadline)
+        phase_bound = asyncio.timeout(None)
+        clock = Clock(phase_bound, self.timeouts)
+        failure: ChenyuAssetsError | None = None
         try:
-            async with asyncio.timeout(deadline):
+            async with call_bound, phase_bound:
+                if payload is None:
+                    clock.sent()
+                else:
+                    clock.start_sending()
+                    payload.clock = clock
                 async with session.request(
                     method,
                     url,
@@ -170,6 +190,8 @@ class Transport:
                     data=payload,
                     allow_redirects=False,
                 ) as resp:
+                    clock.answered()
+                    self._check_head(resp, method, host, path)
                     body = await self._read_body(resp, method, path)
                     response = Response(
                         status=resp.status,
@@ -180,21 +202,66 @@ class Transport:
                         elapsed=asyncio.get_running_loop().time() - started,
                     )
         except aiohttp.ClientError as exc:  # before TimeoutError: socket timeouts are both
-            await _discard(payload)
-            raise _map_client_error(exc, method, path) from exc
-        except TimeoutError as exc:
-            await _discard(payload)
-            raise RequestTimeoutError(
-                f"no answer within the {deadline:g} s deadline", method=method, path=path
-            ) from exc
+            failure = _map_client_error(exc, method, host, path)
+        except TimeoutError:
+            if phase_bound.expired():
+                failure = RequestTimeoutError(
+                    clock.describe(), method=method, path=path, host=host, sent=True
+                )
+            else:
+                failure = RequestTimeoutError(
+                    f"no answer within the call's remaining {deadline:.3g} s"
+                    " (deadline= or RetryPolicy.max_elapsed)",
+                    method=method,
+                    path=path,
+                    host=host,
+                )
         except BaseException:  # cancelled, or an error of our own (a file that changed)
+            clock.done()
             await _discard(payload)
             raise
+        clock.done()
+        if failure is not None:  # raised here, outside the handler: nothing chained
+            await _discard(payload)
+            raise failure
         if log.isEnabledFor(logging.DEBUG):  # redact_url is not free: skip it when unused
             log.debug(
                 "%s %s -> %d in %.3fs", method, redact_url(url), response.status, response.elapsed
             )
         return response
+
+    def _check_head(self, resp: aiohttp.ClientResponse, method: str, host: str, path: str) -> None:
+        """Refuse, before reading the body: a redirect, an encoding we did not offer, a
+        declared length over the cap."""
+        if 300 <= resp.status < 400:
+            location = redact_url(resp.headers.get("Location", ""), every_query_value=True)
+            raise RedirectError(
+                f"HTTP {resp.status} redirect to {location or 'nowhere'}: redirects are never"
+                " followed (check base_url)",
+                status=resp.status,
+                method=method,
+                path=path,
+                location=location or None,
+            )
+        encoding = resp.headers.get("Content-Encoding", "").strip().lower()
+        if encoding not in _ENCODINGS:
+            raise ResponseFormatError(
+                f"unsupported Content-Encoding {encoding[:40]!r}",
+                status=resp.status,
+                method=method,
+                path=path,
+                retryable=False,
+            )
+        declared = resp.content_length
+        if declared is not None and declared > self._max_response_bytes:
+            raise ResponseFormatError(
+                f"answer of {declared} bytes (Content-Length) is over the "
+                f"{self._max_response_bytes} byte cap",
+                status=resp.status,
+                method=method,
+                path=path,
+                retryable=False,
+            )
 
     async def _read_body(self, resp: aiohttp.ClientResponse, method: str, path: str) -> bytes:
         chunks: list[bytes] = []
@@ -203,43 +270,76 @@ class Transport:
             size += len(chunk)
             if size > self._max_response_bytes:
                 raise ResponseFormatError(
-                    f"answer larger than {self._max_response_bytes} bytes",
+                    f"answer larger than the {self._max_response_bytes} byte cap",
                     status=resp.status,
                     method=method,
                     path=path,
+                    retryable=False,
                 )
             chunks.append(chunk)
         return b"".join(chunks)
 
 
+class _Ticking:
+    """An async iterator over a body's chunks that tells the attempt's clock of each one
+    taken (the previous one was written): the idle bound of the send."""
+
+    def __init__(self, source: AsyncIterable[bytes], owner: _StreamPayload) -> None:
+        self._it = source.__aiter__()
+        self._owner = owner
+
+    def __aiter__(self) -> _Ticking:
+        return self
+
+    async def __anext__(self) -> bytes:
+        chunk = await self._it.__anext__()
+        if self._owner.clock is not None:
+            self._owner.clock.progress()
+        return chunk
+
+
 class _StreamPayload(aiohttp.payload.AsyncIterablePayload):
-    """A streamed body that remembers the connection it is written to (see _discard)."""
+    """A streamed body that remembers the connection it is written to (see _discard) and
+    reports its progress to the attempt's clock."""
 
     def __init__(self, value: AsyncIterable[bytes]) -> None:
-        super().__init__(value)
+        super().__init__(_Ticking(value, self))
         self.source = value
         self.transport: Any = None
         self.sent = False
+        self.clock: Clock | None = None
 
     async def write_with_length(self, writer: Any, content_length: int | None) -> None:
         self.transport = getattr(writer, "transport", None)
         await super().write_with_length(writer, content_length)
         self.sent = True
+        if self.clock is not None:
+            self.clock.sent()
 
 
 class _BytesPayload(aiohttp.payload.BytesPayload):
-    """A bytes body that remembers the connection it is written to (see _discard)."""
+    """A bytes body that remembers the connection it is written to (see _discard),
+    written in slices that each report progress to the attempt's clock."""
 
     def __init__(self, value: bytes) -> None:
         super().__init__(value)
         self.source = None
         self.transport: Any = None
         self.sent = False
+        self.clock: Clock | None = None
 
     async def write_with_length(self, writer: Any, content_length: int | None) -> None:
         self.transport = getattr(writer, "transport", None)
-        await super().write_with_length(writer, content_length)
+        view = memoryview(self._value)
+        if content_length is not None:
+            view = view[:content_length]
+        for offset in range(0, len(view), _SLICE):
+            if self.clock is not None:
+                self.clock.progress()
+            await writer.write(view[offset : offset + _SLICE])
         self.sent = True
+        if self.clock is not None:
+            self.clock.sent()
 
 
 def _payload(data: Body) -> _StreamPayload | _BytesPayload | None:
@@ -276,27 +376,41 @@ async def _discard(payload: _StreamPayload | _BytesPayload | None) -> None:
             await asyncio.shield(aclose())
 
 
-def _map_client_error(exc: aiohttp.ClientError, method: str, path: str) -> ChenyuAssetsError:
+def _map_client_error(
+    exc: aiohttp.ClientError, method: str, host: str, path: str
+) -> ChenyuAssetsError:
+    """Our error for an aiohttp failure. aiohttp's exception is not chained (its
+    ``request_info`` holds the request's headers): the safe facts are attributes, and its
+    text is redacted."""
     # An error raised by our own body generator (e.g. UploadError) arrives wrapped.
     cause: BaseException | None = exc
     while cause is not None:
         if isinstance(cause, ChenyuAssetsError) and not isinstance(cause, TransportError):
             return cause
         cause = cause.__cause__ or cause.__context__
-    text = f"{type(exc).__name__}: {exc}"
+    name = type(exc).__name__
+    # str() of a ClientResponseError repeats the URL: its message is enough
+    detail = exc.message if isinstance(exc, aiohttp.ClientResponseError) else str(exc)
+    text = f"{name}: {detail}"
+    where: dict[str, Any] = {"method": method, "path": path, "host": host, "cause_name": name}
+    inner = f"{detail} {exc.__cause__ or ''}".lower()
+    if isinstance(exc, aiohttp.ClientPayloadError | aiohttp.ClientResponseError) and (
+        "content-encoding" in inner
+    ):
+        return ResponseFormatError(
+            f"cannot decode the answer: {text}", method=method, path=path, retryable=False
+        )
     if isinstance(exc, aiohttp.ClientConnectorCertificateError | aiohttp.ClientSSLError):
-        return TLSVerificationError(text, method=method, path=path)
+        return TLSVerificationError(text, **where)
     if isinstance(exc, aiohttp.ConnectionTimeoutError):
-        return RequestTimeoutError(text, method=method, path=path, sent=False)
+        return RequestTimeoutError(text, sent=False, **where)
     if isinstance(exc, aiohttp.ServerTimeoutError):
-        return RequestTimeoutError(text, method=method, path=path, sent=True)
+        return RequestTimeoutError(text, sent=True, **where)
     if isinstance(exc, aiohttp.ClientConnectorError):
-        return ConnectError(text, method=method, path=path)
+        return ConnectError(text, **where)
     if isinstance(exc, aiohttp.InvalidURL):
         return ConfigurationError(f"invalid URL for {method} {path}")
-    if isinstance(exc, aiohttp.ClientConnectionError | aiohttp.ClientPayloadError):
-        return ConnectionLostError(text, method=method, path=path)
-    return ConnectionLostError(text, method=method, path=path)
+    return ConnectionLostError(text, **where)
 
 
 def merge_headers(*parts: Mapping[str, str] | None) -> CIMultiDict[str]:

@@ -269,7 +269,11 @@ class CreateStage:
             began = asyncio.get_running_loop().time()
             matches: list[Asset] = []
             try:
-                async for asset in self.ark.list_assets(group_ids=[self.group_id], name=name):
+                async for asset in self.ark.list_assets(
+                    group_ids=[self.group_id],
+                    name=name,
+                    deadline=max(1.0, self.opt.reconcile_timeout),
+                ):
                     if asset.name == name:
                         matches.append(asset)
             except (APIError, TransportError) as exc:

@@ -12,6 +12,10 @@ median detection latency stays near ``P / 16`` while the calls per asset stay ne
 tick halves (``P / 16``, about 0.53 calls per asset): then detection lag is lost
 throughput. An asset not seen for ``stale_after`` seconds
 (list lag, a restart, a server that drops it from lists) is checked once with GetAsset.
+
+Every tick's listing is bounded (``tick_deadline`` seconds, and the listing's page checks):
+a listing that cannot end (``PaginationError``: pages that repeat, a lying ``TotalCount``)
+leaves that tick to the one-by-one GetAsset checks instead of stopping the run.
 """
 
 from __future__ import annotations
@@ -24,12 +28,15 @@ from datetime import UTC, datetime, timedelta
 
 import anyio
 
+from chenyu_assets._core.logs import get_logger
 from chenyu_assets._core.retry import Decision, classify
 from chenyu_assets.ark import ArkFamilyClient
-from chenyu_assets.errors import APIError, NotFoundError, TransportError
+from chenyu_assets.errors import APIError, NotFoundError, PaginationError, TransportError
 from chenyu_assets.models.ark import TERMINAL_STATUSES, Asset
 
 __all__ = ["Poller", "Tracked"]
+
+log = get_logger("chenyu_assets.batch")
 
 
 def _loop_time() -> float:
@@ -63,8 +70,10 @@ class Poller:
         project_name: str | None = None,
         hungry: Callable[[], bool] | None = None,
         hungry_min_interval: float = 0.1,
+        tick_deadline: float = 60.0,
     ) -> None:
         self._client = client
+        self._tick_deadline = tick_deadline
         self._hungry = hungry
         self._hungry_min = hungry_min_interval
         self._group_id = group_id
@@ -138,19 +147,28 @@ class Poller:
             sort_order="Desc",
             page_size=100,
             project_name=self._project,
+            deadline=self._tick_deadline,
         ).pages()
-        async for page in pages:
-            self.status_calls += 1
-            below = False
-            for asset in page.items:
-                if asset.update_time is not None:
-                    newest = asset.update_time if newest is None else max(newest, asset.update_time)
-                    if watermark is not None and asset.update_time < watermark:
-                        below = True
-                if asset.id in self._tracked:
-                    finished.append(asset)
-            if below or not self._tracked.keys() - {a.id for a in finished}:
-                break
+        try:
+            async for page in pages:
+                self.status_calls += 1
+                below = False
+                for asset in page.items:
+                    if asset.update_time is not None:
+                        newest = (
+                            asset.update_time if newest is None else max(newest, asset.update_time)
+                        )
+                        if watermark is not None and asset.update_time < watermark:
+                            below = True
+                    if asset.id in self._tracked:
+                        finished.append(asset)
+                if below or not self._tracked.keys() - {a.id for a in finished}:
+                    break
+        except PaginationError as exc:  # the listing cannot be trusted: one by one instead
+            log.warning("status listing unusable (%s); checking assets one by one", exc)
+            newest = None
+            for tracked in self._tracked.values():
+                tracked.last_check = -math.inf
         if newest is not None:
             candidate = newest - self._lookback
             if self._watermark is None or candidate > self._watermark:
