@@ -103,6 +103,7 @@ class _Watch:
     last_check: float = -math.inf
     absent_at: float | None = None  # start of the last sweep that did not find it finished
     seen_processing: bool = False
+    last_status: str = "unknown"
     waiters: list[asyncio.Future[Asset]] = field(default_factory=list)
 
     def idle(self) -> bool:
@@ -302,11 +303,10 @@ class Watcher:
             w.slot, w.lease_end = slot, loop.time() + self.lease
         w.waiters.append(fut)
         if timeout is not None:
-            msg = f"asset {asset_id} still Processing after {timeout:g} s"
 
             def expire() -> None:
                 if not fut.done():
-                    fut.set_exception(WaitTimeoutError(msg))
+                    fut.set_exception(WaitTimeoutError(self._not_reached([asset_id], timeout)))
 
             timer = loop.call_later(timeout, expire)
             fut.add_done_callback(lambda _: timer.cancel())
@@ -321,13 +321,19 @@ class Watcher:
             async with asyncio.timeout(timeout):
                 return list(await asyncio.gather(*futures))
         except TimeoutError:
-            left = sum(not f.done() for f in futures)
-            raise WaitTimeoutError(
-                f"{left} of {len(futures)} assets still Processing after {timeout:g} s"
-            ) from None
+            pairs = zip(asset_ids, futures, strict=True)  # gather cancelled the unfinished
+            left = [a for a, f in pairs if f.cancelled() or not f.done()]
+            raise WaitTimeoutError(self._not_reached(left, timeout, len(futures))) from None
         finally:
             for f in futures:
                 f.cancel()
+
+    def _not_reached(self, left: Sequence[str], timeout: float, of: int = 1) -> str:
+        last = {a: w.last_status if (w := self._watches.get(a)) else "unknown" for a in left}
+        shown = ", ".join(f"{a} (last: {status})" for a, status in list(last.items())[:3])
+        more = f" and {len(left) - 3} more" if len(left) > 3 else ""
+        which = f"asset {shown}" if of == 1 else f"{len(left)} of {of} assets: {shown}{more}"
+        return f"{which}: terminal status not reached within {timeout:g} s"
 
     def _watch(
         self,
@@ -343,7 +349,7 @@ class Watcher:
             now = asyncio.get_running_loop().time()
             w = _Watch(asset_id, project, group_id, group_type, since=now, fresh=fresh)
             if fresh:
-                w.last_check = now
+                w.last_check, w.last_status = now, "Processing"
             self._watches[asset_id] = w
             self._start()
         return w
@@ -473,6 +479,7 @@ class Watcher:
             w for w in watches if w.asset_id in self._watches and now - w.last_check > stale_after
         ]
         for w, asset in await self._get_all(stale, now):
+            w.last_status = asset.status
             if asset.status in TERMINAL_STATUSES:
                 if w.fresh:
                     self._switch(f"asset {w.asset_id} finished but the sorted listing missed it")
@@ -489,12 +496,14 @@ class Watcher:
         for w in watches:
             if w.asset_id in processing:
                 w.seen_processing = True
+                w.last_status = "Processing"
                 w.last_check = started
             elif w.seen_processing or not w.fresh or w.absent_at is not None:
                 gone.append(w)  # left the listing (or never shown in it for a whole tick)
             else:
                 w.absent_at = started
         for w, asset in await self._get_all(gone, started):
+            w.last_status = asset.status
             if asset.status in TERMINAL_STATUSES:
                 await self._finish(w, asset)
 
@@ -533,13 +542,13 @@ class Watcher:
         if w.fresh:  # smooth the processing-time estimate (EWMA)
             took = asyncio.get_running_loop().time() - w.since
             self._p_estimate = 0.8 * self._p_estimate + 0.2 * took
-        await self.release(w.slot)
         self._recent[asset.id] = asset
         if len(self._recent) > RECENT:
             self._recent.popitem(last=False)
-        for f in w.waiters:
+        for f in w.waiters:  # first: their callbacks run before the slot's next holder
             if not f.done():
                 f.set_result(asset)
+        await self.release(w.slot)
         self._emit("finished", asset_id=asset.id, status=asset.status)
 
     async def _expire_leases(self, now: float) -> None:

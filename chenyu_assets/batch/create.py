@@ -1,5 +1,9 @@
 """The create stage of a bulk ingest: processing slot → intent → CreateAsset → outcome.
 
+The slot comes from the client's watcher (:meth:`~chenyu_assets.watcher.Watcher.reserve`),
+taken before the intent is journaled; once CreateAsset returns an id the watcher owns it
+and frees it when the asset leaves Processing.
+
 Intent, send and outcome are journaled as one unit that cancellation cannot split, so a
 fatal stop or Ctrl-C never leaves an item half-recorded. An ambiguous outcome is reconciled
 by listing the group for the item's exact Name (waiting a bounded time for list lag)
@@ -12,6 +16,7 @@ whose tries all failed transiently stays resumable too.
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass
 from typing import Any
 
 import anyio
@@ -23,7 +28,6 @@ from chenyu_assets.ark import ArkFamilyClient
 from chenyu_assets.batch.checks import asset_type_for
 from chenyu_assets.batch.journal import Entry, ItemState
 from chenyu_assets.batch.journal_thread import JournalThread
-from chenyu_assets.batch.poller import Poller, Tracked
 from chenyu_assets.batch.sources import SourceItem
 from chenyu_assets.batch.types import IngestOptions, IngestReport, IngestResult, Status
 from chenyu_assets.errors import (
@@ -36,8 +40,9 @@ from chenyu_assets.errors import (
     TransportError,
 )
 from chenyu_assets.models.ark import Asset
+from chenyu_assets.watcher import Slot
 
-__all__ = ["CREATE_TRIES", "CreateStage", "Fatal", "Work"]
+__all__ = ["CREATE_TRIES", "CreateStage", "Fatal", "Tracked", "Work"]
 
 #: CreateAsset sends per item and run (a try ends created, refused, or - after an ambiguous
 #: outcome - reconciled as absent); past them the item fails this run and stays resumable.
@@ -49,6 +54,15 @@ REQUEST_LEVEL_CODES = frozenset({"InvalidTimestamp"})
 
 class Fatal(Exception):
     """Stop all new work; the journal is consistent."""
+
+
+@dataclass(frozen=True, slots=True)
+class Tracked:
+    """An item whose asset the watcher watches."""
+
+    key: str
+    name: str
+    asset_id: str
 
 
 class Work:
@@ -72,9 +86,6 @@ class CreateStage:
     opt: IngestOptions
     slots: Slots
     report: IngestReport
-    poller: Poller
-    _in_flight: int
-    _waiting_for_slot: int
 
     def emit(self, kind: str, key: str | None = None, **data: Any) -> None:
         raise NotImplementedError
@@ -100,33 +111,33 @@ class CreateStage:
     async def _polled(self, tracked: Tracked, asset: Asset, timed_out: bool) -> None:
         raise NotImplementedError
 
+    def _track(self, key: str, name: str, asset_id: str, slot: Slot) -> None:
+        raise NotImplementedError
+
     async def create(self, inbox: ObjectReceiveStream[Work]) -> None:
+        watcher = self.ark.watcher
         async with inbox:
             async for work in inbox:
-                self._waiting_for_slot += 1  # the poller ticks faster while this is > 0
-                try:
-                    await self.slots.acquire(work.entry.name)
-                finally:
-                    self._waiting_for_slot -= 1
+                slot = await watcher.reserve(self.slots)  # the sweep ticks faster meanwhile
                 tracked = False
                 try:
-                    tracked = await self._create_one(work)
+                    tracked = await self._create_one(work, slot)
                 finally:
                     if not tracked:
-                        await self.slots.release(work.entry.name)
+                        await watcher.release(slot)
 
-    async def _create_one(self, work: Work) -> bool:
-        """Create (or find) the asset; True when it is now tracked by the poller."""
+    async def _create_one(self, work: Work, slot: Slot) -> bool:
+        """Create (or find) the asset; True when the watcher now watches it (with ``slot``)."""
         entry = work.entry
         if entry.state is ItemState.CREATED and entry.asset_id:
-            self._track(entry.key, entry.name, entry.asset_id, resumed=True)
+            self._track(entry.key, entry.name, entry.asset_id, slot)
             return True
         if work.reconcile:
             found = await self.reconcile(entry.name, wait=True)
             if found is not None:
                 self.report.recovered += 1
                 self.emit("recovered", entry.key, asset_id=found.id)
-                return await self._found(entry, found)
+                return await self._found(entry, found, slot)
             await self.journal.call("reset_to_pending", entry.key)
             work.entry = entry = await self.journal.call("get", entry.key)
             work.reconcile = False
@@ -148,10 +159,10 @@ class CreateStage:
             asset_type_for(item, None) if item is not None else (entry.asset_type or "Image")
         )
         for _ in range(CREATE_TRIES):
-            kind, value = await self._send_create(entry, url, asset_type)
+            kind, value = await self._send_create(entry, url, asset_type, slot)
             if kind == "created":
                 self.emit("created", entry.key, asset_id=value)
-                self._track(entry.key, entry.name, str(value))
+                self._track(entry.key, entry.name, str(value), slot)
                 return True
             if kind == "failed":
                 await self.finish(
@@ -178,7 +189,7 @@ class CreateStage:
             if found is not None:
                 self.report.recovered += 1
                 self.emit("recovered", entry.key, asset_id=found.id)
-                return await self._found(entry, found)
+                return await self._found(entry, found, slot)
             await self.journal.call("reset_to_pending", entry.key)
             self.emit("retried", entry.key, reason="not found after an ambiguous create")
         await self.finish_entry(  # every try failed transiently: a rerun tries again
@@ -190,7 +201,9 @@ class CreateStage:
         )
         return False
 
-    async def _send_create(self, entry: Entry, url: str, asset_type: str) -> tuple[str, Any]:
+    async def _send_create(
+        self, entry: Entry, url: str, asset_type: str, slot: Slot
+    ) -> tuple[str, Any]:
         """Intent, send, outcome, journaled as one unit that cancellation cannot split (a
         fatal stop or Ctrl-C waits for it, at most ``create_unit_timeout`` seconds; past
         that the item stays ``creating`` and the next run reconciles it).
@@ -203,7 +216,11 @@ class CreateStage:
             await self.journal.call("mark_intent", entry.key)
             try:
                 asset_id = await self.ark.create_asset(
-                    group_id=self.group_id, url=url, asset_type=asset_type, name=entry.name
+                    group_id=self.group_id,
+                    url=url,
+                    asset_type=asset_type,
+                    name=entry.name,
+                    slot=slot,
                 )
             except LimiterUnavailableError:  # the limiter refused before anything was sent
                 await self.journal.call("reset_to_pending", entry.key)
@@ -235,19 +252,13 @@ class CreateStage:
             f"{entry.key}: CreateAsset did not finish within {self.opt.create_unit_timeout:g} s"
         )  # pragma: no cover
 
-    async def _found(self, entry: Entry, asset: Asset) -> bool:
+    async def _found(self, entry: Entry, asset: Asset, slot: Slot) -> bool:
         await self.journal.call("mark_created", entry.key, asset.id)
-        if asset.is_terminal:
-            tracked = Tracked(entry.key, entry.name, asset.id)
-            await self._polled(tracked, asset, False)
-            return True
-        self._track(entry.key, entry.name, asset.id)
+        if asset.is_terminal:  # the caller frees the slot
+            await self._polled(Tracked(entry.key, entry.name, asset.id), asset, False)
+            return False
+        self._track(entry.key, entry.name, asset.id, slot)
         return True
-
-    def _track(self, key: str, name: str, asset_id: str, *, resumed: bool = False) -> None:
-        self._in_flight += 1
-        self.report.max_processing_seen = max(self.report.max_processing_seen, self._in_flight)
-        self.poller.track(key, name, asset_id, check_now=resumed)
 
     async def reconcile(self, name: str, *, wait: bool) -> Asset | None:
         """The asset of this group named exactly ``name``, waiting for list lag if asked.
