@@ -558,6 +558,8 @@ class Watcher:
                 self._emit("lease_expired", asset_id=w.asset_id)
                 slot, w.slot = w.slot, None
                 await self.release(slot)
+                if w.idle():  # nobody waits on it either
+                    del self._watches[w.asset_id]
 
     async def _fail_all(self, exc: BaseException) -> None:
         watches, self._watches = list(self._watches.values()), {}
