@@ -356,7 +356,10 @@ async def test_hanging_endpoint_ends_by_its_deadline_and_leaves_nothing_behind(
     emu: Emulator,
 ) -> None:
     calls, deadline = 10, 0.5
-    async with ark_for(emu, timeouts=Timeouts(connect=2, read=30)) as ark:
+    # processing_slots=None: no watcher sweep of the created asset opens a connection of its
+    # own while the GetAssets hang (this test counts connections and tasks)
+    opts = {"timeouts": Timeouts(connect=2, read=30), "processing_slots": None}
+    async with ark_for(emu, **opts) as ark:
         group = await ark.create_asset_group(name="g")
         asset_id = await ark.create_asset(group_id=group, url=emu.media_url("png", 800, 800))
         await ark.get_asset(asset_id)  # warm: a pooled keep-alive connection exists
