@@ -30,22 +30,20 @@ from chenyu_assets._core.engine import ClientBase, Prepared, check_base_url
 from chenyu_assets._core.logs import register_secret
 from chenyu_assets._core.pagination import AsyncPaginator, Page
 from chenyu_assets._core.polling import wait_until
-from chenyu_assets._core.ratelimit import LimiterFactory, LimiterRegistry, SlotPool, Slots
+from chenyu_assets._core.ratelimit import LimiterFactory, LimiterRegistry, Slots
 from chenyu_assets._core.redis_limits import RedisLimits, open_limits
 from chenyu_assets._core.retry import RetryBudget, RetryPolicy
 from chenyu_assets._core.signing import BearerAuth, Credentials, sign_request
 from chenyu_assets._core.transport import Timeouts
 from chenyu_assets.envelopes import parse_flat_envelope, parse_volc_envelope
 from chenyu_assets.errors import (
-    AmbiguousOutcomeError,
     AssetFailedError,
     ConfigurationError,
-    RequestTimeoutError,
     ResponseFormatError,
 )
 from chenyu_assets.limits import ACTION_RATES, ARK_VERSION, MAX_PROCESSING
 from chenyu_assets.models.ark import Asset, AssetGroup
-from chenyu_assets.watcher import Slot, Watcher
+from chenyu_assets.watcher import Slot, Watcher, processing_pool
 
 __all__ = [
     "ArkClient",
@@ -111,18 +109,7 @@ class ArkFamilyClient(ClientBase):
         slots. The ``transport`` options go to :class:`ClientBase`."""
         shared = open_limits(limits, account=account, limiter_factory=limiter_factory)
         self.shared_limits = shared.limits
-        if not watch and isinstance(processing_slots, Slots):
-            raise ConfigurationError("watch=False keeps no Processing slots: drop processing_slots")
-        pool: Slots | None = None
-        if not watch or processing_slots is None:
-            pool = None
-        elif isinstance(processing_slots, int):
-            if shared.limits is not None:
-                pool = shared.limits.slots(processing_slots)
-            else:
-                pool = SlotPool(processing_slots)
-        else:
-            pool = processing_slots
+        pool = processing_pool(processing_slots, shared.limits, watch=watch)
         self._watch = watch
         #: the status sweep and Processing slots of this client (see :mod:`chenyu_assets.watcher`)
         self.watcher = Watcher(self, slots=pool, lease=slot_lease)
@@ -258,33 +245,19 @@ class ArkFamilyClient(ClientBase):
             "Name": name,
             "ProjectName": self._project(project_name),
         }
-        own = slot is None and self.watcher.slots is not None
-        if own:
-            started = asyncio.get_running_loop().time()
-            try:
-                async with asyncio.timeout(deadline):
-                    slot = await self.watcher.reserve()
-            except TimeoutError:
-                msg = f"CreateAsset: deadline of {deadline:g} s passed waiting for a slot"
-                raise RequestTimeoutError(msg, method="POST", sent=False) from None
-            if deadline is not None:
-                deadline = max(1e-3, deadline - (asyncio.get_running_loop().time() - started))
-        try:
+
+        async def send(deadline: float | None) -> str:
             result, _ = await self._call("CreateAsset", _compact(body), deadline=deadline)
-            asset_id = _new_id(result, "CreateAsset")
-        except AmbiguousOutcomeError:
-            if own and slot is not None:  # it may be Processing: hold the slot a while
-                self.watcher.release_later(slot)
-            raise
-        except BaseException:
-            if own:
-                await self.watcher.release(slot)
-            raise
-        if self._watch or slot is not None:
-            self.watcher.created(
-                asset_id, slot=slot, project=body.get("ProjectName"), group_id=group_id
-            )
-        return asset_id
+            return _new_id(result, "CreateAsset")
+
+        return await self.watcher.create(
+            send,
+            slot=slot,
+            deadline=deadline,
+            project=body.get("ProjectName"),
+            group_id=group_id,
+            track=self._watch,
+        )
 
     async def get_asset(
         self, asset_id: str, *, project_name: str | None = None, deadline: float | None = None

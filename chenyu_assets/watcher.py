@@ -37,43 +37,55 @@ import asyncio
 import collections
 import contextlib
 import itertools
-import math
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from chenyu_assets._core.logs import get_logger
-from chenyu_assets._core.ratelimit import Slots
+from chenyu_assets._core.ratelimit import SlotPool, Slots
 from chenyu_assets._core.retry import Decision, classify
+from chenyu_assets._sweep import Sweep, Watch
 from chenyu_assets.errors import (
+    AmbiguousOutcomeError,
     APIError,
-    NotFoundError,
+    ConfigurationError,
     RateLimitError,
+    RequestTimeoutError,
     TransportError,
     WaitTimeoutError,
 )
-from chenyu_assets.models.ark import TERMINAL_STATUSES, Asset
+from chenyu_assets.models.ark import Asset
 
 if TYPE_CHECKING:
+    from chenyu_assets._core.redis_limits import RedisLimits
     from chenyu_assets.ark import ArkFamilyClient
 
-__all__ = ["Slot", "Watcher", "WatcherEvent"]
+__all__ = ["Slot", "Watcher", "WatcherEvent", "processing_pool"]
 
 log = get_logger("chenyu_assets.watcher")
 
 #: ``listener(kind, fields)`` for "slot_taken", "slot_freed", "lease_expired", "switched",
-#: "finished", "capped".
+#: "finished".
 WatcherEvent = Callable[[str, Mapping[str, Any]], None]
 
 #: Words in a 429's message that name the service's in-flight cap, not its rate.
 _CAP_WORDS = ("processing", "in-flight", "in flight", "concurrent")
 #: Finished assets remembered, so that a wait that starts after the end resolves at once.
 RECENT = 4096
-#: GetAsset calls of one tick sent at once.
-_GET_CONCURRENCY = 8
-#: A frozen UpdateTime is only concluded from an asset seen processing this long after create.
-_FROZEN_PROOF = 1.5
+
+
+def processing_pool(
+    slots: Slots | int | None, shared: RedisLimits | None, *, watch: bool
+) -> Slots | None:
+    """A client's Processing slots: ``slots`` of them (through Redis when the limits are
+    shared), the caller's own :class:`Slots`, or none (None, or ``watch=False``)."""
+    if not watch and isinstance(slots, Slots):
+        raise ConfigurationError("watch=False keeps no Processing slots: drop processing_slots")
+    if not watch or slots is None:
+        return None
+    if isinstance(slots, int):
+        return shared.slots(slots) if shared is not None else SlotPool(slots)
+    return slots
 
 
 class Slot:
@@ -88,27 +100,6 @@ class Slot:
 
     def __repr__(self) -> str:
         return f"<Slot {self.holder}{' released' if self.released else ''}>"
-
-
-@dataclass(slots=True, eq=False)
-class _Watch:
-    asset_id: str
-    project: str | None
-    group_id: str | None
-    group_type: str | None
-    since: float
-    fresh: bool  # created by this client just now: evidence for the sorted path's checks
-    slot: Slot | None = None
-    lease_end: float = math.inf
-    last_check: float = -math.inf
-    absent_at: float | None = None  # start of the last sweep that did not find it finished
-    seen_processing: bool = False
-    last_status: str = "unknown"
-    waiters: list[asyncio.Future[Asset]] = field(default_factory=list)
-
-    def idle(self) -> bool:
-        self.waiters = [f for f in self.waiters if not f.done()]
-        return not self.waiters and self.slot is None
 
 
 class Watcher:
@@ -132,6 +123,14 @@ class Watcher:
         self._client = client
         self.slots = slots
         self.lease = lease
+        self._watches: dict[str, Watch] = {}
+        self._listeners: list[WatcherEvent] = []
+        self._sweep = Sweep(
+            client,
+            finish=self._finish,
+            live=lambda w: self._watches.get(w.asset_id) is w,
+            emit=self._emit,
+        )
         self.tune(
             min_interval=min_interval,
             starved_interval=starved_interval,
@@ -142,18 +141,11 @@ class Watcher:
         )
         #: the last finished assets (``RECENT`` of them): a wait on one resolves at once
         self._recent: collections.OrderedDict[str, Asset] = collections.OrderedDict()
-        self._watches: dict[str, _Watch] = {}
         self._names = itertools.count(1)
         self._waiting = 0
         self._wake: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
-        self._watermarks: dict[tuple[str | None, str | None], datetime] = {}
-        self._p_estimate = 2.0
-        self._listeners: list[WatcherEvent] = []
         self._background: set[asyncio.Task[None]] = set()
-        #: "sorted" until a run-time check fails, then "robust"
-        self.mode = "sorted"
-        self.status_calls = 0
         self.ticks = 0
 
     def tune(
@@ -171,8 +163,18 @@ class Watcher:
         self.starved_interval = starved_interval
         self.starved_divisor = starved_divisor
         self.max_interval = max_interval
-        self.lookback = timedelta(seconds=lookback)
-        self.stale_after = stale_after
+        self._sweep.lookback = timedelta(seconds=lookback)
+        self._sweep.stale_after = stale_after
+
+    @property
+    def mode(self) -> str:
+        """``sorted`` (the cheap sweep) until a run-time check fails, then ``robust``."""
+        return self._sweep.mode
+
+    @property
+    def status_calls(self) -> int:
+        """ListAssets and GetAsset calls the sweep has sent."""
+        return self._sweep.status_calls
 
     # -- introspection ---------------------------------------------------------------------
     def in_use(self) -> int:
@@ -191,9 +193,9 @@ class Watcher:
     @property
     def interval(self) -> float:
         if self._waiting > 0:
-            starved = self._p_estimate / self.starved_divisor
+            starved = self._sweep.p_estimate / self.starved_divisor
             return min(self.max_interval, max(self.starved_interval, starved))
-        return min(self.max_interval, max(self.min_interval, self._p_estimate / 8))
+        return min(self.max_interval, max(self.min_interval, self._sweep.p_estimate / 8))
 
     def add_listener(self, listener: WatcherEvent) -> None:
         """Receive ``(kind, fields)`` events (see :data:`WatcherEvent`)."""
@@ -240,11 +242,49 @@ class Watcher:
         await slot.pool.release(slot.holder)
         self._emit("slot_freed", holder=slot.holder, in_use=slot.pool.in_use())
 
+    async def create(
+        self,
+        send: Callable[[float | None], Awaitable[str]],
+        *,
+        slot: Slot | None,
+        deadline: float | None,
+        project: str | None,
+        group_id: str | None,
+        track: bool,
+    ) -> str:
+        """Run one CreateAsset, ``send(deadline)``, under a Processing slot (``slot``, or
+        one taken here within ``deadline``); the asset is then watched with its slot."""
+        own = slot is None and self.slots is not None
+        if own:
+            loop = asyncio.get_running_loop()
+            started = loop.time()
+            try:
+                async with asyncio.timeout(deadline):
+                    slot = await self.reserve()
+            except TimeoutError:
+                msg = f"CreateAsset: deadline of {deadline:g} s passed waiting for a slot"
+                raise RequestTimeoutError(msg, method="POST", sent=False) from None
+            if deadline is not None:
+                deadline = max(1e-3, deadline - (loop.time() - started))
+        try:
+            asset_id = await send(deadline)
+        except AmbiguousOutcomeError:
+            if own and slot is not None:  # it may be Processing: hold the slot a while
+                self.release_later(slot)
+            raise
+        except BaseException:
+            if own:
+                await self.release(slot)
+            raise
+        if track or slot is not None:
+            self.created(asset_id, slot=slot, project=project, group_id=group_id)
+        return asset_id
+
     def release_later(self, slot: Slot, delay: float | None = None) -> None:
         """Give ``slot`` back after ``delay`` s (default ``max(10 s, 3 P)``, at most the
         lease): the asset of an ambiguous create may be Processing unseen."""
         loop = asyncio.get_running_loop()
-        delay = max(10.0, 3 * self._p_estimate) if delay is None else delay
+        delay = max(10.0, 3 * self._sweep.p_estimate) if delay is None else delay
 
         def fire() -> None:
             task = loop.create_task(self.release(slot))
@@ -343,11 +383,11 @@ class Watcher:
         group_type: str | None,
         *,
         fresh: bool,
-    ) -> _Watch:
+    ) -> Watch:
         w = self._watches.get(asset_id)
         if w is None:
             now = asyncio.get_running_loop().time()
-            w = _Watch(asset_id, project, group_id, group_type, since=now, fresh=fresh)
+            w = Watch(asset_id, project, group_id, group_type, since=now, fresh=fresh)
             if fresh:
                 w.last_check, w.last_status = now, "Processing"
             self._watches[asset_id] = w
@@ -386,7 +426,8 @@ class Watcher:
                 continue
             started = loop.time()
             try:
-                await self._tick(started)
+                self.ticks += 1
+                await self._sweep.tick(list(self._watches.values()), started)
             except Exception as exc:
                 if isinstance(exc, TransportError | APIError) and classify(exc) is Decision.RETRY:
                     log.info("status sweep failed, retrying next tick: %s", exc)
@@ -399,149 +440,13 @@ class Watcher:
         for asset_id in [a for a, w in self._watches.items() if w.idle()]:
             del self._watches[asset_id]
 
-    async def _tick(self, started: float) -> None:
-        self.ticks += 1
-        scopes: dict[tuple[str | None, str | None], list[_Watch]] = {}
-        for w in self._watches.values():
-            scopes.setdefault((w.project, w.group_type), []).append(w)
-        for scope, watches in scopes.items():
-            if self.mode == "sorted" and await self._sweep_sorted(scope, watches, started):
-                await self._check_stale(watches, started)
-            else:
-                await self._sweep_processing(scope, watches, started)
-
-    def _listing(
-        self, scope: tuple[str | None, str | None], watches: Iterable[_Watch], **kw: Any
-    ) -> Any:
-        groups = {w.group_id for w in watches}
-        known = sorted(g for g in groups if g is not None)
-        group_ids = known if None not in groups and len(known) <= 100 else None
-        return self._client.list_assets(
-            group_ids=group_ids,
-            group_type=scope[1],
-            page_size=100,
-            project_name=scope[0],
-            **kw,
-        ).pages()
-
-    async def _sweep_sorted(
-        self, scope: tuple[str | None, str | None], watches: list[_Watch], started: float
-    ) -> bool:
-        """The cheap sweep; False (and mode "robust") when a check fails."""
-        watermark = self._watermarks.get(scope)
-        if watermark is None:
-            watermark = datetime.now(UTC) - timedelta(minutes=10)
-        by_id = {w.asset_id: w for w in watches}
-        finished: list[tuple[_Watch, Asset]] = []
-        newest: datetime | None = None
-        previous: datetime | None = None
-        reason = None
-        pages = self._listing(
-            scope, watches, statuses=["Active", "Failed"], sort_by="UpdateTime", sort_order="Desc"
-        )
-        async for page in pages:
-            self.status_calls += 1
-            below = False
-            for asset in page.items:
-                t = asset.update_time
-                if t is None:
-                    continue
-                if previous is not None and t > previous:
-                    reason = "ListAssets pages are not in descending UpdateTime order"
-                previous = t
-                newest = t if newest is None else max(newest, t)
-                below = below or t < watermark
-                w = by_id.get(asset.id)
-                if w is not None and asset.status in TERMINAL_STATUSES:
-                    finished.append((w, asset))
-                    reason = reason or _frozen(w, asset)
-            if reason or below or len(finished) == len(by_id):
-                break
-        for w, asset in finished:
-            await self._finish(w, asset)
-        if reason is not None:
-            self._switch(reason)
-            return False
-        for w in by_id.values():
-            if w.asset_id in self._watches:
-                w.absent_at = started
-        if newest is not None and newest - self.lookback > watermark:
-            self._watermarks[scope] = newest - self.lookback
-        else:
-            self._watermarks.setdefault(scope, watermark)
-        return True
-
-    async def _check_stale(self, watches: list[_Watch], now: float) -> None:
-        """GetAsset for what the sorted listing has not shown for ``stale_after`` s; one
-        found finished after its creation here means the listing missed it."""
-        stale_after = max(self.stale_after, 3 * self._p_estimate)
-        stale = [
-            w for w in watches if w.asset_id in self._watches and now - w.last_check > stale_after
-        ]
-        for w, asset in await self._get_all(stale, now):
-            w.last_status = asset.status
-            if asset.status in TERMINAL_STATUSES:
-                if w.fresh:
-                    self._switch(f"asset {w.asset_id} finished but the sorted listing missed it")
-                await self._finish(w, asset)
-
-    async def _sweep_processing(
-        self, scope: tuple[str | None, str | None], watches: list[_Watch], started: float
-    ) -> None:
-        processing: set[str] = set()
-        async for page in self._listing(scope, watches, statuses=["Processing"]):
-            self.status_calls += 1
-            processing.update(a.id for a in page.items)
-        gone = []
-        for w in watches:
-            if w.asset_id in processing:
-                w.seen_processing = True
-                w.last_status = "Processing"
-                w.last_check = started
-            elif w.seen_processing or not w.fresh or w.absent_at is not None:
-                gone.append(w)  # left the listing (or never shown in it for a whole tick)
-            else:
-                w.absent_at = started
-        for w, asset in await self._get_all(gone, started):
-            w.last_status = asset.status
-            if asset.status in TERMINAL_STATUSES:
-                await self._finish(w, asset)
-
-    async def _get_all(self, watches: list[_Watch], now: float) -> list[tuple[_Watch, Asset]]:
-        out: list[tuple[_Watch, Asset]] = []
-        for i in range(0, len(watches), _GET_CONCURRENCY):
-            chunk = watches[i : i + _GET_CONCURRENCY]
-            assets = await asyncio.gather(*(self._get(w, now) for w in chunk))
-            out.extend(zip(chunk, assets, strict=True))
-        return out
-
-    async def _get(self, w: _Watch, now: float) -> Asset:
-        w.last_check = now
-        self.status_calls += 1
-        try:
-            return await self._client.get_asset(w.asset_id, project_name=w.project)
-        except NotFoundError:
-            return Asset.model_validate(
-                {
-                    "Id": w.asset_id,
-                    "Status": "Failed",
-                    "Error": {"Code": "NotFound.asset_id", "Message": "asset disappeared"},
-                }
-            )
-
-    def _switch(self, reason: str) -> None:
-        if self.mode != "robust":
-            self.mode = "robust"
-            log.warning("status sweep: %s; listing Processing assets from now on", reason)
-            self._emit("switched", reason=reason)
-
-    async def _finish(self, w: _Watch, asset: Asset) -> None:
+    async def _finish(self, w: Watch, asset: Asset) -> None:
         if self._watches.get(w.asset_id) is not w:
             return
         del self._watches[w.asset_id]
         if w.fresh:  # smooth the processing-time estimate (EWMA)
             took = asyncio.get_running_loop().time() - w.since
-            self._p_estimate = 0.8 * self._p_estimate + 0.2 * took
+            self._sweep.p_estimate = 0.8 * self._sweep.p_estimate + 0.2 * took
         self._recent[asset.id] = asset
         if len(self._recent) > RECENT:
             self._recent.popitem(last=False)
@@ -568,19 +473,3 @@ class Watcher:
             for f in w.waiters:
                 if not f.done():
                     f.set_exception(exc)
-
-
-def _frozen(w: _Watch, asset: Asset) -> str | None:
-    """Why ``asset`` shows an UpdateTime that did not move when processing ended, if so."""
-    if asset.update_time is None or asset.create_time is None:
-        return None
-    if asset.update_time < asset.create_time:
-        return f"asset {asset.id} has an UpdateTime before its CreateTime"
-    if (
-        asset.update_time <= asset.create_time
-        and w.fresh
-        and w.absent_at is not None
-        and w.absent_at - w.since >= _FROZEN_PROOF
-    ):
-        return "UpdateTime did not move when processing ended"
-    return None
