@@ -15,9 +15,9 @@ The sorted path depends on two things nothing documents (api-reference §6): tha
 is honoured and that ``UpdateTime`` moves when processing ends. The watcher checks both at
 run time and switches to the robust path for good when a check fails: a page (or the next
 page) not in descending ``UpdateTime`` order; an asset whose ``UpdateTime`` is older than
-its ``CreateTime``, or equal to it although it was seen still processing 1.5 s after it
-was created (second-resolution timestamps must differ by then); or an asset the listing
-missed that a ``GetAsset`` (after ``stale_after`` s unseen) finds finished.
+its ``CreateTime``, or equal to it although the listing had not shown it finished 1.5 s
+after it was created (second-resolution timestamps must differ by then); or an asset the
+listing missed that a ``GetAsset`` (after ``stale_after`` s unseen) finds finished.
 
 The tick follows the observed processing time ``P``: ``P/8`` (at least ``min_interval``),
 ``P/24`` (at least ``starved_interval``) while creates wait for a Processing slot, never
