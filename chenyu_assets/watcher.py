@@ -158,13 +158,25 @@ class Watcher:
         lookback: float,
         stale_after: float,
     ) -> None:
-        """Set the tick bounds (seconds); the bulk ingest applies its poll options here."""
+        """Set the tick bounds (seconds); the bulk ingest applies its poll options here for
+        the length of its run (see :meth:`tuning`)."""
         self.min_interval = min_interval
         self.starved_interval = starved_interval
         self.starved_divisor = starved_divisor
         self.max_interval = max_interval
         self._sweep.lookback = timedelta(seconds=lookback)
         self._sweep.stale_after = stale_after
+
+    def tuning(self) -> dict[str, float]:
+        """The current :meth:`tune` arguments (to restore them later)."""
+        return {
+            "min_interval": self.min_interval,
+            "starved_interval": self.starved_interval,
+            "starved_divisor": self.starved_divisor,
+            "max_interval": self.max_interval,
+            "lookback": self._sweep.lookback.total_seconds(),
+            "stale_after": self._sweep.stale_after,
+        }
 
     @property
     def mode(self) -> str:

@@ -159,6 +159,7 @@ class Pipeline(CreateStage):
 
         self.ark.add_event_hook(hook)
         o, watcher = self.opt, self.ark.watcher
+        saved = watcher.tuning()  # the run's poll options, restored at its end
         watcher.tune(
             min_interval=o.poll_min_interval,
             starved_interval=o.poll_starved_interval,
@@ -179,6 +180,7 @@ class Pipeline(CreateStage):
             self.report.fatal = "; ".join(dict.fromkeys(str(e) for e in _leaves(group)))
         finally:
             self.ark.remove_event_hook(hook)
+            watcher.tune(**saved)
             self.report.elapsed = asyncio.get_running_loop().time() - started
             self.report.status_calls += watcher.status_calls - base_calls
             self.report.retries = self.ark.stats.retries - base_retries
