@@ -16,11 +16,13 @@ whose tries all failed transiently stays resumable too.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from dataclasses import dataclass
 from typing import Any
 
 import anyio
 from anyio.abc import ObjectReceiveStream
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from chenyu_assets._core.ratelimit import Slots
 from chenyu_assets._core.retry import Decision, classify
@@ -38,6 +40,7 @@ from chenyu_assets.errors import (
     NotFoundError,
     RateLimitError,
     TransportError,
+    WaitTimeoutError,
 )
 from chenyu_assets.models.ark import Asset
 from chenyu_assets.watcher import Slot
@@ -86,6 +89,11 @@ class CreateStage:
     opt: IngestOptions
     slots: Slots
     report: IngestReport
+    _in_flight: int
+    _unreported: int
+    _idle: anyio.Event
+    _watched_send: MemoryObjectSendStream[tuple[Tracked, asyncio.Future[Asset]]]
+    _watched: MemoryObjectReceiveStream[tuple[Tracked, asyncio.Future[Asset]]]
 
     def emit(self, kind: str, key: str | None = None, **data: Any) -> None:
         raise NotImplementedError
@@ -109,9 +117,6 @@ class CreateStage:
         raise NotImplementedError
 
     async def _polled(self, tracked: Tracked, asset: Asset, timed_out: bool) -> None:
-        raise NotImplementedError
-
-    def _track(self, key: str, name: str, asset_id: str, slot: Slot) -> None:
         raise NotImplementedError
 
     async def create(self, inbox: ObjectReceiveStream[Work]) -> None:
@@ -259,6 +264,51 @@ class CreateStage:
             return False
         self._track(entry.key, entry.name, asset.id, slot)
         return True
+
+    def _track(self, key: str, name: str, asset_id: str, slot: Slot) -> None:
+        """Hand the asset (and its slot) to the watcher; :meth:`_collect` gets its end."""
+        self._in_flight += 1
+        self._unreported += 1
+        self.report.max_processing_seen = max(self.report.max_processing_seen, self._in_flight)
+        if self._idle.is_set():
+            self._idle = anyio.Event()
+        fut = self.ark.watcher.watch(
+            asset_id,
+            project=self.ark.project_name,
+            group_id=self.group_id,
+            timeout=self.opt.processing_timeout,
+            slot=slot,
+        )
+        tracked = Tracked(key, name, asset_id)
+
+        def done(f: asyncio.Future[Asset]) -> None:
+            self._in_flight -= 1
+            with contextlib.suppress(anyio.ClosedResourceError, anyio.BrokenResourceError):
+                self._watched_send.send_nowait((tracked, f))  # unless the run is over
+
+        fut.add_done_callback(done)
+
+    async def _collect(self) -> None:
+        """Report each watched asset's end (the watcher's sweep resolves them)."""
+        async with self._watched:
+            async for tracked, fut in self._watched:
+                self._unreported -= 1
+                try:
+                    if fut.cancelled():  # the client was closed under us
+                        raise Fatal("the client's status watcher was closed")
+                    exc = fut.exception()
+                    if isinstance(exc, WaitTimeoutError):
+                        still = {"Id": tracked.asset_id, "Status": "Processing"}
+                        await self._polled(tracked, Asset.model_validate(still), True)
+                    elif isinstance(exc, APIError | TransportError):
+                        raise Fatal(f"status polling refused: {exc}") from exc
+                    elif exc is not None:
+                        raise exc
+                    else:
+                        await self._polled(tracked, fut.result(), False)
+                finally:
+                    if not self._unreported:
+                        self._idle.set()
 
     async def reconcile(self, name: str, *, wait: bool) -> Asset | None:
         """The asset of this group named exactly ``name``, waiting for list lag if asked.

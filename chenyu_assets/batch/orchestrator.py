@@ -32,7 +32,6 @@ meets them.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import math
 import os
@@ -61,10 +60,8 @@ from chenyu_assets.errors import (
     PermissionDeniedError,
     TransportError,
     UploadError,
-    WaitTimeoutError,
 )
 from chenyu_assets.models.ark import Asset
-from chenyu_assets.watcher import Slot
 
 __all__ = ["Pipeline"]
 
@@ -232,51 +229,6 @@ class Pipeline(CreateStage):
             msg = f"asset name {item.name!r} is already taken by an item above"
             return BadItem(item.key, "duplicate_name", msg, item.line)
         return item
-
-    def _track(self, key: str, name: str, asset_id: str, slot: Slot) -> None:
-        """Hand the asset (and its slot) to the watcher; :meth:`_collect` gets its end."""
-        self._in_flight += 1
-        self._unreported += 1
-        self.report.max_processing_seen = max(self.report.max_processing_seen, self._in_flight)
-        if self._idle.is_set():
-            self._idle = anyio.Event()
-        fut = self.ark.watcher.watch(
-            asset_id,
-            project=self.ark.project_name,
-            group_id=self.group_id,
-            timeout=self.opt.processing_timeout,
-            slot=slot,
-        )
-        tracked = Tracked(key, name, asset_id)
-
-        def done(f: asyncio.Future[Asset]) -> None:
-            self._in_flight -= 1
-            with contextlib.suppress(anyio.ClosedResourceError, anyio.BrokenResourceError):
-                self._watched_send.send_nowait((tracked, f))  # unless the run is over
-
-        fut.add_done_callback(done)
-
-    async def _collect(self) -> None:
-        """Report each watched asset's end (the watcher's sweep resolves them)."""
-        async with self._watched:
-            async for tracked, fut in self._watched:
-                self._unreported -= 1
-                try:
-                    if fut.cancelled():  # the client was closed under us
-                        raise Fatal("the client's status watcher was closed")
-                    exc = fut.exception()
-                    if isinstance(exc, WaitTimeoutError):
-                        still = {"Id": tracked.asset_id, "Status": "Processing"}
-                        await self._polled(tracked, Asset.model_validate(still), True)
-                    elif isinstance(exc, APIError | TransportError):
-                        raise Fatal(f"status polling refused: {exc}") from exc
-                    elif exc is not None:
-                        raise exc
-                    else:
-                        await self._polled(tracked, fut.result(), False)
-                finally:
-                    if not self._unreported:
-                        self._idle.set()
 
     async def _dispatch(
         self,
