@@ -19,6 +19,7 @@ The private-avatar proxy (:mod:`chenyu_assets.avatar`) reuses the typed methods 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 from collections.abc import Mapping, Sequence
@@ -29,7 +30,7 @@ from chenyu_assets._core.engine import ClientBase, Prepared, check_base_url
 from chenyu_assets._core.logs import register_secret
 from chenyu_assets._core.pagination import AsyncPaginator, Page
 from chenyu_assets._core.polling import wait_until
-from chenyu_assets._core.ratelimit import LimiterFactory, LimiterRegistry
+from chenyu_assets._core.ratelimit import LimiterFactory, LimiterRegistry, Slots
 from chenyu_assets._core.redis_limits import RedisLimits, open_limits
 from chenyu_assets._core.retry import RetryBudget, RetryPolicy
 from chenyu_assets._core.signing import BearerAuth, Credentials, sign_request
@@ -40,8 +41,9 @@ from chenyu_assets.errors import (
     ConfigurationError,
     ResponseFormatError,
 )
-from chenyu_assets.limits import ACTION_RATES, ARK_VERSION, OFFSET_PAGING_LIMITS
+from chenyu_assets.limits import ACTION_RATES, ARK_VERSION, MAX_PROCESSING, OFFSET_PAGING_LIMITS
 from chenyu_assets.models.ark import Asset, AssetGroup
+from chenyu_assets.watcher import Slot, Watcher, processing_pool
 
 __all__ = [
     "ArkClient",
@@ -94,13 +96,23 @@ class ArkFamilyClient(ClientBase):
         headroom: float | None,
         limiter_factory: LimiterFactory | None,
         limits: str | RedisLimits | None,
+        processing_slots: Slots | int | None = MAX_PROCESSING,
+        slot_lease: float = 3600.0,
+        watch: bool = True,
         **transport: Any,
     ) -> None:
         """Pacing for the account whose key is ``account``: the published rates (with
         ``rate_limits`` overrides), local or shared through Redis (``limits=``); the
-        ``transport`` options go to :class:`ClientBase`."""
+        Processing cap (``processing_slots``: a number of slots, shared through Redis with
+        ``limits=``, a :class:`Slots` of your own, or None for no accounting) kept by
+        :attr:`watcher`; ``watch=False`` waits with one GetAsset per asset and keeps no
+        slots. The ``transport`` options go to :class:`ClientBase`."""
         shared = open_limits(limits, account=account, limiter_factory=limiter_factory)
         self.shared_limits = shared.limits
+        pool = processing_pool(processing_slots, shared.limits, watch=watch)
+        self._watch = watch
+        #: the status sweep and Processing slots of this client (see :mod:`chenyu_assets.watcher`)
+        self.watcher = Watcher(self, slots=pool, lease=slot_lease)
         super().__init__(
             limiters=LimiterRegistry(
                 ACTION_RATES,
@@ -108,9 +120,10 @@ class ArkFamilyClient(ClientBase):
                 headroom=shared.headroom if headroom is None else headroom,
                 factory=shared.factory,
             ),
-            closers=shared.closers,
+            closers=(self.watcher.aclose, *shared.closers),
             **transport,
         )
+        self._engine.not_a_rate_429 = self.watcher.is_cap_429
 
     async def _call(
         self, action: str, body: dict[str, Any], *, deadline: float | None = None
@@ -214,8 +227,14 @@ class ArkFamilyClient(ClientBase):
         name: str | None = None,
         project_name: str | None = None,
         deadline: float | None = None,
+        slot: Slot | None = None,
     ) -> str:
         """CreateAsset; returns the new asset id (the asset starts ``Processing``).
+
+        First takes a Processing slot (unless the client keeps none, or ``slot`` is one the
+        caller took with ``watcher.reserve()``: that stays the caller's until this returns
+        an id); the watcher frees it when the asset leaves Processing. ``deadline`` covers
+        the wait for the slot too.
 
         Never re-sent after an ambiguous failure: ``AmbiguousOutcomeError`` tells the
         caller to look for ``name`` in the group before creating again.
@@ -229,8 +248,19 @@ class ArkFamilyClient(ClientBase):
             "Name": name,
             "ProjectName": self._project(project_name),
         }
-        result, _ = await self._call("CreateAsset", _compact(body), deadline=deadline)
-        return _new_id(result, "CreateAsset")
+
+        async def send(deadline: float | None) -> str:
+            result, _ = await self._call("CreateAsset", _compact(body), deadline=deadline)
+            return _new_id(result, "CreateAsset")
+
+        return await self.watcher.create(
+            send,
+            slot=slot,
+            deadline=deadline,
+            project=body.get("ProjectName"),
+            group_id=group_id,
+            track=self._watch,
+        )
 
     async def get_asset(
         self, asset_id: str, *, project_name: str | None = None, deadline: float | None = None
@@ -299,9 +329,49 @@ class ArkFamilyClient(ClientBase):
         max_interval: float = 10.0,
         project_name: str | None = None,
     ) -> Asset:
-        """Poll GetAsset until ``Active`` (returned) or ``Failed`` (``AssetFailedError``
-        with the server's code and message); ``WaitTimeoutError`` at ``timeout`` s."""
-        asset = await wait_until(
+        """Wait until ``Active`` (returned) or ``Failed`` (``AssetFailedError`` with the
+        server's code and message); ``WaitTimeoutError`` at ``timeout`` s. Resolved by the
+        watcher's sweep (``interval``/``max_interval`` apply only with ``watch=False``)."""
+        if self._watch:
+            project = self._project(project_name)
+            [asset] = await self.watcher.wait([asset_id], timeout=timeout, project=project)
+        else:
+            asset = await self._poll_asset(asset_id, timeout, interval, max_interval, project_name)
+        if asset.status == "Failed":
+            err = asset.error
+            raise AssetFailedError(
+                asset_id, err.code if err else None, err.message if err else None
+            )
+        return asset
+
+    async def wait_for_assets(
+        self,
+        asset_ids: Sequence[str],
+        *,
+        timeout: float = 600.0,
+        project_name: str | None = None,
+    ) -> list[Asset]:
+        """The terminal state (``Active`` or ``Failed``: check ``.status``) of each asset,
+        in order, from one sweep per tick for all of them; ``WaitTimeoutError`` at
+        ``timeout`` s."""
+        if self._watch:
+            project = self._project(project_name)
+            return await self.watcher.wait(asset_ids, timeout=timeout, project=project)
+        return list(
+            await asyncio.gather(
+                *(self._poll_asset(a, timeout, 1.0, 10.0, project_name) for a in asset_ids)
+            )
+        )
+
+    async def _poll_asset(
+        self,
+        asset_id: str,
+        timeout: float,
+        interval: float,
+        max_interval: float,
+        project_name: str | None,
+    ) -> Asset:
+        return await wait_until(
             lambda: self.get_asset(asset_id, project_name=project_name),
             lambda a: a.is_terminal,
             timeout=timeout,
@@ -311,12 +381,6 @@ class ArkFamilyClient(ClientBase):
                 f"asset {asset_id} terminal status (last: {a.status if a else 'unknown'})"
             ),
         )
-        if asset.status == "Failed":
-            err = asset.error
-            raise AssetFailedError(
-                asset_id, err.code if err else None, err.message if err else None
-            )
-        return asset
 
     def _paginate(
         self,
@@ -408,9 +472,15 @@ class ArkClient(ArkFamilyClient):
     ``BYTEPLUS_ACCESSKEY`` / ``BYTEPLUS_SECRETKEY``), ``ARK_REGION``, ``ARK_BASE_URL``,
     ``ARK_API_KEY`` (gateway Bearer key), ``ARK_STYLE`` (official | gateway).
 
-    ``limits="redis://host:6379/0"`` shares the account's rate limits with every process
-    that points at the same Redis (``shared_limits.slots(30)`` shares the Processing cap);
-    see :mod:`chenyu_assets._core.redis_limits`.
+    ``limits="redis://host:6379/0"`` shares the account's rate limits and its Processing
+    slots with every process that points at the same Redis; see
+    :mod:`chenyu_assets._core.redis_limits`.
+
+    ``processing_slots`` (default 30, the account's cap) is the number of assets this client
+    lets be ``Processing`` at once: ``create_asset`` waits for a slot and :attr:`watcher`
+    frees it when the asset leaves Processing (or after ``slot_lease`` s). Pass your own
+    :class:`Slots`, or None to keep no accounting; ``watch=False`` also waits per asset
+    with GetAsset instead of the shared sweep (see :mod:`chenyu_assets.watcher`).
     """
 
     def __init__(
@@ -428,6 +498,9 @@ class ArkClient(ArkFamilyClient):
         headroom: float | None = None,
         limiter_factory: LimiterFactory | None = None,
         limits: str | RedisLimits | None = None,
+        processing_slots: Slots | int | None = MAX_PROCESSING,
+        slot_lease: float = 3600.0,
+        watch: bool = True,
         timeouts: Timeouts | None = None,
         retry: RetryPolicy | None = None,
         retry_budget: RetryBudget | None = None,
@@ -474,6 +547,9 @@ class ArkClient(ArkFamilyClient):
             headroom=headroom,
             limiter_factory=limiter_factory,
             limits=limits,
+            processing_slots=processing_slots,
+            slot_lease=slot_lease,
+            watch=watch,
             session=session,
             timeouts=timeouts,
             retry=retry,

@@ -16,7 +16,7 @@ from urllib.parse import quote
 
 from chenyu_assets._core.engine import Prepared, check_base_url
 from chenyu_assets._core.logs import register_secret
-from chenyu_assets._core.ratelimit import LimiterFactory
+from chenyu_assets._core.ratelimit import LimiterFactory, Slots
 from chenyu_assets._core.redis_limits import RedisLimits
 from chenyu_assets._core.retry import RetryBudget, RetryPolicy
 from chenyu_assets._core.signing import BearerAuth
@@ -24,6 +24,7 @@ from chenyu_assets._core.transport import Timeouts
 from chenyu_assets.ark import ArkFamilyClient
 from chenyu_assets.envelopes import parse_volc_envelope
 from chenyu_assets.errors import ConfigurationError
+from chenyu_assets.limits import MAX_PROCESSING
 
 __all__ = ["AVATAR_MODELS", "PrivateAvatarClient"]
 
@@ -61,6 +62,9 @@ class PrivateAvatarClient(ArkFamilyClient):
         headroom: float | None = None,
         limiter_factory: LimiterFactory | None = None,
         limits: str | RedisLimits | None = None,
+        processing_slots: Slots | int | None = MAX_PROCESSING,
+        slot_lease: float = 3600.0,
+        watch: bool = True,
         timeouts: Timeouts | None = None,
         retry: RetryPolicy | None = None,
         retry_budget: RetryBudget | None = None,
@@ -86,6 +90,9 @@ class PrivateAvatarClient(ArkFamilyClient):
             headroom=headroom,
             limiter_factory=limiter_factory,
             limits=limits,
+            processing_slots=processing_slots,
+            slot_lease=slot_lease,
+            watch=watch,
             session=session,
             timeouts=timeouts,
             retry=retry,

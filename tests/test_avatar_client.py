@@ -23,7 +23,11 @@ GROUP = "group-20260601120000-abcde"
 async def test_routes_and_bodies_on_the_wire(stub: Stub) -> None:
     stub.body = volc({"Id": GROUP, "Items": [], "TotalCount": 0})
     model = AVATAR_MODELS[1]
-    async with PrivateAvatarClient(api_key="k", base_url=stub.url + "/", model=model) as av:
+    # processing_slots=None: no watcher sweep after create_asset, only these calls on the wire
+    av = PrivateAvatarClient(
+        api_key="k", base_url=stub.url + "/", model=model, processing_slots=None
+    )
+    async with av:
         await av.create_asset_group(name="g", description="d", project_name="ignored")
         await av.list_asset_groups(name="g", page_size=5)
         await av.delete_asset_group(GROUP)

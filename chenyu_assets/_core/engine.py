@@ -76,6 +76,9 @@ class Engine:
         self.budget = budget
         self.stats = Stats()
         self.hooks: list[EventHook] = []
+        #: ``(endpoint, error) -> True`` for a 429 that is not about the request rate (a
+        #: family's in-flight cap): it is retried like any 429 but pauses no limiter.
+        self.not_a_rate_429: Callable[[str, RateLimitError], bool] | None = None
 
     def _emit(self, event: str, fields: Mapping[str, Any]) -> None:
         for hook in self.hooks:
@@ -154,7 +157,10 @@ class Engine:
                 pause = failure.retry_after
                 if pause is None or pause > self.policy.max_retry_after:
                     pause = self.policy.rate_limit_wait
-                await self.limiters.pause(endpoint, pause)
+                if self.not_a_rate_429 is not None and self.not_a_rate_429(endpoint, failure):
+                    pause = 0.0  # the service's cap, not the rate: nobody else waits
+                else:
+                    await self.limiters.pause(endpoint, pause)
                 self._emit("rate_limited", {"endpoint": endpoint, "pause": pause})
             if decision is Decision.AMBIGUOUS:
                 self.stats.ambiguous += 1

@@ -1,5 +1,9 @@
 """The create stage of a bulk ingest: processing slot → intent → CreateAsset → outcome.
 
+The slot comes from the client's watcher (:meth:`~chenyu_assets.watcher.Watcher.reserve`),
+taken before the intent is journaled; once CreateAsset returns an id the watcher owns it
+and frees it when the asset leaves Processing.
+
 Intent, send and outcome are journaled as one unit that cancellation cannot split, so a
 fatal stop or Ctrl-C never leaves an item half-recorded. An ambiguous outcome is reconciled
 by listing the group for the item's exact Name (waiting a bounded time for list lag)
@@ -12,10 +16,13 @@ whose tries all failed transiently stays resumable too.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from dataclasses import dataclass
 from typing import Any
 
 import anyio
 from anyio.abc import ObjectReceiveStream
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from chenyu_assets._core.ratelimit import Slots
 from chenyu_assets._core.retry import Decision, classify
@@ -23,7 +30,6 @@ from chenyu_assets.ark import ArkFamilyClient
 from chenyu_assets.batch.checks import asset_type_for
 from chenyu_assets.batch.journal import Entry, ItemState
 from chenyu_assets.batch.journal_thread import JournalThread
-from chenyu_assets.batch.poller import Poller, Tracked
 from chenyu_assets.batch.sources import SourceItem
 from chenyu_assets.batch.types import IngestOptions, IngestReport, IngestResult, Status
 from chenyu_assets.errors import (
@@ -34,10 +40,12 @@ from chenyu_assets.errors import (
     NotFoundError,
     RateLimitError,
     TransportError,
+    WaitTimeoutError,
 )
 from chenyu_assets.models.ark import Asset
+from chenyu_assets.watcher import Slot
 
-__all__ = ["CREATE_TRIES", "CreateStage", "Fatal", "Work"]
+__all__ = ["CREATE_TRIES", "CreateStage", "Fatal", "Tracked", "Work"]
 
 #: CreateAsset sends per item and run (a try ends created, refused, or - after an ambiguous
 #: outcome - reconciled as absent); past them the item fails this run and stays resumable.
@@ -49,6 +57,15 @@ REQUEST_LEVEL_CODES = frozenset({"InvalidTimestamp"})
 
 class Fatal(Exception):
     """Stop all new work; the journal is consistent."""
+
+
+@dataclass(frozen=True, slots=True)
+class Tracked:
+    """An item whose asset the watcher watches."""
+
+    key: str
+    name: str
+    asset_id: str
 
 
 class Work:
@@ -75,9 +92,11 @@ class CreateStage:
     opt: IngestOptions
     slots: Slots
     report: IngestReport
-    poller: Poller
     _in_flight: int
-    _waiting_for_slot: int
+    _unreported: int
+    _idle: anyio.Event
+    _watched_send: MemoryObjectSendStream[tuple[Tracked, asyncio.Future[Asset]]]
+    _watched: MemoryObjectReceiveStream[tuple[Tracked, asyncio.Future[Asset]]]
 
     def emit(self, kind: str, key: str | None = None, **data: Any) -> None:
         raise NotImplementedError
@@ -107,32 +126,29 @@ class CreateStage:
         """Renew ``work.url`` if it would not stay valid long enough (staged files)."""
 
     async def create(self, inbox: ObjectReceiveStream[Work]) -> None:
+        watcher = self.ark.watcher
         async with inbox:
             async for work in inbox:
-                self._waiting_for_slot += 1  # the poller ticks faster while this is > 0
-                try:
-                    await self.slots.acquire(work.entry.name)
-                finally:
-                    self._waiting_for_slot -= 1
+                slot = await watcher.reserve(self.slots)  # the sweep ticks faster meanwhile
                 tracked = False
                 try:
-                    tracked = await self._create_one(work)
+                    tracked = await self._create_one(work, slot)
                 finally:
                     if not tracked:
-                        await self.slots.release(work.entry.name)
+                        await watcher.release(slot)
 
-    async def _create_one(self, work: Work) -> bool:
-        """Create (or find) the asset; True when it is now tracked by the poller."""
+    async def _create_one(self, work: Work, slot: Slot) -> bool:
+        """Create (or find) the asset; True when the watcher now watches it (with ``slot``)."""
         entry = work.entry
         if entry.state is ItemState.CREATED and entry.asset_id:
-            self._track(entry.key, entry.name, entry.asset_id, resumed=True)
+            self._track(entry.key, entry.name, entry.asset_id, slot)
             return True
         if work.reconcile:
             found = await self.reconcile(entry.name, wait=True)
             if found is not None:
                 self.report.recovered += 1
                 self.emit("recovered", entry.key, asset_id=found.id)
-                return await self._found(entry, found)
+                return await self._found(entry, found, slot)
             await self.journal.call("reset_to_pending", entry.key)
             work.entry = entry = await self.journal.call("get", entry.key)
             work.reconcile = False
@@ -155,10 +171,10 @@ class CreateStage:
             asset_type_for(item, None) if item is not None else (entry.asset_type or "Image")
         )
         for _ in range(CREATE_TRIES):
-            kind, value = await self._send_create(entry, url, asset_type)
+            kind, value = await self._send_create(entry, url, asset_type, slot)
             if kind == "created":
                 self.emit("created", entry.key, asset_id=value)
-                self._track(entry.key, entry.name, str(value))
+                self._track(entry.key, entry.name, str(value), slot)
                 return True
             if kind == "failed":
                 await self.finish(
@@ -185,7 +201,7 @@ class CreateStage:
             if found is not None:
                 self.report.recovered += 1
                 self.emit("recovered", entry.key, asset_id=found.id)
-                return await self._found(entry, found)
+                return await self._found(entry, found, slot)
             await self.journal.call("reset_to_pending", entry.key)
             self.emit("retried", entry.key, reason="not found after an ambiguous create")
         await self.finish_entry(  # every try failed transiently: a rerun tries again
@@ -197,7 +213,9 @@ class CreateStage:
         )
         return False
 
-    async def _send_create(self, entry: Entry, url: str, asset_type: str) -> tuple[str, Any]:
+    async def _send_create(
+        self, entry: Entry, url: str, asset_type: str, slot: Slot
+    ) -> tuple[str, Any]:
         """Intent, send, outcome, journaled as one unit that cancellation cannot split (a
         fatal stop or Ctrl-C waits for it, at most ``create_unit_timeout`` seconds; past
         that the item stays ``creating`` and the next run reconciles it).
@@ -210,7 +228,11 @@ class CreateStage:
             await self.journal.call("mark_intent", entry.key)
             try:
                 asset_id = await self.ark.create_asset(
-                    group_id=self.group_id, url=url, asset_type=asset_type, name=entry.name
+                    group_id=self.group_id,
+                    url=url,
+                    asset_type=asset_type,
+                    name=entry.name,
+                    slot=slot,
                 )
             except LimiterUnavailableError:  # the limiter refused before anything was sent
                 await self.journal.call("reset_to_pending", entry.key)
@@ -242,19 +264,58 @@ class CreateStage:
             f"{entry.key}: CreateAsset did not finish within {self.opt.create_unit_timeout:g} s"
         )  # pragma: no cover
 
-    async def _found(self, entry: Entry, asset: Asset) -> bool:
+    async def _found(self, entry: Entry, asset: Asset, slot: Slot) -> bool:
         await self.journal.call("mark_created", entry.key, asset.id)
-        if asset.is_terminal:
-            tracked = Tracked(entry.key, entry.name, asset.id)
-            await self._polled(tracked, asset, False)
-            return True
-        self._track(entry.key, entry.name, asset.id)
+        if asset.is_terminal:  # the caller frees the slot
+            await self._polled(Tracked(entry.key, entry.name, asset.id), asset, False)
+            return False
+        self._track(entry.key, entry.name, asset.id, slot)
         return True
 
-    def _track(self, key: str, name: str, asset_id: str, *, resumed: bool = False) -> None:
+    def _track(self, key: str, name: str, asset_id: str, slot: Slot) -> None:
+        """Hand the asset (and its slot) to the watcher; :meth:`_collect` gets its end."""
         self._in_flight += 1
+        self._unreported += 1
         self.report.max_processing_seen = max(self.report.max_processing_seen, self._in_flight)
-        self.poller.track(key, name, asset_id, check_now=resumed)
+        if self._idle.is_set():
+            self._idle = anyio.Event()
+        fut = self.ark.watcher.watch(
+            asset_id,
+            project=self.ark.project_name,
+            group_id=self.group_id,
+            timeout=self.opt.processing_timeout,
+            slot=slot,
+        )
+        tracked = Tracked(key, name, asset_id)
+
+        def done(f: asyncio.Future[Asset]) -> None:
+            self._in_flight -= 1
+            with contextlib.suppress(anyio.ClosedResourceError, anyio.BrokenResourceError):
+                self._watched_send.send_nowait((tracked, f))  # unless the run is over
+
+        fut.add_done_callback(done)
+
+    async def _collect(self) -> None:
+        """Report each watched asset's end (the watcher's sweep resolves them)."""
+        async with self._watched:
+            async for tracked, fut in self._watched:
+                self._unreported -= 1
+                try:
+                    if fut.cancelled():  # the client was closed under us
+                        raise Fatal("the client's status watcher was closed")
+                    exc = fut.exception()
+                    if isinstance(exc, WaitTimeoutError):
+                        still = {"Id": tracked.asset_id, "Status": "Processing"}
+                        await self._polled(tracked, Asset.model_validate(still), True)
+                    elif isinstance(exc, APIError | TransportError):
+                        raise Fatal(f"status polling refused: {exc}") from exc
+                    elif exc is not None:
+                        raise exc
+                    else:
+                        await self._polled(tracked, fut.result(), False)
+                finally:
+                    if not self._unreported:
+                        self._idle.set()
 
     async def reconcile(self, name: str, *, wait: bool) -> Asset | None:
         """The asset of this group named exactly ``name``, waiting for list lag if asked.

@@ -3,16 +3,17 @@ duplicate-free.
 
 ::
 
-    source ─► register ─► pre-flight ─► upload (local files) ─► create ─► poller ─► results
-              (journal)   (media check,  (Chenyu, signed URL,   (slot,      (one ListAssets
-                          URL safety)    or S3 + presigned URL) intent,     per tick)
+    source ─► register ─► pre-flight ─► upload (local files) ─► create ─► watcher ─► results
+              (journal)   (media check,  (Chenyu, signed URL,   (slot,      (the client's
+                          URL safety)    or S3 + presigned URL) intent,     status sweep)
                                                                 send)
 
 Every stage is a fixed number of tasks joined by bounded memory streams (never one task
 per item), so memory is flat whatever the manifest's size. All stages share the clients'
 per-action limiters. A *processing slot* is taken before CreateAsset and given back when
-the poller sees the asset ``Active`` or ``Failed``: at most ``max_processing`` of the
-account's assets are ``Processing`` at once.
+the client's watcher (:mod:`chenyu_assets.watcher`, the one status sweep every caller of
+the client shares) sees the asset ``Active`` or ``Failed``: at most ``max_processing`` of
+the account's assets are ``Processing`` at once.
 
 No duplicates: each item has a deterministic Name; the journal records the intent before
 every CreateAsset and the outcome right after. An ambiguous outcome (timeout, reset, 5xx
@@ -32,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import math
 import os
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -45,10 +47,9 @@ from chenyu_assets._core.ratelimit import Slots
 from chenyu_assets._core.retry import Decision, classify
 from chenyu_assets.ark import ArkFamilyClient
 from chenyu_assets.batch.checks import hash_and_check, url_problem
-from chenyu_assets.batch.create import CreateStage, Fatal, Work
+from chenyu_assets.batch.create import CreateStage, Fatal, Tracked, Work
 from chenyu_assets.batch.journal import TERMINAL, Entry, ItemState
 from chenyu_assets.batch.journal_thread import JournalThread, register_batch, take
-from chenyu_assets.batch.poller import Poller, Tracked
 from chenyu_assets.batch.sources import BadItem, KeySet, SourceItem, url_has_userinfo
 from chenyu_assets.batch.staging import S3Staging
 from chenyu_assets.batch.types import Event, IngestOptions, IngestReport, IngestResult, Status
@@ -104,21 +105,13 @@ class Pipeline(CreateStage):
         self.results = send_results
         self.report = IngestReport()
         self.items: dict[str, SourceItem] = {}
-        self.poller = Poller(
-            ark,
-            group_id=group_id,
-            on_done=self._polled,
-            min_interval=options.poll_min_interval,
-            max_interval=options.poll_max_interval,
-            lookback=options.poll_lookback,
-            stale_after=options.stale_after,
-            processing_timeout=options.processing_timeout,
-            project_name=ark.project_name,
-            hungry=lambda: self._waiting_for_slot > 0,
-            hungry_min_interval=options.poll_starved_interval,
-        )
-        self._in_flight = 0
-        self._waiting_for_slot = 0
+        self._in_flight = 0  # items whose asset is Processing (as far as the run knows)
+        self._unreported = 0  # items handed to the watcher whose end is not reported yet
+        self._idle = anyio.Event()
+        self._idle.set()
+        self._watched_send, self._watched = anyio.create_memory_object_stream[
+            tuple[Tracked, "asyncio.Future[Asset]"]
+        ](math.inf)
         self._keys = KeySet() if check_keys else None  # see _unique
         self._names = KeySet()
 
@@ -161,7 +154,8 @@ class Pipeline(CreateStage):
         )
 
     async def main(self, done: anyio.Event) -> None:
-        """All stages, then the poller until nothing is processing; fatal stops cleanly."""
+        """All stages, then the watcher until nothing of this run is processing; fatal stops
+        cleanly."""
         started = asyncio.get_running_loop().time()
         base_retries, base_429 = self.ark.stats.retries, self.ark.stats.rate_limited
 
@@ -169,11 +163,23 @@ class Pipeline(CreateStage):
             self.emit("retried" if event == "retry" else event, None, **fields)
 
         self.ark.add_event_hook(hook)
+        o, watcher = self.opt, self.ark.watcher
+        saved = watcher.tuning()  # the run's poll options, restored at its end
+        watcher.tune(
+            min_interval=o.poll_min_interval,
+            starved_interval=o.poll_starved_interval,
+            starved_divisor=16,
+            max_interval=o.poll_max_interval,
+            lookback=o.poll_lookback,
+            stale_after=o.stale_after,
+        )
+        base_calls = watcher.status_calls
         try:
             async with anyio.create_task_group() as outer:
-                outer.start_soon(self._poll)
+                outer.start_soon(self._collect)
                 await self._stages()
-                await self.poller.wait_empty()
+                while self._unreported:
+                    await self._idle.wait()
                 if self.staging is not None:
                     await self.staging.cleanup(self)
                 outer.cancel_scope.cancel()
@@ -182,8 +188,9 @@ class Pipeline(CreateStage):
             self.report.fatal = redact_text(fatal)
         finally:
             self.ark.remove_event_hook(hook)
+            watcher.tune(**saved)
             self.report.elapsed = asyncio.get_running_loop().time() - started
-            self.report.status_calls += self.poller.status_calls
+            self.report.status_calls += watcher.status_calls - base_calls
             self.report.retries = self.ark.stats.retries - base_retries
             self.report.rate_limited = self.ark.stats.rate_limited - base_429
             done.set()
@@ -237,12 +244,6 @@ class Pipeline(CreateStage):
             msg = f"asset name {item.name!r} is already taken by an item above"
             return BadItem(item.key, "duplicate_name", msg, item.line)
         return item
-
-    async def _poll(self) -> None:
-        try:
-            await self.poller.run()
-        except (APIError, TransportError) as exc:  # not transient (the poller retries those)
-            raise Fatal(f"status polling refused: {exc}") from exc
 
     async def _dispatch(
         self,
@@ -458,8 +459,6 @@ class Pipeline(CreateStage):
             await self.staging.refresh(self, work)
 
     async def _polled(self, tracked: Tracked, asset: Asset, timed_out: bool) -> None:
-        self._in_flight -= 1
-        await self.slots.release(tracked.name)
         entry_stub = Entry(
             tracked.key,
             self._source_of(tracked.key),

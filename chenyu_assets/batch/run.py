@@ -108,7 +108,7 @@ async def open_ingest(
             journal=jt,
             chenyu=chenyu,
             options=opts,
-            slots=slots or SlotPool(opts.max_processing),
+            slots=slots or _pool(ark, opts.max_processing),
             on_event=on_event,
             send_results=send,
             check_keys=not unique_keys,
@@ -128,6 +128,13 @@ async def open_ingest(
         await jt.close()
         if tmp is not None:
             tmp.cleanup()
+
+
+def _pool(ark: ArkFamilyClient, limit: int) -> Slots:
+    """The client's Processing slots when they have this limit (then the ingest and the
+    client's other creates share the cap), else a pool of the ingest's own."""
+    pool = ark.watcher.slots
+    return pool if pool is not None and pool.limit == limit else SlotPool(limit)
 
 
 async def ingest(

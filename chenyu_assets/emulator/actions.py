@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import random
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -81,7 +82,7 @@ def asset_view(state: EmulatorState, a: AssetRec) -> dict[str, Any]:
         "Status": a.status,
         "ProjectName": a.project,
         "CreateTime": rfc3339(a.create_time),
-        "UpdateTime": rfc3339(a.update_time),
+        "UpdateTime": rfc3339(a.create_time if state.config.freeze_update_time else a.update_time),
     }
     if a.status == "Failed":
         view["Error"] = {"Code": a.error_code or "", "Message": a.error_message or ""}
@@ -287,7 +288,12 @@ def list_assets(call: Call, p: Params) -> dict[str, Any]:
         needle = name.casefold()
         items = (a for a in items if needle in a.name.casefold())
     items = _visible(call, items)
+    cfg = call.state.config
+    if cfg.freeze_update_time and sort_by == "UpdateTime":
+        sort_by = "CreateTime"  # the UpdateTime every answer shows
     chosen = _sorted(list(items), sort_by or "CreateTime", page.descending)
+    if cfg.ignore_sort:  # a server that does not honour SortBy/SortOrder
+        random.Random(f"ignore-sort:{cfg.seed}:{call.t!r}").shuffle(chosen)
     return page.result(chosen, lambda a: asset_view(call.state, a))
 
 

@@ -180,6 +180,11 @@ class EmulatorConfig(BaseModel):
     #: Requests per second per account and action (before ``time_scale``).
     rates: dict[str, float] = Field(default_factory=_default_rates)
     max_processing: int = Field(default=MAX_PROCESSING, ge=1)
+    #: Misbehaviours a real service may have (api-reference §6): ListAssets ignores
+    #: ``SortBy``/``SortOrder`` (each answer's order is a seeded shuffle), and ``UpdateTime``
+    #: never moves after create (it always equals ``CreateTime``).
+    ignore_sort: bool = False
+    freeze_update_time: bool = False
     #: Lifetime of signed content URLs, in emulated seconds (12 h); a Chenyu signed URL
     #: never outlives its asset.
     signed_url_seconds: float = Field(default=43200.0, gt=0.0)
