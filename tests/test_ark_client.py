@@ -518,11 +518,12 @@ async def test_wait_until_the_deadline(transport: str) -> None:
         with pytest.raises(WaitTimeoutError, match="Processing") as info:
             await c.wait_for_asset(asset_id, timeout=timeout, interval=0.02, max_interval=0.05)
         ended = vt.audit_now()
+        watched = c.watcher.watched()
     assert isinstance(info.value, TimeoutError)
     assert ended - started == pytest.approx(timeout, abs=1e-6)  # exactly at the deadline
     audit = emu.audit()  # the watcher's sweep looked (one listing per tick, not GetAsset polls)
     assert audit.count("ListAssets") + audit.count("GetAsset") >= 1
-    assert asset_id in c.watcher.watched()  # it still holds the stuck asset's slot
+    assert asset_id in watched  # it still holds the stuck asset's slot
 
 
 # -- project scoping ----------------------------------------------------------------------
