@@ -360,7 +360,6 @@ async def test_retry_storm_is_bounded_and_every_call_ends_by_its_deadline(
     assert max(durations) <= deadline  # no call outlives its deadline
     if attempts < 100:
         assert spend.denied > 0  # the budget, not the attempts, stopped the storm
-        assert max(durations) < deadline / 2  # ... long before the deadline
     else:
         # only the deadline stopped it: each call gave up when its next backoff would
         # have crossed the deadline (the backoff is capped at max_delay = 0.4 s)
