@@ -25,7 +25,7 @@ import sys
 import time
 import urllib.request
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -428,6 +428,54 @@ def wait_for_state(path: Path, state: str, timeout: float = 30.0) -> list[str]:
     raise TimeoutError(f"no journal row reached {state!r} within {timeout:g} s")
 
 
+#: Journal states in which an item is in flight: intent committed, an asset maybe or
+#: surely made, not finished (``uploaded`` only has a signed URL, nothing created yet).
+IN_FLIGHT = frozenset({"creating", "created", "unknown"})
+#: Journal states an item ends in.
+FINISHED = frozenset({"active", "failed", "skipped"})
+
+
+def count_states(path: Path) -> dict[str, int]:
+    """state -> number of journal rows in it."""
+    counts: dict[str, int] = {}
+    for state in states(path).values():
+        counts[state] = counts.get(state, 0) + 1
+    return counts
+
+
+def kill_mid_run(
+    proc: subprocess.Popen[str], journal: Path, n: int, rng: random.Random, timeout: float = 60
+) -> dict[str, int]:
+    """SIGKILL ``proc`` at a random moment inside its run, and prove it landed there.
+
+    The moment: once a random number (1 .. half of those left) more of the ``n`` items are
+    past their create intent, read from the journal (read-only) by polling, never by a
+    guess at how long start-up takes; plus a random extra 0-50 ms. Returns the journal's
+    state counts right after the kill, and asserts that the kill interrupted work: items
+    in flight (:data:`IN_FLIGHT`), and not every item finished."""
+    past = sum(v for k, v in count_states(journal).items() if k not in ("pending", "uploaded"))
+    target = past + rng.randint(1, max(1, (n - past) // 2))  # a later kill: past the last
+    extra = rng.uniform(0.0, 0.05)
+    give_up = time.monotonic() + timeout
+    while True:
+        counts = count_states(journal)
+        if sum(v for k, v in counts.items() if k not in ("pending", "uploaded")) >= target:
+            break
+        assert proc.poll() is None, f"the run ended before the kill: {counts}"
+        assert time.monotonic() < give_up, f"no {target} creates within {timeout:g} s"
+        time.sleep(0.01)
+    time.sleep(extra)
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate(timeout=30)
+    assert proc.returncode == -signal.SIGKILL, "the run ended before the kill"
+    counts = count_states(journal)
+    in_flight = sum(counts.get(s, 0) for s in IN_FLIGHT)
+    finished = sum(counts.get(s, 0) for s in FINISHED)
+    assert in_flight >= 1, f"nothing was in flight at the kill: {counts}"
+    assert finished < n, f"every item had finished before the kill: {counts}"
+    return counts
+
+
 def integrity(path: Path) -> str:
     conn = journal_ro(path)
     try:
@@ -594,15 +642,13 @@ def ingest_under_faults(
             reconcile_wait=mix.list_lag + 1.0,
         )
         killed_at: list[dict[str, int]] = []
+        # a killed run paces its creates at a fifth of the server's limits: the half of the
+        # items left after the kill moment then take long enough that the kill lands while
+        # they are in flight even on a loaded machine (kill_mid_run asserts it did)
+        killed_args = replace(args, rate_scale=time_scale / 5)
         for _ in range(kills):
-            proc = start_driver(args, served.env)
-            time.sleep(rng.uniform(1.2, 4.0))  # start-up takes about 1 s, then it is mid-run
-            proc.send_signal(signal.SIGKILL)
-            proc.communicate(timeout=30)
-            counts: dict[str, int] = {}
-            for state in states(args.journal).values():
-                counts[state] = counts.get(state, 0) + 1
-            killed_at.append(counts)
+            proc = start_driver(killed_args, served.env)
+            killed_at.append(kill_mid_run(proc, args.journal, n, rng))
         runs: list[Run] = []
         for _ in range(max_runs):
             run = run_driver(args, served.env, timeout=1800)

@@ -18,6 +18,7 @@ reference and label syntax (test_refs.py), source readers in isolation (test_sou
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -32,7 +33,6 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import anyio
 import mediagen
 import pytest
 from aiohttp import web
@@ -62,6 +62,7 @@ from chenyu_assets.errors import (
 from chenyu_assets.limits import ACTION_RATES
 from chenyu_assets.media import MiB
 from tests import serve_kit
+from tests.vclock import emulator_clock, run_virtual, virtual
 
 SCALE = 10.0  # the served emulator runs 10x faster; the CLIs pace at RATE_SCALE x the limits
 RATE_SCALE = "3"  # three CLIs at once stay under the account's 30/s x SCALE
@@ -448,6 +449,7 @@ def _check(case: Case, results: list[dict[str, Any]]) -> None:
         assert match[0]["reference"].startswith("asset://")
 
 
+@pytest.mark.subprocess
 @pytest.mark.parametrize("case", ALL_CLI_CASES, ids=lambda c: c.id)
 def test_cli_case(runs: dict[str, Run], case: Case) -> None:
     if case.name == "unreadable file" and not any(
@@ -457,6 +459,7 @@ def test_cli_case(runs: dict[str, Run], case: Case) -> None:
     _check(case, runs[case.source].results)
 
 
+@pytest.mark.subprocess
 @pytest.mark.parametrize("source", ["dir", "csv", "jsonl"])
 def test_cli_nothing_lost_and_exit_code_3(runs: dict[str, Run], source: str) -> None:
     run = runs[source]
@@ -484,6 +487,7 @@ def test_cli_nothing_lost_and_exit_code_3(runs: dict[str, Run], source: str) -> 
            f"{len(run.results)} results, exit {run.code}")  # fmt: skip
 
 
+@pytest.mark.subprocess
 def test_cli_output_names_the_reasons(runs: dict[str, Run]) -> None:
     """The summary table counts each reason; the JSON summary has them too."""
     failures = runs["dir"].summary["failures"]
@@ -541,7 +545,9 @@ def sdk_results(tmp_path_factory: pytest.TempPathFactory) -> list[IngestResult]:
     results: list[IngestResult] = []
 
     async def main() -> None:
-        async with Emulator(EmulatorConfig(time_scale=SCALE, processing_delay=1.0)) as emu:
+        # on virtual time, the emulator on the same clock (at the real limits)
+        config = EmulatorConfig(processing_delay=1.0)
+        async with Emulator(config, clock=emulator_clock()) as emu:
             items: list[SourceItem | BadItem] = [
                 SourceItem("u-good", None, emu.media_url("png", 800, 800)),
                 SourceItem("u-ratio", None, emu.media_url("png", 3000, 500)),
@@ -558,11 +564,11 @@ def sdk_results(tmp_path_factory: pytest.TempPathFactory) -> list[IngestResult]:
                 SourceItem("f-gone", tmp / "gone.png", None),
                 SourceItem("f-good", tmp / "good.png", None),
             ]
-            ark, chenyu = clients(emu)
+            ark, chenyu = clients(emu, scale=1.0)
             async with ark, chenyu:
                 group = await ark.create_asset_group(name="sdk")
                 opts = IngestOptions(allow_private_urls=True, preflight=False)
-                with anyio.fail_after(30):
+                async with asyncio.timeout(30):  # virtual seconds
                     report = await ingest(
                         ark, items, group_id=group, chenyu=chenyu, options=opts,
                         on_result=results.append,
@@ -571,7 +577,7 @@ def sdk_results(tmp_path_factory: pytest.TempPathFactory) -> list[IngestResult]:
             assert report.total == len(items)
             assert emu.audit().duplicates() == {}
 
-    anyio.run(main)
+    run_virtual(main)
     return results
 
 
@@ -631,14 +637,19 @@ async def outcome(call: Awaitable[Any]) -> BaseException | Any:
         return exc
 
 
-@pytest.fixture
-async def emu() -> AsyncIterator[Emulator]:
-    async with Emulator(EmulatorConfig(processing_delay=0.05, processing_jitter=0.0)) as e:
-        yield e
+def virtual_emulator() -> Emulator:
+    """A fast emulator for a ``@virtual`` test, on the loop's (virtual) clock."""
+    config = EmulatorConfig(processing_delay=0.05, processing_jitter=0.0)
+    return Emulator(config, clock=emulator_clock())
 
 
-@pytest.mark.anyio
-async def test_emulator_answers_html_or_truncated_json(emu: Emulator) -> None:
+@virtual
+async def test_emulator_answers_html_or_truncated_json() -> None:
+    async with virtual_emulator() as emu:
+        await _html_or_truncated(emu)
+
+
+async def _html_or_truncated(emu: Emulator) -> None:
     acct = emu.account
     async with ArkClient(
         access_key=acct.access_key, secret_key=acct.secret_key, base_url=emu.url, retry=FAST
@@ -731,10 +742,10 @@ CANNED: list[tuple[str, int, dict[str, Any] | str, type[BaseException], str, int
 ]  # fmt: skip
 
 
-@pytest.mark.anyio
 @pytest.mark.parametrize(
     ("case", "status", "body", "expected", "code", "attempts"), CANNED, ids=[c[0] for c in CANNED]
 )
+@virtual  # a 429-like answer pauses the endpoint for rate_limit_wait: free on virtual time
 async def test_server_answers_that_are_not_the_envelope(
     case: str,
     status: int,
@@ -759,7 +770,7 @@ async def test_server_answers_that_are_not_the_envelope(
     assert len(seen) == attempts  # FAST allows two attempts
 
 
-@pytest.mark.anyio
+@virtual
 async def test_unknown_status_strings_are_kept_and_never_terminal() -> None:
     asset = {"Id": ASSET_ID, "Name": "a", "Status": "Quarantined", "NewField": {"x": 1}}
     listing = {"Items": [asset, {**asset, "Status": "Archived"}], "TotalCount": 2}
@@ -776,11 +787,15 @@ async def test_unknown_status_strings_are_kept_and_never_terminal() -> None:
     ):
         got = await ark.get_asset(ASSET_ID)
         page = await ark.list_assets(group_ids=["g"])
+        loop = asyncio.get_running_loop()
+        started = loop.time()
         waited = await outcome(ark.wait_for_asset(ASSET_ID, timeout=0.3, interval=0.05))
+        waited_s = loop.time() - started
     assert (got.status, got.is_terminal, got.request_id) == ("Quarantined", False, "req-canned-1")
     assert got.model_extra == {"NewField": {"x": 1}}  # unknown fields are kept too
     assert [a.status for a in page.items] == ["Quarantined", "Archived"]
     assert isinstance(waited, WaitTimeoutError)
+    assert waited_s == pytest.approx(0.3, abs=1e-6)  # virtual time: the timeout, exactly
     record("server: unknown status string", "kept, not terminal; WaitTimeoutError",
            f"{got.status!r} terminal={got.is_terminal}; {type(waited).__name__}")  # fmt: skip
 
@@ -806,8 +821,8 @@ def assert_resumable(journal: Path, server_names: set[str]) -> dict[str, int]:
     return dict(Counter(state for _k, _n, state, _a in rows))
 
 
-@pytest.mark.anyio
 @pytest.mark.parametrize("moment", ["creating", "polling"])
+@virtual
 async def test_revoked_secret_mid_batch_is_fatal_and_resumes_without_duplicates(
     tmp_path: Path, moment: str
 ) -> None:
@@ -819,8 +834,10 @@ async def test_revoked_secret_mid_batch_is_fatal_and_resumes_without_duplicates(
     n = 40 if moment == "creating" else 8
     for i in range(n):
         mediagen.write(src / f"img-{i:03d}.png", mediagen.png(640 + i, 480))
-    cfg = EmulatorConfig(time_scale=SCALE, processing_delay=1.0 if moment == "creating" else 20)
-    async with Emulator(cfg) as emu:
+    # virtual time, the emulator on the same clock: where the revocation lands in the run
+    # does not depend on the machine's speed
+    cfg = EmulatorConfig(processing_delay=0.1 if moment == "creating" else 2.0)
+    async with Emulator(cfg, clock=emulator_clock()) as emu:
         good = emu.account
         revoked = good.model_copy(update={"secret_key": "REVOKED-" + good.secret_key})
         created = 0
@@ -835,7 +852,7 @@ async def test_revoked_secret_mid_batch_is_fatal_and_resumes_without_duplicates(
         seen: list[IngestResult] = []
         async with ark, chenyu:
             group = await ark.create_asset_group(name="revoke")
-            with anyio.fail_after(30):
+            async with asyncio.timeout(30):  # virtual seconds
                 async with open_ingest(
                     ark, src, group_id=group, journal=tmp_path / "j.db", chenyu=chenyu,
                     on_event=on_event,
@@ -864,6 +881,7 @@ async def test_revoked_secret_mid_batch_is_fatal_and_resumes_without_duplicates(
     assert len(audit.assets) == n
 
 
+@pytest.mark.subprocess
 def test_cli_revoked_credentials_exit_4_then_rerun_completes(
     served: tuple[str, dict[str, str]], tmp_path: Path
 ) -> None:
@@ -910,9 +928,14 @@ def test_cli_revoked_credentials_exit_4_then_rerun_completes(
     assert set(names.values()) == {1}
 
 
-@pytest.mark.anyio
-async def test_client_survives_a_flood_of_bad_answers(emu: Emulator) -> None:
+@virtual
+async def test_client_survives_a_flood_of_bad_answers() -> None:
     """Many bad answers in a row leave no connection or task behind (a smoke check)."""
+    async with virtual_emulator() as emu:
+        await _flood(emu)
+
+
+async def _flood(emu: Emulator) -> None:
     acct = emu.account
     emu.set_faults([FaultRule(action="ListAssets", kind="truncate")])
     async with (

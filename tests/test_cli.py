@@ -13,6 +13,8 @@ import pytest
 
 from tests import serve_kit
 
+pytestmark = pytest.mark.subprocess
+
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "media" / "sample-00.png"
 
 

@@ -8,7 +8,7 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
-import time
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -292,10 +292,14 @@ def test_register_many_100k_is_fast_and_idempotent(tmp_path: Path) -> None:
         for i in range(100_000)
     ]
     with Journal.open(tmp_path / "j.db") as j:
-        started = time.perf_counter()
+        # "fast" is what it does, not how long a loaded machine takes: one transaction
+        # (one BEGIN, one COMMIT: a single fsync), one prepared upsert run per item
+        statements: list[str] = []
+        j._conn.set_trace_callback(statements.append)
         j.register_many(iter(regs))
-        elapsed = time.perf_counter() - started
-        assert elapsed < 8, f"{elapsed:.1f} s"
+        j._conn.set_trace_callback(None)
+        verbs = Counter(sql.split(None, 1)[0].upper() for sql in statements)
+        assert verbs == {"BEGIN": 1, "INSERT": 100_000, "COMMIT": 1}, verbs
         j.mark_intent("dir/000005.jpg")
         j.register_many(regs)  # a resume: nothing new, nothing reset
         counts = j.counts()
