@@ -29,7 +29,7 @@ from chenyu_assets._core.engine import ClientBase, Prepared, check_base_url
 from chenyu_assets._core.logs import register_secret
 from chenyu_assets._core.pagination import AsyncPaginator, Page
 from chenyu_assets._core.polling import wait_until
-from chenyu_assets._core.ratelimit import LimiterFactory, LimiterRegistry
+from chenyu_assets._core.ratelimit import DEFAULT_MARGIN, LimiterFactory, LimiterRegistry, Rate
 from chenyu_assets._core.redis_limits import RedisLimits, open_limits
 from chenyu_assets._core.retry import RetryBudget, RetryPolicy
 from chenyu_assets._core.signing import BearerAuth, Credentials, sign_request
@@ -40,7 +40,7 @@ from chenyu_assets.errors import (
     ConfigurationError,
     ResponseFormatError,
 )
-from chenyu_assets.limits import ACTION_RATES, ARK_VERSION
+from chenyu_assets.limits import ARK_VERSION, profile_rates
 from chenyu_assets.models.ark import Asset, AssetGroup
 
 __all__ = [
@@ -94,18 +94,23 @@ class ArkFamilyClient(ClientBase):
         headroom: float | None,
         limiter_factory: LimiterFactory | None,
         limits: str | RedisLimits | None,
+        rates: Mapping[str, Rate | float | str] | None = None,
+        limits_profile: str | None = None,
+        rate_margin: float = DEFAULT_MARGIN,
         **transport: Any,
     ) -> None:
-        """Pacing for the account whose key is ``account``: the published rates (with
-        ``rate_limits`` overrides), local or shared through Redis (``limits=``); the
-        ``transport`` options go to :class:`ClientBase`."""
+        """Pacing for the account whose key is ``account``: the rates of ``limits_profile``
+        (default ``volcengine``) with ``rates`` overrides (``rate_limits`` is the deprecated
+        name), local or shared through Redis (``limits=``); the ``transport`` options go
+        to :class:`ClientBase`."""
         shared = open_limits(limits, account=account, limiter_factory=limiter_factory)
         self.shared_limits = shared.limits
         super().__init__(
             limiters=LimiterRegistry(
-                ACTION_RATES,
-                overrides=rate_limits,
-                headroom=shared.headroom if headroom is None else headroom,
+                profile_rates(limits_profile or "volcengine"),
+                overrides={**(rate_limits or {}), **(rates or {})},
+                headroom=headroom,
+                margin=rate_margin,
                 factory=shared.factory,
             ),
             closers=shared.closers,
@@ -390,6 +395,9 @@ class ArkClient(ArkFamilyClient):
         api_key: str | None = None,
         style: Literal["official", "gateway"] | None = None,
         project_name: str | None = None,
+        rates: Mapping[str, Rate | float | str] | None = None,
+        limits_profile: str | None = None,
+        rate_margin: float = DEFAULT_MARGIN,
         rate_limits: Mapping[str, float] | None = None,
         headroom: float | None = None,
         limiter_factory: LimiterFactory | None = None,
@@ -436,6 +444,9 @@ class ArkClient(ArkFamilyClient):
         self._path_prefix = parts.path
         super().__init__(
             account=(access_key if style == "official" else api_key) or "",
+            rates=rates,
+            limits_profile=limits_profile,
+            rate_margin=rate_margin,
             rate_limits=rate_limits,
             headroom=headroom,
             limiter_factory=limiter_factory,

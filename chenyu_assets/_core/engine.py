@@ -110,14 +110,18 @@ class Engine:
                 )
             try:
                 async with asyncio.timeout(remaining):
-                    await self.limiters.acquire(endpoint)
+                    grant = await self.limiters.acquire(endpoint)
             except TimeoutError:
                 raise RequestTimeoutError(
                     f"{endpoint}: deadline of {deadline:g} s passed waiting for the rate limit",
                     method=method,
                     sent=False,
                 ) from None
-            prepared = await prepare(attempt)
+            try:
+                prepared = await prepare(attempt)
+            except BaseException:
+                grant.cancel()  # never sent: its place in the window goes back
+                raise
             if attempt == 1 and self.budget is not None:
                 self.budget.record_request()
             self.stats.requests += 1
@@ -126,6 +130,7 @@ class Engine:
                 remaining = deadline - (time.monotonic() - started)  # type: ignore[operator]
             failure: TransportError | APIError
             try:
+                await grant.send()  # waits for the grant's instant; stamps the send time
                 response = await self.transport.request(
                     method,
                     url,

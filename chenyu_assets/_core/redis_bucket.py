@@ -16,7 +16,9 @@ import asyncio
 import math
 from typing import TYPE_CHECKING, Final
 
-from chenyu_assets._core.ratelimit import _GUARD
+from chenyu_assets._core.ratelimit import Grant
+
+_GUARD: Final = 1e-4
 
 if TYPE_CHECKING:
     from chenyu_assets._core.redis_limits import RedisLimits
@@ -129,7 +131,7 @@ class RedisBucket:
     def __repr__(self) -> str:
         return f"<RedisBucket {self._key} rate={self._rate:g}/s burst={self._burst}>"
 
-    async def acquire(self) -> None:
+    async def acquire(self) -> Grant:
         """Reserve the next grant (one round trip) and sleep until it is due."""
         loop = asyncio.get_running_loop()
         limits = self._limits
@@ -149,7 +151,7 @@ class RedisBucket:
             if woke < self._paused_until:
                 continue  # this process saw a 429 meanwhile: the grant fell inside the pause
             if woke - due <= limits.max_late:
-                return
+                return _Sent()
             # Woken too late (a busy loop or host): sent now, this grant would bunch with the
             # next ones in some one-second window. Give it up and take a new one.
             self.late += 1
@@ -167,3 +169,11 @@ class RedisBucket:
             int(seconds * 1e6),
             self._limits.idle_ms,
         )
+
+
+class _Sent:
+    async def send(self) -> None:
+        pass
+
+    def cancel(self) -> None:
+        pass

@@ -42,7 +42,7 @@ from typing import TYPE_CHECKING, Any, Final, NamedTuple
 from urllib.parse import urlsplit, urlunsplit
 
 from chenyu_assets._core.logs import register_secret
-from chenyu_assets._core.ratelimit import LimiterFactory
+from chenyu_assets._core.ratelimit import LimiterFactory, Rate
 from chenyu_assets._core.redis_bucket import BUCKET_SCRIPT, TIME_SCRIPT, RedisBucket, ServerClock
 from chenyu_assets._core.redis_slots import SLOTS_SCRIPT, RedisSlots
 from chenyu_assets.errors import ConfigurationError, LimiterUnavailableError
@@ -206,9 +206,9 @@ class RedisLimits:
                 self.clock.sample(now_us / 1e6, sent, loop.time())
             self.clock.synced = True
 
-    def limiter(self, endpoint: str, rate: float, burst: int = 1) -> RedisBucket:
+    def limiter(self, endpoint: str, rate: Rate) -> RedisBucket:
         """A shared bucket for ``endpoint`` (a :class:`LimiterFactory`)."""
-        return RedisBucket(self, f"{self.namespace}:rate:{endpoint}", rate, burst=burst)
+        return RedisBucket(self, f"{self.namespace}:rate:{endpoint}", rate.per_sec)
 
     def slots(
         self,
