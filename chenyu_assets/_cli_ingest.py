@@ -33,7 +33,7 @@ from chenyu_assets.batch.naming import shard_of
 from chenyu_assets.batch.sources import BadItem, SourceItem, open_source
 from chenyu_assets.chenyu import CHENYU_RATES, ChenyuClient
 from chenyu_assets.errors import ChenyuAssetsError, ConfigurationError
-from chenyu_assets.limits import ACTION_RATES
+from chenyu_assets.limits import PROFILES, Rate, load_rates, profile_rates
 
 EXIT_OK, EXIT_ITEMS_FAILED, EXIT_FATAL, EXIT_INTERRUPTED = 0, 3, 4, 130
 
@@ -67,6 +67,19 @@ def add_ingest(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         default=1.0,
         metavar="F",
         help="multiply every published rate limit by F (a raised quota, or a time-scaled emulator)",
+    )
+    p.add_argument(
+        "--limits-profile",
+        metavar="NAME",
+        choices=sorted(PROFILES),
+        help="the account's published rate table: " + ", ".join(PROFILES) + " (default volcengine)",
+    )
+    p.add_argument(
+        "--rates",
+        type=Path,
+        metavar="FILE",
+        help='JSON rate overrides, e.g. {"profile": "byteplus-entry", '
+        '"rates": {"CreateAsset": "3/min", "GetAsset": 50}} (see README)',
     )
     p.add_argument(
         "--shard",
@@ -142,14 +155,20 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 async def _clients(args: argparse.Namespace) -> AsyncIterator[tuple[ArkClient, ChenyuClient]]:
     if args.rate_scale <= 0:
         raise ConfigurationError("--rate-scale must be positive")
+    if args.rates is not None:
+        ark_rates = load_rates(args.rates, profile=args.limits_profile)
+    else:
+        ark_rates = profile_rates(args.limits_profile or "volcengine")
     if not args.emulator:
         scale = args.rate_scale
         ca = str(args.ca_bundle) if args.ca_bundle else None
         async with (
             ArkClient.from_env(
-                rate_limits=_scaled(ACTION_RATES, scale), limits=args.limits, ca_bundle=ca
+                rates=_scaled(ark_rates, scale), limits=args.limits, ca_bundle=ca
             ) as ark,
-            ChenyuClient.from_env(rate_limits=_scaled(CHENYU_RATES, scale), ca_bundle=ca) as chenyu,
+            ChenyuClient.from_env(
+                rate_limits=_scaled_floats(CHENYU_RATES, scale), ca_bundle=ca
+            ) as chenyu,
         ):
             yield ark, chenyu
         return
@@ -163,19 +182,23 @@ async def _clients(args: argparse.Namespace) -> AsyncIterator[tuple[ArkClient, C
                 access_key=acct.access_key,
                 secret_key=acct.secret_key,
                 base_url=emu.url,
-                rate_limits=_scaled(ACTION_RATES, scale),
+                rates=_scaled(ark_rates, scale),
                 limits=args.limits,
             ) as ark,
             ChenyuClient(
                 api_key=acct.api_key,
                 base_url=emu.chenyu_url,
-                rate_limits=_scaled(CHENYU_RATES, scale),
+                rate_limits=_scaled_floats(CHENYU_RATES, scale),
             ) as chenyu,
         ):
             yield ark, chenyu
 
 
-def _scaled(rates: Mapping[str, float], scale: float) -> dict[str, float]:
+def _scaled(rates: Mapping[str, Rate], scale: float) -> dict[str, Rate]:
+    return {k: v.scaled(scale) for k, v in rates.items()}
+
+
+def _scaled_floats(rates: Mapping[str, float], scale: float) -> dict[str, float]:
     return {k: v * scale for k, v in rates.items()}
 
 
