@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 from collections import Counter
 from typing import Any
 
@@ -119,17 +120,75 @@ async def test_processing_cap_frees_as_assets_finish(session: aiohttp.ClientSess
         assert emu.audit().max_processing == {"demo": 5}
 
 
-async def test_token_bucket_window(session: aiohttp.ClientSession) -> None:
+def replay(model: str, times: list[float], limit: int, window: float = 1.0) -> list[bool]:
+    """What ``model`` must answer to requests counted at ``times`` (an independent model)."""
+    accepted: list[float] = []
+    out: list[bool] = []
+    tokens, last = math.inf, None
+    for t in times:
+        if model == "sliding":
+            ok = sum(1 for a in accepted if a > t - window) < limit
+        elif model == "fixed":
+            ok = sum(1 for a in accepted if a // window == t // window) < limit
+        else:  # "bucket:B"
+            burst = int(model.split(":")[1])
+            tokens = min(burst, tokens + (t - last) * limit / window if last is not None else burst)
+            last = t
+            ok = tokens >= 1 - 1e-9
+            tokens -= 1 if ok else 0
+        out.append(ok)
+        if ok:
+            accepted.append(t)
+    return out
+
+
+async def waves(
+    session: aiohttp.ClientSession, emu: Emulator, n: int, waves: int, gap: float
+) -> list[tuple[float, bool]]:
+    """``waves`` bursts of ``n`` ListAssetGroups, ``gap`` seconds apart: (t, accepted)."""
+    for i in range(waves):
+        if i:
+            await anyio.sleep(gap)
+        await burst(session, emu, "ListAssetGroups", [{}] * n)
+    records = sorted(
+        (r.t, r.status == 200) for r in emu.audit().requests if r.action == "ListAssetGroups"
+    )
+    assert {r.code for r in emu.audit().requests if r.status != 200} <= {"FlowLimitExceeded"}
+    return records
+
+
+@pytest.mark.parametrize("model", ["sliding", "fixed", "bucket:2", "bucket:5"])
+async def test_each_limit_model_answers_its_own_pattern(
+    session: aiohttp.ClientSession, model: str
+) -> None:
+    rates = {"ListAssetGroups": "6/0.3s"}
+    async with Emulator(config(limit_model=model, rates=rates)) as emu:
+        records = await waves(session, emu, 10, 4, 0.07)
+        times = [t for t, _ in records]
+        assert [ok for _, ok in records] == replay(model, times, 6, 0.3)
+        accepted = sum(ok for _, ok in records)
+        if model == "sliding":
+            assert emu.audit().max_in_window("ListAssetGroups", window=0.3) <= 6
+        if model.startswith("bucket"):
+            assert [ok for _, ok in records[:10]].count(True) <= int(model[-1]) + 1
+        assert 0 < accepted < 40
+
+
+async def test_token_bucket_is_the_old_full_bucket(session: aiohttp.ClientSession) -> None:
     async with Emulator(config(window="token_bucket")) as emu:
-        outcomes = await burst(session, emu, "ListAssetGroups", [{}] * 45)
-        assert outcomes[(200, None)] == 30  # the bucket starts full
-        first_end = max(r.t for r in emu.audit().requests)
-        await anyio.sleep(0.5)  # ~15 tokens back
-        outcomes = await burst(session, emu, "ListAssetGroups", [{}] * 30)
-        second = [r.t for r in emu.audit().requests[45:]]
-        refill_low = (min(second) - first_end) * 30
-        refill_high = (max(second) - first_end) * 30
-        assert refill_low - 1 <= outcomes[(200, None)] <= refill_high + 1
+        records = await waves(session, emu, 45, 1, 0)
+        assert sum(ok for _, ok in records[:30]) == 30  # the bucket starts full: a limit's worth
+        assert [ok for _, ok in records] == replay("bucket:30", [t for t, _ in records], 30)
+
+
+async def test_per_minute_and_per_account_rates(session: aiohttp.ClientSession) -> None:
+    rates = {"ListAssetGroups": "5/min", f"{OTHER.name}/ListAssetGroups": 2}
+    async with Emulator(config(rates=rates)) as emu:
+        outcomes = await burst(session, emu, "ListAssetGroups", [{}] * 8)
+        assert outcomes == {(200, None): 5, (429, "FlowLimitExceeded"): 3}
+        outcomes = await burst(session, emu, "ListAssetGroups", [{}] * 5, account=OTHER)
+        assert outcomes == {(200, None): 2, (429, "FlowLimitExceeded"): 3}
+        assert emu.audit().max_in_window("ListAssetGroups", window=60.0, account="demo") == 5
 
 
 async def test_time_scale_multiplies_rates(session: aiohttp.ClientSession) -> None:
