@@ -27,6 +27,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from chenyu_assets._core.ratelimit import DEFAULT_MARGIN
 from chenyu_assets.ark import ArkClient
 from chenyu_assets.batch import Event, IngestOptions, IngestReport, open_ingest
 from chenyu_assets.batch.naming import shard_of
@@ -80,6 +81,14 @@ def add_ingest(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         metavar="FILE",
         help='JSON rate overrides, e.g. {"profile": "byteplus-entry", '
         '"rates": {"CreateAsset": "3/min", "GetAsset": 50}} (see README)',
+    )
+    p.add_argument(
+        "--rate-margin",
+        type=float,
+        default=DEFAULT_MARGIN,
+        metavar="S",
+        help="seconds added to every rate window for arrival jitter (default "
+        f"{DEFAULT_MARGIN:g}; raise it for a loaded host or a long network path)",
     )
     p.add_argument(
         "--shard",
@@ -155,6 +164,8 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 async def _clients(args: argparse.Namespace) -> AsyncIterator[tuple[ArkClient, ChenyuClient]]:
     if args.rate_scale <= 0:
         raise ConfigurationError("--rate-scale must be positive")
+    if args.rate_margin < 0:
+        raise ConfigurationError("--rate-margin must not be negative")
     if args.rates is not None:
         ark_rates = load_rates(args.rates, profile=args.limits_profile)
     else:
@@ -164,7 +175,10 @@ async def _clients(args: argparse.Namespace) -> AsyncIterator[tuple[ArkClient, C
         ca = str(args.ca_bundle) if args.ca_bundle else None
         async with (
             ArkClient.from_env(
-                rates=_scaled(ark_rates, scale), limits=args.limits, ca_bundle=ca
+                rates=_scaled(ark_rates, scale),
+                rate_margin=args.rate_margin,
+                limits=args.limits,
+                ca_bundle=ca,
             ) as ark,
             ChenyuClient.from_env(
                 rate_limits=_scaled_floats(CHENYU_RATES, scale), ca_bundle=ca
@@ -183,6 +197,7 @@ async def _clients(args: argparse.Namespace) -> AsyncIterator[tuple[ArkClient, C
                 secret_key=acct.secret_key,
                 base_url=emu.url,
                 rates=_scaled(ark_rates, scale),
+                rate_margin=args.rate_margin,
                 limits=args.limits,
             ) as ark,
             ChenyuClient(

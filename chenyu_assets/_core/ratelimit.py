@@ -314,7 +314,7 @@ class WindowLimiter:
 
 
 class LimiterFactory(Protocol):
-    def __call__(self, endpoint: str, rate: Rate) -> Limiter: ...
+    def __call__(self, endpoint: str, rate: Rate, *, margin: float) -> Limiter: ...
 
 
 class LimiterRegistry:
@@ -357,7 +357,7 @@ class LimiterRegistry:
         if limiter is None:
             rate = self.rate_for(endpoint)
             if self._factory is not None:
-                limiter = self._factory(endpoint, rate)
+                limiter = self._factory(endpoint, rate, margin=self._margin)
             else:
                 limiter = WindowLimiter(rate, margin=self._margin)
             self._limiters[endpoint] = limiter

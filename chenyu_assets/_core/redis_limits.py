@@ -176,10 +176,12 @@ class RedisLimits:
         for text in (WINDOW_SCRIPT, SLOTS_SCRIPT):
             await self._guard(self._redis().script_load(text))
 
-    def limiter(self, endpoint: str, rate: Rate | float) -> RedisWindow:
+    def limiter(
+        self, endpoint: str, rate: Rate | float | str, *, margin: float | None = None
+    ) -> RedisWindow:
         """A shared window for ``endpoint`` (a :class:`LimiterFactory`)."""
-        rate = Rate.parse(rate)
-        window = RedisWindow(self, f"{self.namespace}:rate:{endpoint}", rate, margin=self.margin)
+        key = f"{self.namespace}:rate:{endpoint}"
+        window = RedisWindow(self, key, Rate.parse(rate), margin=margin or self.margin)
         self._windows.append(window)
         return window
 
