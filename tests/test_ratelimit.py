@@ -50,6 +50,7 @@ async def send_through(
                 await asyncio.sleep(rng.uniform(0, delay))
             await grant.send()
             sends.append(loop.time())
+            grant.answered()
 
     async with asyncio.TaskGroup() as tg:
         for _ in range(tasks):
@@ -101,7 +102,7 @@ async def _burst(limiter: Limiter, n: int) -> list[float]:
     loop = asyncio.get_running_loop()
     out = []
     for _ in range(n):
-        await (await limiter.acquire()).send()
+        await _sent(limiter)
         out.append(loop.time())
     return out
 
@@ -120,11 +121,11 @@ def test_fifo_and_cancellation_take_nothing() -> None:
         loop = asyncio.get_running_loop()
         limiter = WindowLimiter(Rate(2), margin=0.0, lead=0.0)
         order: list[int] = []
-        await (await limiter.acquire()).send()
-        await (await limiter.acquire()).send()
+        await _sent(limiter)
+        await _sent(limiter)
 
         async def one(i: int) -> None:
-            await (await limiter.acquire()).send()
+            await _sent(limiter)
             order.append(i)
 
         tasks = [asyncio.create_task(one(i)) for i in range(5)]
@@ -138,8 +139,9 @@ def test_fifo_and_cancellation_take_nothing() -> None:
         grant.cancel()
         grant.cancel()  # harmless
         await grant.send()  # after cancel: no effect
-        await (await limiter.acquire()).send()
-        await (await limiter.acquire()).send()
+        grant.answered()
+        await _sent(limiter)
+        await _sent(limiter)
         return order, loop.time() - t0
 
     (order, waited), _ = run_virtual(main)
@@ -151,11 +153,12 @@ def test_an_early_grant_waits_for_its_instant_and_cancel_gives_it_back() -> None
     async def main() -> tuple[float, float, int]:
         loop = asyncio.get_running_loop()
         limiter = WindowLimiter(Rate(1), margin=0.0, lead=0.25)
-        await (await limiter.acquire()).send()
+        await _sent(limiter)
         t0 = loop.time()
         grant = await limiter.acquire()
         early = loop.time() - t0  # handed out `lead` before its place frees ...
         await grant.send()
+        grant.answered()
         stamped = loop.time() - t0  # ... but stamped only when it does
         late = await limiter.acquire()
         task = asyncio.create_task(late.send())
@@ -196,9 +199,12 @@ def test_moving_grants_hold_their_place_until_stamped() -> None:
         await asyncio.sleep(3)  # unstamped grants count as "now" for as long as they wait
         assert not waiter.done()
         t0 = loop.time()
-        await a.send()
-        await b.send()
-        await (await waiter).send()
+        for g in (a, b):
+            await g.send()
+            g.answered()
+        w = await waiter
+        await w.send()
+        w.answered()
         return loop.time() - t0
 
     waited, _ = run_virtual(main)
@@ -248,6 +254,7 @@ def test_registry_rates_overrides_and_shared_pause() -> None:
         grant = await reg.acquire("CreateAsset")
         assert isinstance(grant, Grant)
         await grant.send()
+        grant.answered()
         create = loop.time() - t0
         t0 = loop.time()
         await reg.acquire("GetAsset")  # other endpoints are not paused
@@ -311,3 +318,28 @@ def test_slot_pool_caps_holders_and_hands_over_fifo() -> None:
 
     got, _ = run_virtual(main)
     assert got == ["a", "b", "c"]
+
+
+async def _sent(limiter: Limiter) -> None:
+    grant = await limiter.acquire()
+    await grant.send()
+    grant.answered()
+
+
+def test_a_slow_response_moves_the_count_to_margin_before_it() -> None:
+    """The arrival lies between the send and the response: a response later than the
+    margin counts the place from ``margin`` before it, whatever the send time said."""
+
+    async def main() -> float:
+        loop = asyncio.get_running_loop()
+        limiter = WindowLimiter(Rate(1), margin=0.02, lead=0.0)
+        grant = await limiter.acquire()
+        await grant.send()  # at 0 ...
+        await asyncio.sleep(0.5)
+        grant.answered()  # ... answered at 0.5: counted from 0.48
+        t0 = loop.time() - 0.5
+        await _sent(limiter)
+        return loop.time() - t0
+
+    waited, _ = run_virtual(main)
+    assert waited == pytest.approx(0.48 + 1.02)

@@ -131,14 +131,17 @@ class Engine:
             failure: TransportError | APIError
             try:
                 await grant.send()  # waits for the grant's instant; stamps the send time
-                response = await self.transport.request(
-                    method,
-                    url,
-                    params=prepared.params,
-                    headers=prepared.headers,
-                    data=prepared.body,
-                    deadline=remaining,
-                )
+                try:
+                    response = await self.transport.request(
+                        method,
+                        url,
+                        params=prepared.params,
+                        headers=prepared.headers,
+                        data=prepared.body,
+                        deadline=remaining,
+                    )
+                finally:
+                    grant.answered()  # the arrival lies between the stamp and now
                 return parse(response)
             except (TransportError, APIError) as exc:
                 failure = exc

@@ -3,11 +3,15 @@
 :class:`WindowLimiter` remembers when its last ``limit`` requests were handed to the
 transport (the engine stamps each one with :meth:`Grant.sent` right before
 ``transport.request``) and admits a request only while fewer than ``limit`` sends fall in
-the trailing ``window + margin``. A grant not yet stamped holds its place as "now, moving"
-until it is stamped, so any delay between grant and send can never push a window over, and
-capacity left unused in the last window is usable at once (nothing to refill, nothing lost
-to a late timer). FIFO waiters, one timer, cancellation-safe: a waiter cancelled before
-its grant takes nothing; a grant cancelled before it is stamped gives its place back.
+the trailing ``window + margin``. A grant holds its place as "now, moving" until its
+response is in (:meth:`Grant.answered`); then it counts from its send, or from ``margin``
+before the response if that is later: the server's arrival lies between the two, so a
+request that took longer than the margin can never have arrived later than it is counted
+(see ``DEFAULT_MARGIN``). So any delay between grant, send and arrival can never push a
+window over, and capacity left unused in the last window is usable at once (nothing to
+refill, nothing lost to a late timer). FIFO waiters, one timer, cancellation-safe: a waiter
+cancelled before its grant takes nothing; a grant cancelled before it is sent gives its place
+back.
 
 A 429 (:meth:`WindowLimiter.pause`) stops the action for every task. The window never
 holds more than ``limit`` sends, so a 429 is one the window count cannot explain: the
@@ -25,6 +29,7 @@ taken before CreateAsset and given back when polling sees a terminal status.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import collections
 import math
 from collections.abc import Mapping
@@ -38,7 +43,9 @@ from typing import Final, Protocol, runtime_checkable
 #: ``limit + 1`` of them as long as ``m`` covers the spread ``d1 - d2`` of that delay (the
 #: arrival jitter). On loopback or a LAN that spread is a few milliseconds even on a busy
 #: host; 20 ms covers it with room, at a cost of 2 % of a one-second window (0.03 % of a
-#: minute). Raise it (``margin=``) for a long, jittery path.
+#: minute). A request whose response comes later than ``m`` after its stamp is counted from
+#: ``m`` before its response instead (its arrival cannot be later than that response), so
+#: even a stall beyond the margin costs only throughput, never a 429.
 DEFAULT_MARGIN: Final = 0.020
 
 #: A grant is handed out up to this long before its place frees, and its ``send()`` waits
@@ -120,14 +127,19 @@ class Rate:
 
 @runtime_checkable
 class Grant(Protocol):
-    """The right to send one request: :meth:`send` when handing it over, or :meth:`cancel`."""
+    """The right to send one request: :meth:`send` when handing it over, then
+    :meth:`answered`; or :meth:`cancel`."""
 
     async def send(self) -> None:
         """Wait for the instant the grant is for (if it came early), then stamp it: the
         request is being handed to the transport now."""
 
+    def answered(self) -> None:
+        """The response (or the failure) is here: the place now counts from the send, or
+        from ``margin`` before now if that is later (see :class:`WindowLimiter`)."""
+
     def cancel(self) -> None:
-        """The request will not be sent: free its place (no-op once stamped)."""
+        """The request will not be sent: free its place (no-op once sent)."""
 
 
 @runtime_checkable
@@ -159,37 +171,48 @@ class Slots(Protocol):
 
 
 class _Grant:
-    __slots__ = ("_at", "_limiter")
+    __slots__ = ("_at", "_limiter", "_sent")
 
     def __init__(self, limiter: WindowLimiter, at: float) -> None:
         self._limiter: WindowLimiter | None = limiter
         self._at = at
+        self._sent: float | None = None
 
     async def send(self) -> None:
-        limiter = self._limiter
-        if limiter is None:
+        if self._limiter is None or self._sent is not None:
             return
-        wait = self._at - asyncio.get_running_loop().time()
+        loop = asyncio.get_running_loop()
+        wait = self._at - loop.time()
         if wait > 0:
             try:
                 await asyncio.sleep(wait)
             except asyncio.CancelledError:
                 self.cancel()
                 raise
-        if self._limiter is limiter:
-            self._limiter = None
-            limiter._settle(stamp=True)
+        self._sent = loop.time()
+        self._limiter._unsent -= 1
+        self._limiter._last_sent = self._sent
+        self._limiter._arm(loop)
 
-    def cancel(self) -> None:
+    def answered(self) -> None:
         limiter, self._limiter = self._limiter, None
         if limiter is not None:
-            limiter._settle(stamp=False)
+            if self._sent is None:  # never sent: nothing to count
+                limiter._settle(None)
+            else:
+                limiter._settle(max(self._sent, limiter._now() - limiter.margin))
+
+    def cancel(self) -> None:
+        if self._sent is None and self._limiter is not None:
+            self._limiter._unsent -= 1
+            self.answered()
 
 
 class WindowLimiter:
     """At most ``rate.limit`` sends in any ``rate.window + margin``; see the module docstring."""
 
     __slots__ = (
+        "_last_sent",
         "_lead",
         "_limit",
         "_moving",
@@ -198,6 +221,7 @@ class WindowLimiter:
         "_sends",
         "_span",
         "_timer",
+        "_unsent",
         "_waiters",
         "spaced",
     )
@@ -214,7 +238,9 @@ class WindowLimiter:
         self._limit = rate.limit
         self._span = rate.window + margin
         self._sends: collections.deque[float] = collections.deque()  # stamped, ascending
-        self._moving = 0  # granted, not yet stamped: each counts as "now"
+        self._moving = 0  # granted, not yet answered: each counts as "now"
+        self._unsent = 0  # granted, not yet sent
+        self._last_sent = -math.inf
         self._paused_until = -math.inf
         self._waiters: collections.deque[asyncio.Future[float]] = collections.deque()
         self._timer: asyncio.TimerHandle | None = None
@@ -243,12 +269,12 @@ class WindowLimiter:
             sends.popleft()
         due = max(now, self._paused_until)
         full = len(sends) + self._moving - self._limit
-        if full >= len(sends) or (self.spaced and self._moving):
+        if full >= len(sends) or (self.spaced and self._unsent):
             return None
         if full >= 0:
             due = max(due, sends[full] + span)
-        if self.spaced and sends:
-            due = max(due, sends[-1] + span / self._limit)
+        if self.spaced:
+            due = max(due, self._last_sent + span / self._limit)
         return due
 
     async def acquire(self) -> Grant:
@@ -258,6 +284,7 @@ class WindowLimiter:
         due = None if self._waiters else self._due(now)
         if due is not None and due - self._lead <= now:
             self._moving += 1
+            self._unsent += 1
             return _Grant(self, due)
         fut: asyncio.Future[float] = loop.create_future()
         self._waiters.append(fut)
@@ -266,16 +293,19 @@ class WindowLimiter:
             at = await fut
         except asyncio.CancelledError:
             if fut.done() and not fut.cancelled():  # granted and cancelled at once
-                self._settle(stamp=False)
+                self._unsent -= 1
+                self._settle(None)
             raise
         return _Grant(self, at)
 
-    def _settle(self, *, stamp: bool) -> None:
-        loop = asyncio.get_running_loop()
+    def _now(self) -> float:
+        return asyncio.get_running_loop().time()
+
+    def _settle(self, stamp: float | None) -> None:
         self._moving -= 1
-        if stamp:
-            self._sends.append(loop.time())
-        self._arm(loop)
+        if stamp is not None:
+            bisect.insort(self._sends, stamp)
+        self._arm(asyncio.get_running_loop())
 
     async def pause(self, seconds: float) -> None:
         """A 429: grant nothing for ``seconds``, then space sends evenly from now on."""
@@ -306,6 +336,7 @@ class WindowLimiter:
                     self._timer = loop.call_at(when, self._wake, loop)
                 return
             self._moving += 1
+            self._unsent += 1
             waiters.popleft().set_result(due)
 
     def _wake(self, loop: asyncio.AbstractEventLoop) -> None:

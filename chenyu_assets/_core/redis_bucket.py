@@ -2,16 +2,17 @@
 
 The same algorithm as :class:`~chenyu_assets._core.ratelimit.WindowLimiter`, kept in one
 Redis sorted set per action on the Redis server's clock (``TIME``). Each member is one
-request, scored by the moment it stops counting: a stamped send at ``s`` counts until
-``s + window + margin``; a grant not yet stamped ("now, moving") counts until it is stamped,
-or for ``lease`` seconds if its process dies first. Admission is one round trip (the
-script prunes, counts and adds atomically, FIFO among this process's waiters); the stamp
-is a second, sent alongside the request, not before it: the script stamps with the
-server's ``TIME`` when the stamp *arrives*, which is never earlier than the real send, so
-the window errs late (safe) and no clock needs to be mapped between machines. Without the
-stamp a grant could only be counted from its grant time, and a late send would push a
-window over. A 429 (``pause``) stops the action and switches it to even spacing in every
-process.
+request, scored by the moment it stops counting. A grant counts as "now, moving" from its
+admission until its response is in (or for ``lease`` seconds if its process dies first);
+then the stamp, sent in the background once the response is here, counts it until
+``TIME + window`` where ``TIME`` is the server's clock when the stamp *arrives*: never
+earlier than the response, hence never earlier than the request's arrival at the API
+server, so the window holds for any jitter and no clock is mapped between machines (the
+margin is not needed here; it only shortens the wait while a request is in flight).
+Without that second round trip a place could only be counted from its admission, and a
+late send would push a window over. Admission is one round trip (the script prunes,
+counts and adds atomically; FIFO among this process's waiters). A 429 (``pause``) stops
+the action and switches it to even spacing in every process.
 """
 
 from __future__ import annotations
@@ -30,8 +31,8 @@ __all__ = ["WINDOW_SCRIPT", "RedisWindow", "ScriptRunner"]
 log = get_logger("chenyu_assets.redis_limits")
 
 #: KEYS[1] sorted set (member -> µs at which it stops counting). ARGV op, member, limit,
-#: span_us, lease_us, lead_us, idle_ms, pause_us, the state hash (pause, spaced). Returns
-#: {granted, µs to wait (for the grant's instant, or before asking again; -1: unknown)}.
+#: span_us, lease_us, lead_us, idle_ms, pause_us (stamp: window_us), the state hash.
+#: Returns {granted, µs to wait (for the grant's instant, or before asking again; -1: unknown)}.
 WINDOW_SCRIPT: Final = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
@@ -39,7 +40,7 @@ local key, op, member, state = KEYS[1], ARGV[1], ARGV[2], ARGV[9]
 local limit, span, lease = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
 local lead, idle = tonumber(ARGV[6]), tonumber(ARGV[7])
 if op == 'stamp' then
-  redis.call('ZADD', key, now + span, member)
+  redis.call('ZADD', key, now + tonumber(ARGV[8]), member)
 elseif op == 'cancel' then
   redis.call('ZREM', key, member)
 elseif op == 'pause' then
@@ -88,38 +89,47 @@ class ScriptRunner(Protocol):
 
 
 class _RedisGrant:
-    __slots__ = ("_at", "_member", "_window")
+    __slots__ = ("_at", "_member", "_sent", "_window")
 
     def __init__(self, window: RedisWindow, member: str, at: float) -> None:
         self._window: RedisWindow | None = window
         self._member = member
         self._at = at
+        self._sent = False
 
     async def send(self) -> None:
-        window = self._window
-        if window is None:
-            return
         wait = self._at - asyncio.get_running_loop().time()
-        if wait > 0:
+        if self._window is not None and not self._sent and wait > 0:
             try:
                 await asyncio.sleep(wait)
             except asyncio.CancelledError:
                 self.cancel()
                 raise
-        if self._window is window:
-            self._window = None
-            window._later("stamp", self._member)
+        self._sent = True
 
-    def cancel(self) -> None:
+    def answered(self) -> None:
         window, self._window = self._window, None
         if window is not None:
-            window._later("cancel", self._member)
+            window._later("stamp" if self._sent else "cancel", self._member)
+
+    def cancel(self) -> None:
+        if not self._sent:
+            self.answered()
 
 
 class RedisWindow:
     """A send-time window shared through Redis; see the module docstring."""
 
-    __slots__ = ("_args", "_key", "_pending", "_rate", "_runner", "_state", "_turn")
+    __slots__ = (
+        "_args",
+        "_key",
+        "_pending",
+        "_rate",
+        "_runner",
+        "_state",
+        "_turn",
+        "_window_us",
+    )
 
     def __init__(
         self,
@@ -138,6 +148,7 @@ class RedisWindow:
         span_us = round((rate.window + margin) * 1e6)
         lease_us = max(span_us, round(lease * 1e6))
         self._args = (rate.limit, span_us, lease_us, round(lead * 1e6), runner.idle_ms)
+        self._window_us = round(rate.window * 1e6)
         self._turn = asyncio.Lock()  # one local waiter asks Redis at a time, FIFO
         self._pending: set[asyncio.Task[None]] = set()
 
@@ -152,9 +163,9 @@ class RedisWindow:
     def __repr__(self) -> str:
         return f"<RedisWindow {self._key} {self._rate} pending={len(self._pending)}>"
 
-    async def _run(self, op: str, member: str, pause_us: int = 0) -> tuple[int, int]:
+    async def _run(self, op: str, member: str, extra_us: int = 0) -> tuple[int, int]:
         reply = await self._runner.run_script(
-            WINDOW_SCRIPT, self._key, op, member, *self._args, pause_us, self._state
+            WINDOW_SCRIPT, self._key, op, member, *self._args, extra_us, self._state
         )
         return int(reply[0]), int(reply[1])
 
@@ -180,7 +191,7 @@ class RedisWindow:
 
     async def _settle(self, op: str, member: str) -> None:
         try:
-            await self._run(op, member)
+            await self._run(op, member, self._window_us)
         except Exception as exc:  # the place stays "moving" until its lease ends: safe
             log.warning("shared limiter: %s of %s failed: %s", op, self._key, exc)
 
