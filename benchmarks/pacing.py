@@ -78,6 +78,9 @@ class _Sent:
     async def send(self) -> None:
         pass
 
+    def answered(self) -> None:
+        pass
+
     def cancel(self) -> None:
         pass
 
@@ -114,6 +117,9 @@ class _LateGrant:
     async def send(self) -> None:
         await asyncio.sleep(self._delay)  # the jitter lies between the grant and the stamp
         await self._grant.send()
+
+    def answered(self) -> None:
+        self._grant.answered()
 
     def cancel(self) -> None:
         self._grant.cancel()
@@ -325,7 +331,9 @@ async def dry_run(kind: Kind, limit: float, seconds: float) -> tuple[float, floa
         window = WindowLimiter(Rate.per_second(limit))
 
         async def acquire() -> None:
-            await (await window.acquire()).send()
+            grant = await window.acquire()
+            await grant.send()
+            grant.answered()
 
     else:
         assert kind.make is not None
