@@ -163,7 +163,9 @@ class Engine:
             delay = self.policy.next_delay(attempt, failure, elapsed)
             if delay is None or (deadline is not None and elapsed + delay >= deadline):
                 raise failure
-            if self.budget is not None and not self.budget.try_spend():
+            # a 429's retry waits for the shared pause and the limiter: it cannot storm
+            paced = isinstance(failure, RateLimitError)
+            if self.budget is not None and not paced and not self.budget.try_spend():
                 log.warning("%s: retry budget exhausted, not retrying %s", endpoint, failure)
                 raise failure
             self.stats.retries += 1
