@@ -1,7 +1,7 @@
 """Client-side pacing on send times, a per-endpoint registry, and an in-flight cap.
 
 :class:`WindowLimiter` remembers when its last ``limit`` requests were handed to the
-transport (the engine stamps each one with :meth:`Grant.sent` right before
+transport (the engine stamps each one with :meth:`Grant.send` right before
 ``transport.request``) and admits a request only while fewer than ``limit`` sends fall in
 the trailing ``window + margin``. A grant holds its place as "now, moving" until its
 response is in (:meth:`Grant.answered`); then it counts from its send, or from ``margin``
@@ -17,7 +17,7 @@ A 429 (:meth:`WindowLimiter.pause`) stops the action for every task. The window 
 holds more than ``limit`` sends, so a 429 is one the window count cannot explain: the
 server counts differently (fixed windows, a token bucket with a small burst, other
 clients of the account). From then on the limiter also spaces sends evenly, at most one per
-``(window + margin) / limit`` with at most one grant unstamped: a server of any of those
+``(window + margin) / limit`` with at most one grant unsent: a server of any of those
 models accepts that, and the steady rate is the same as the window's.
 
 ``SlotPool`` caps work in flight that outlives one request (assets ``Processing``): a slot is
