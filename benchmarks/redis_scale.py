@@ -1,23 +1,22 @@
 """Shared limits in Redis: what one acquire costs, and whether 1, 2, 4 and 8 processes
-sharing one bucket together get the configured rate — no more, and not much less.
+sharing one window together get the configured rate — no more, and not much less.
 
 A throwaway ``redis-server`` (127.0.0.1, free port, no persistence) is started for the run.
 Every row starts N worker processes at the same instant; each runs two phases:
 
 * latency: ``--lat-calls`` acquires, one after another, on a bucket far above any reachable
   rate (so none waits): the cost of one Lua round trip with N processes hammering one key;
-* rate: ``TASKS`` tasks per process acquire in a loop for ``--seconds`` from one bucket
-  shared by all N processes, paced as ``ArkClient(limits=...)`` paces: the limit
-  ``--rate`` × ``SHARED_HEADROOM``.
+* rate: ``TASKS`` tasks per process acquire, send (stamp) and answer in a loop for
+  ``--seconds`` on one window shared by all N processes, as ``ArkClient(limits=...)`` does:
+  ``--rate`` per second.
 
 Peers, measured in the same run: a plain ``PING`` round trip (the floor of any Redis-based
-limiter) and our local ``TokenBucket`` in one process at the same rate (the precision of
+limiter) and our local ``WindowLimiter`` in one process at the same rate (the precision of
 the in-process limiter the Redis one stands in for).
 
 Columns: ``p50/p99 µs`` acquire round trip; ``×ping`` p50 over PING's p50; ``granted/s``
 grants per second, first to last grant (all processes); ``/paced`` that over the bucket's
-rate; ``max/1s`` most grants in any one-second window (must not exceed ``--rate``);
-``late`` grants given up because a process woke more than ``max_late`` after its due time.
+rate; ``max/1s`` most grants in any one-second window (must not exceed ``--rate``).
 
     python benchmarks/redis_scale.py            # 10 s per row
     python benchmarks/redis_scale.py --quick    # 3 s per row; under a minute
@@ -43,8 +42,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import die, parser, record, table
 
-from chenyu_assets._core.ratelimit import TokenBucket
-from chenyu_assets._core.redis_limits import SHARED_HEADROOM, RedisLimits
+from chenyu_assets._core.ratelimit import Grant, Rate, WindowLimiter
+from chenyu_assets._core.redis_limits import RedisLimits
 
 PROCESSES = (1, 2, 4, 8)
 TASKS = 4
@@ -55,6 +54,11 @@ ACCOUNT = "benchmark-account"
 # Line protocol on stdin/stdout, so every phase starts in every process at once:
 # worker "ready" -> parent "go" (latency phase) -> worker "lat <json>" -> parent "go <t>" (rate
 # phase until monotonic time t) -> worker "rate <json>".
+
+
+async def _use(grant: Grant) -> None:
+    await grant.send()
+    grant.answered()
 
 
 async def _worker(url: str, prefix: str, rate: float, lat_calls: int) -> None:
@@ -76,7 +80,7 @@ async def _worker(url: str, prefix: str, rate: float, lat_calls: int) -> None:
         lat = []
         for _ in range(lat_calls):
             t0 = time.perf_counter()
-            await fast.acquire()
+            await _use(await fast.acquire())
             lat.append(time.perf_counter() - t0)
         say("lat " + json.dumps(lat))
         end = float((await read()).split()[1])
@@ -84,14 +88,16 @@ async def _worker(url: str, prefix: str, rate: float, lat_calls: int) -> None:
 
         async def run() -> None:
             while True:
-                await slow.acquire()
+                grant = await slow.acquire()
+                await grant.send()
                 now = time.monotonic()  # CLOCK_MONOTONIC: one clock for every process
+                grant.answered()
                 if now >= end:
                     return
                 grants.append(now)
 
         await asyncio.gather(*(run() for _ in range(TASKS)))
-        say("rate " + json.dumps({"grants": grants, "late": slow.late}))
+        say("rate " + json.dumps({"grants": grants, "late": 0}))
     finally:
         await limits.aclose()
 
@@ -200,14 +206,14 @@ async def _ping_and_local(url: str, calls: int, rate: float, seconds: float) -> 
             lat.append(time.perf_counter() - t0)
     finally:
         await r.aclose()
-    bucket = TokenBucket(rate)
+    bucket = WindowLimiter(Rate.per_second(rate))
     end = time.monotonic() + seconds
     count = 0
 
     async def loop() -> None:
         nonlocal count
         while True:
-            await bucket.acquire()
+            await _use(await bucket.acquire())
             if time.monotonic() >= end:
                 return
             count += 1
@@ -229,7 +235,7 @@ def main() -> None:
         return
     args.seconds = args.seconds or (3.0 if args.quick else 10.0)
     args.lat_calls = args.lat_calls or (200 if args.quick else 2000)
-    args.pace = args.rate * SHARED_HEADROOM  # what ArkClient(limits=...) configures
+    args.pace = args.rate  # what ArkClient(limits=...) configures
     with tempfile.TemporaryDirectory(prefix="redis-scale-") as tmp:
         server, url = _start_redis(tmp)
         try:
@@ -241,8 +247,8 @@ def main() -> None:
             server.terminate()
             server.wait(timeout=10)
     print(
-        f"limit {args.rate:g}/s; one shared bucket paced at {args.pace:g}/s "
-        f"(headroom {SHARED_HEADROOM}); {TASKS} tasks per process; {args.seconds:g} s per row"
+        f"limit {args.rate:g}/s; one shared window; {TASKS} tasks per process; "
+        f"{args.seconds:g} s per row"
     )
     print(
         table(
@@ -263,7 +269,9 @@ def main() -> None:
         )
     )
     local = local_rate / args.pace
-    print(f"peers: PING p50 {ping_p50:.0f} µs; local TokenBucket (1 process) {local:.3f} of paced")
+    print(
+        f"peers: PING p50 {ping_p50:.0f} µs; local WindowLimiter (1 process) {local:.3f} of paced"
+    )
     lo, hi = min(r["ratio"] for r in rows), max(r["ratio"] for r in rows)
     over = [r["processes"] for r in rows if r["max_1s"] > args.rate]
     ok = lo >= 0.97 and not over

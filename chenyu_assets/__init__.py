@@ -1,7 +1,7 @@
 """chenyu_assets: async SDK, emulator and bulk-ingest CLI for the Chenyu and Ark asset
 libraries. The public names are listed in ``__all__`` (a test pins it)."""
 
-from chenyu_assets._core.ratelimit import LimiterRegistry, SlotPool, TokenBucket
+from chenyu_assets._core.ratelimit import LimiterRegistry, Rate, SlotPool, WindowLimiter
 from chenyu_assets._core.retry import RetryBudget, RetryPolicy
 from chenyu_assets._core.transport import Timeouts
 from chenyu_assets._version import __version__
@@ -78,6 +78,7 @@ __all__ = [
     "PayloadTooLargeError",
     "PermissionDeniedError",
     "PrivateAvatarClient",
+    "Rate",
     "RateLimitError",
     "RedirectError",
     "RequestTimeoutError",
@@ -89,10 +90,10 @@ __all__ = [
     "SourceItem",
     "TLSVerificationError",
     "Timeouts",
-    "TokenBucket",
     "TransportError",
     "UploadError",
     "WaitTimeoutError",
+    "WindowLimiter",
     "__version__",
     "asset_reference",
     "check_prompt",

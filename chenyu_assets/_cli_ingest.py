@@ -49,6 +49,7 @@ from chenyu_assets._cli_common import (
     positive_float,
     readable_file,
 )
+from chenyu_assets._core.ratelimit import DEFAULT_MARGIN
 from chenyu_assets.ark import ArkClient
 from chenyu_assets.batch import Event, IngestOptions, IngestReport, S3Stage, open_ingest
 from chenyu_assets.batch.journal_files import check as check_journal
@@ -56,7 +57,7 @@ from chenyu_assets.batch.naming import shard_of
 from chenyu_assets.batch.sources import BadItem, SourceItem, open_source
 from chenyu_assets.chenyu import CHENYU_RATES, ChenyuClient
 from chenyu_assets.errors import ConfigurationError, JournalError
-from chenyu_assets.limits import ACTION_RATES
+from chenyu_assets.limits import PROFILES, Rate, load_rates, profile_rates
 from chenyu_assets.s3 import env_endpoint, env_region
 
 _SAFE_ID: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
@@ -104,6 +105,27 @@ def add_ingest(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         default=1.0,
         metavar="F",
         help="multiply every published rate limit by F (a raised quota, or a time-scaled emulator)",
+    )
+    p.add_argument(
+        "--limits-profile",
+        metavar="NAME",
+        choices=sorted(PROFILES),
+        help="the account's published rate table: " + ", ".join(PROFILES) + " (default volcengine)",
+    )
+    p.add_argument(
+        "--rates",
+        type=Path,
+        metavar="FILE",
+        help='JSON rate overrides, e.g. {"profile": "byteplus-entry", '
+        '"rates": {"CreateAsset": "3/min", "GetAsset": 50}} (see README)',
+    )
+    p.add_argument(
+        "--rate-margin",
+        type=float,
+        default=DEFAULT_MARGIN,
+        metavar="S",
+        help="seconds added to every rate window for arrival jitter (default "
+        f"{DEFAULT_MARGIN:g}; raise it for a loaded host or a long network path)",
     )
     p.add_argument(
         "--shard",
@@ -251,23 +273,29 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 async def _clients(
     args: argparse.Namespace, stage: S3Stage | None
 ) -> AsyncIterator[tuple[ArkClient, ChenyuClient | None]]:
-    if not args.emulator and stage is not None:  # no Chenyu account needed
-        ca = str(args.ca_bundle) if args.ca_bundle else None
-        async with ArkClient.from_env(
-            rate_limits=_scaled(ACTION_RATES, args.rate_scale), limits=args.limits, ca_bundle=ca
-        ) as ark:
-            yield ark, None
-        return
+    if args.rate_margin < 0:
+        raise ConfigurationError("--rate-margin must not be negative")
+    if args.rates is not None:
+        ark_rates = load_rates(args.rates, profile=args.limits_profile)
+    else:
+        ark_rates = profile_rates(args.limits_profile or "volcengine")
+    ca = str(args.ca_bundle) if args.ca_bundle else None
     if not args.emulator:
         scale = args.rate_scale
-        ca = str(args.ca_bundle) if args.ca_bundle else None
         # Ark first: every ingest needs it, Chenyu only for local files
         ark_client = ArkClient.from_env(
-            rate_limits=_scaled(ACTION_RATES, scale), limits=args.limits, ca_bundle=ca
+            rates=_scaled(ark_rates, scale),
+            rate_margin=args.rate_margin,
+            limits=args.limits,
+            ca_bundle=ca,
         )
+        if stage is not None:  # no Chenyu account needed
+            async with ark_client as ark:
+                yield ark, None
+            return
         try:
             chenyu_client = ChenyuClient.from_env(
-                rate_limits=_scaled(CHENYU_RATES, scale), ca_bundle=ca
+                rate_limits=_scaled_floats(CHENYU_RATES, scale), ca_bundle=ca
             )
         except ConfigurationError as exc:  # the message names the setting, never a value
             raise ConfigurationError(
@@ -289,13 +317,14 @@ async def _clients(
                 access_key=acct.access_key,
                 secret_key=acct.secret_key,
                 base_url=emu.url,
-                rate_limits=_scaled(ACTION_RATES, scale),
+                rates=_scaled(ark_rates, scale),
+                rate_margin=args.rate_margin,
                 limits=args.limits,
             ) as ark,
             ChenyuClient(
                 api_key=acct.api_key,
                 base_url=emu.chenyu_url,
-                rate_limits=_scaled(CHENYU_RATES, scale),
+                rate_limits=_scaled_floats(CHENYU_RATES, scale),
             ) as chenyu,
         ):
             yield ark, chenyu
@@ -306,7 +335,11 @@ def _authority(url: str) -> str:
     return f"{parts.hostname}:{parts.port}" if parts.port else str(parts.hostname)
 
 
-def _scaled(rates: Mapping[str, float], scale: float) -> dict[str, float]:
+def _scaled(rates: Mapping[str, Rate], scale: float) -> dict[str, Rate]:
+    return {k: v.scaled(scale) for k, v in rates.items()}
+
+
+def _scaled_floats(rates: Mapping[str, float], scale: float) -> dict[str, float]:
     return {k: v * scale for k, v in rates.items()}
 
 

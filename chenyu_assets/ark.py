@@ -30,7 +30,13 @@ from chenyu_assets._core.engine import ClientBase, Prepared, check_base_url
 from chenyu_assets._core.logs import register_secret
 from chenyu_assets._core.pagination import AsyncPaginator, Page
 from chenyu_assets._core.polling import wait_until
-from chenyu_assets._core.ratelimit import LimiterFactory, LimiterRegistry, Slots
+from chenyu_assets._core.ratelimit import (
+    DEFAULT_MARGIN,
+    LimiterFactory,
+    LimiterRegistry,
+    Rate,
+    Slots,
+)
 from chenyu_assets._core.redis_limits import RedisLimits, open_limits
 from chenyu_assets._core.retry import RetryBudget, RetryPolicy
 from chenyu_assets._core.signing import BearerAuth, Credentials, sign_request
@@ -41,7 +47,7 @@ from chenyu_assets.errors import (
     ConfigurationError,
     ResponseFormatError,
 )
-from chenyu_assets.limits import ACTION_RATES, ARK_VERSION, MAX_PROCESSING, OFFSET_PAGING_LIMITS
+from chenyu_assets.limits import ARK_VERSION, MAX_PROCESSING, OFFSET_PAGING_LIMITS, profile_rates
 from chenyu_assets.models.ark import Asset, AssetGroup
 from chenyu_assets.watcher import Slot, Watcher, processing_pool
 
@@ -99,14 +105,18 @@ class ArkFamilyClient(ClientBase):
         processing_slots: Slots | int | None = MAX_PROCESSING,
         slot_lease: float = 3600.0,
         watch: bool = True,
+        rates: Mapping[str, Rate | float | str] | None = None,
+        limits_profile: str | None = None,
+        rate_margin: float = DEFAULT_MARGIN,
         **transport: Any,
     ) -> None:
-        """Pacing for the account whose key is ``account``: the published rates (with
-        ``rate_limits`` overrides), local or shared through Redis (``limits=``); the
-        Processing cap (``processing_slots``: a number of slots, shared through Redis with
-        ``limits=``, a :class:`Slots` of your own, or None for no accounting) kept by
-        :attr:`watcher`; ``watch=False`` waits with one GetAsset per asset and keeps no
-        slots. The ``transport`` options go to :class:`ClientBase`."""
+        """Pacing for the account whose key is ``account``: the rates of ``limits_profile``
+        (default ``volcengine``) with ``rates`` overrides (``rate_limits`` is the deprecated
+        name), local or shared through Redis (``limits=``); the Processing cap
+        (``processing_slots``: a number of slots, shared through Redis with ``limits=``, a
+        :class:`Slots` of your own, or None for no accounting) kept by :attr:`watcher`;
+        ``watch=False`` waits with one GetAsset per asset and keeps no slots. The
+        ``transport`` options go to :class:`ClientBase`."""
         shared = open_limits(limits, account=account, limiter_factory=limiter_factory)
         self.shared_limits = shared.limits
         pool = processing_pool(processing_slots, shared.limits, watch=watch)
@@ -115,9 +125,10 @@ class ArkFamilyClient(ClientBase):
         self.watcher = Watcher(self, slots=pool, lease=slot_lease)
         super().__init__(
             limiters=LimiterRegistry(
-                ACTION_RATES,
-                overrides=rate_limits,
-                headroom=shared.headroom if headroom is None else headroom,
+                profile_rates(limits_profile or "volcengine"),
+                overrides={**(rate_limits or {}), **(rates or {})},
+                headroom=headroom,
+                margin=rate_margin,
                 factory=shared.factory,
             ),
             closers=(self.watcher.aclose, *shared.closers),
@@ -494,6 +505,9 @@ class ArkClient(ArkFamilyClient):
         api_key: str | None = None,
         style: Literal["official", "gateway"] | None = None,
         project_name: str | None = None,
+        rates: Mapping[str, Rate | float | str] | None = None,
+        limits_profile: str | None = None,
+        rate_margin: float = DEFAULT_MARGIN,
         rate_limits: Mapping[str, float] | None = None,
         headroom: float | None = None,
         limiter_factory: LimiterFactory | None = None,
@@ -543,6 +557,9 @@ class ArkClient(ArkFamilyClient):
         self._path_prefix = parts.path
         super().__init__(
             account=(access_key if style == "official" else api_key) or "",
+            rates=rates,
+            limits_profile=limits_profile,
+            rate_margin=rate_margin,
             rate_limits=rate_limits,
             headroom=headroom,
             limiter_factory=limiter_factory,

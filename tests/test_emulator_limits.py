@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 from collections import Counter
 from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
+import pytest
 from emulator_kit import MODEL, OTHER, ark, bearer, config, new_group, result
 from vclock import emulator_clock, virtual
 
@@ -143,6 +145,78 @@ async def test_token_bucket_window() -> None:
         await asyncio.sleep(0.5)  # exactly 15 tokens back at 30/s
         outcomes = await burst(session, emu, "ListAssetGroups", [{}] * 30)
         assert outcomes == {(200, None): 15, (429, "FlowLimitExceeded"): 15}
+
+
+def replay(model: str, times: list[float], limit: int, window: float = 1.0) -> list[bool]:
+    """What ``model`` must answer to requests counted at ``times`` (an independent model)."""
+    accepted: list[float] = []
+    out: list[bool] = []
+    tokens, last = math.inf, None
+    for t in times:
+        if model == "sliding":
+            ok = sum(1 for a in accepted if a > t - window) < limit
+        elif model == "fixed":
+            ok = sum(1 for a in accepted if a // window == t // window) < limit
+        else:  # "bucket:B"
+            burst = int(model.split(":")[1])
+            tokens = min(burst, tokens + (t - last) * limit / window if last is not None else burst)
+            last = t
+            ok = tokens >= 1 - 1e-9
+            tokens -= 1 if ok else 0
+        out.append(ok)
+        if ok:
+            accepted.append(t)
+    return out
+
+
+async def waves(
+    session: aiohttp.ClientSession, emu: Emulator, n: int, waves: int, gap: float
+) -> list[tuple[float, bool]]:
+    """``waves`` bursts of ``n`` ListAssetGroups, ``gap`` seconds apart: (t, accepted)."""
+    for i in range(waves):
+        if i:
+            await asyncio.sleep(gap)
+        await burst(session, emu, "ListAssetGroups", [{}] * n)
+    records = [  # in arrival order (many share one virtual instant)
+        (r.t, r.status == 200) for r in emu.audit().requests if r.action == "ListAssetGroups"
+    ]
+    assert {r.code for r in emu.audit().requests if r.status != 200} <= {"FlowLimitExceeded"}
+    return records
+
+
+@pytest.mark.parametrize("model", ["sliding", "fixed", "bucket:2", "bucket:5"])
+@virtual
+async def test_each_limit_model_answers_its_own_pattern(model: str) -> None:
+    rates = {"ListAssetGroups": "6/0.3s"}
+    async with running(limit_model=model, rates=rates) as (session, emu):
+        records = await waves(session, emu, 10, 4, 0.07)
+        times = [t for t, _ in records]
+        assert [ok for _, ok in records] == replay(model, times, 6, 0.3)
+        accepted = sum(ok for _, ok in records)
+        if model == "sliding":
+            assert emu.audit().max_in_window("ListAssetGroups", window=0.3) <= 6
+        if model.startswith("bucket"):
+            assert [ok for _, ok in records[:10]].count(True) <= int(model[-1]) + 1
+        assert 0 < accepted < 40
+
+
+@virtual
+async def test_token_bucket_is_the_old_full_bucket() -> None:
+    async with running(window="token_bucket") as (session, emu):
+        records = await waves(session, emu, 45, 1, 0)
+        assert sum(ok for _, ok in records[:30]) == 30  # the bucket starts full: a limit's worth
+        assert [ok for _, ok in records] == replay("bucket:30", [t for t, _ in records], 30)
+
+
+@virtual
+async def test_per_minute_and_per_account_rates() -> None:
+    rates = {"ListAssetGroups": "5/min", f"{OTHER.name}/ListAssetGroups": 2}
+    async with running(rates=rates) as (session, emu):
+        outcomes = await burst(session, emu, "ListAssetGroups", [{}] * 8)
+        assert outcomes == {(200, None): 5, (429, "FlowLimitExceeded"): 3}
+        outcomes = await burst(session, emu, "ListAssetGroups", [{}] * 5, account=OTHER)
+        assert outcomes == {(200, None): 2, (429, "FlowLimitExceeded"): 3}
+        assert emu.audit().max_in_window("ListAssetGroups", window=60.0, account="demo") == 5
 
 
 @virtual

@@ -223,7 +223,7 @@ def test_config_validation_and_secret_redaction() -> None:
         Account(name="x", access_key="AK 1\n", secret_key="s", api_key="k")
     cfg = EmulatorConfig()
     with pytest.raises(ValidationError):
-        cfg.window = "fixed"  # type: ignore[assignment]
+        cfg.window = "weekly"
     assert code_for_status(503) == "ServiceUnavailable"
     assert code_for_status(429) == "FlowLimitExceeded"
     assert code_for_status(502) == "BadGateway"

@@ -19,6 +19,7 @@ from emulator_kit import VirtualTime, virtual_emulator
 from vclock import emulator_clock, virtual
 
 from chenyu_assets._core.logs import get_logger
+from chenyu_assets._core.ratelimit import DEFAULT_MARGIN
 from chenyu_assets._core.retry import RetryBudget, RetryPolicy
 from chenyu_assets._core.transport import Timeouts
 from chenyu_assets.ark import ArkClient
@@ -371,8 +372,9 @@ async def test_limiter_paces_200_creates_with_zero_429s() -> None:
         assert audit.count("CreateAsset", status=200) == 200
         assert audit.count("CreateAsset") == 200
         assert audit.max_in_window("CreateAsset", window=1.0) <= rate
-        # the limiter starts empty and grants one per 1/30 s: 200 grants need 200/30 s
-        assert elapsed >= 200 / rate - 1e-6
+        # the window limiter admits `rate` sends per window + margin, at once (no refill
+        # loss): 200 sends are 7 windows, the last starting 6 x (1 s + margin) after the first
+        assert elapsed == pytest.approx((200 - 1) // rate * (1 + DEFAULT_MARGIN), abs=1e-6)
 
 
 @virtual
@@ -397,7 +399,7 @@ async def test_concurrent_creates_from_many_tasks_see_zero_429s() -> None:
         assert ark.stats.rate_limited == 0
         assert audit.count("CreateAsset", status=200) == audit.count("CreateAsset") == 120
         assert audit.max_in_window("CreateAsset", window=1.0) <= rate
-        assert elapsed >= 120 / rate - 1e-6
+        assert elapsed == pytest.approx((120 - 1) // rate * (1 + DEFAULT_MARGIN), abs=1e-6)
 
 
 @virtual

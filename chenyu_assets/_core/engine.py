@@ -120,14 +120,18 @@ class Engine:
                 )
             try:
                 async with asyncio.timeout(remaining):
-                    await self.limiters.acquire(endpoint)
+                    grant = await self.limiters.acquire(endpoint)
             except TimeoutError:
                 raise RequestTimeoutError(
                     f"{endpoint}: deadline of {deadline:g} s passed waiting for the rate limit",
                     method=method,
                     sent=False,
                 ) from None
-            prepared = await prepare(attempt)
+            try:
+                prepared = await prepare(attempt)
+            except BaseException:
+                grant.cancel()  # never sent: its place in the window goes back
+                raise
             if attempt == 1 and self.budget is not None:
                 self.budget.record_request()
             self.stats.requests += 1
@@ -140,14 +144,18 @@ class Engine:
             remaining = max(0.001, min(bounds)) if bounds else None
             failure: TransportError | APIError
             try:
-                response = await self.transport.request(
-                    method,
-                    url,
-                    params=prepared.params,
-                    headers=prepared.headers,
-                    data=prepared.body,
-                    deadline=remaining,
-                )
+                await grant.send()  # waits for the grant's instant; stamps the send time
+                try:
+                    response = await self.transport.request(
+                        method,
+                        url,
+                        params=prepared.params,
+                        headers=prepared.headers,
+                        data=prepared.body,
+                        deadline=remaining,
+                    )
+                finally:
+                    grant.answered()  # the arrival lies between the stamp and now
                 return parse(response)
             except (TransportError, APIError) as exc:
                 failure = exc
@@ -172,7 +180,9 @@ class Engine:
             delay = self.policy.next_delay(attempt, failure, elapsed)
             if delay is None or (deadline is not None and elapsed + delay >= deadline):
                 raise failure
-            if self.budget is not None and not self.budget.try_spend():
+            # a 429's retry waits for the shared pause and the limiter: it cannot storm
+            paced = isinstance(failure, RateLimitError)
+            if self.budget is not None and not paced and not self.budget.try_spend():
                 log.warning("%s: retry budget exhausted, not retrying %s", endpoint, failure)
                 raise failure
             self.stats.retries += 1

@@ -1,77 +1,99 @@
-"""Client-side pacing: a precise token bucket, a per-endpoint registry, and an in-flight cap.
+"""Client-side pacing on send times, a per-endpoint registry, and an in-flight cap.
 
-``TokenBucket`` grants at most ``rate`` acquisitions per second with at most ``burst``
-back to back. It starts **empty**, so the very first second sends no more than the rate:
-a strict server that counts requests in any sliding one-second window never sees more
-than ``rate + burst - 1`` (with the default ``burst=1``: never more than ``rate``; see
-``_GUARD``). It runs on the event loop's clock, wakes waiters with one
-timer at the exact instant a token is due (no polling), serves waiters first-in first-out,
-and is cancellation-safe: a waiter cancelled before its grant takes nothing; one cancelled
-after its grant gives the token back.
+:class:`WindowLimiter` remembers when its last ``limit`` requests were handed to the
+transport (the engine stamps each one with :meth:`Grant.send` right before
+``transport.request``) and admits a request only while fewer than ``limit`` sends fall in
+the trailing ``window + margin``. A grant holds its place as "now, moving" until its
+response is in (:meth:`Grant.answered`); then it counts from its send, or from ``margin``
+before the response if that is later: the server's arrival lies between the two, so a
+request that took longer than the margin can never have arrived later than it is counted
+(see ``DEFAULT_MARGIN``). So any delay between grant, send and arrival can never push a
+window over, and capacity left unused in the last window is usable at once (nothing to
+refill, nothing lost to a late timer). FIFO waiters, one timer, cancellation-safe: a waiter
+cancelled before its grant takes nothing; a grant cancelled before it is sent gives its place
+back.
 
-With ``burst=1`` a timer that fires late would lose that time for good (the bucket is
-full), and on a busy loop that adds up (at 200/s, 1 ms of lateness per grant is 20 %).
-After a 429 (``pause``) a bucket also paces 2 % slower per 429, down to 90 %, and recovers
-after 30 s without one (multiplicative decrease): send jitter it cannot see settles it just
-below the point where a strict server refuses it, instead of paying a pause again and again.
-
-``slack`` lets the bucket keep a fraction of a token as *lateness credit* so the next grant
-comes sooner; the window bound becomes ``burst + slack + rate`` grants per second.
-
-``LimiterRegistry`` holds one limiter per endpoint (Ark action), with defaults from the
-published table in :mod:`chenyu_assets.limits`, paced at ``headroom`` × the limit (default
-0.99: a strict window counts arrival times, and 1 % absorbs the milliseconds by which
-scheduling can bunch two requests) and given the lateness credit the headroom leaves. A
-429 pauses an endpoint for every task via :meth:`LimiterRegistry.pause`.
+A 429 (:meth:`WindowLimiter.pause`) stops the action for every task. The window never
+holds more than ``limit`` sends, so a 429 is one the window count cannot explain: the
+server counts differently (fixed windows, a token bucket with a small burst, other
+clients of the account). From then on the limiter also spaces sends evenly, at most one per
+``(window + margin) / limit`` with at most one grant unsent: a server of any of those
+models accepts that, and the steady rate is the same as the window's.
 
 ``SlotPool`` caps work in flight that outlives one request (assets ``Processing``): a slot is
 taken before CreateAsset and given back when polling sees a terminal status.
 
-``Limiter`` and ``Slots`` are the protocols a shared backend (Redis) implements.
+``Limiter``, ``Grant`` and ``Slots`` are the protocols a shared backend (Redis) implements.
 """
 
 from __future__ import annotations
 
 import asyncio
+import bisect
 import collections
+import math
 from collections.abc import Mapping
-from typing import Protocol, runtime_checkable
+from typing import Final, Protocol, runtime_checkable
 
-#: Fractions of a token this close to 1 count as a whole token. Without it, a deficit
-#: smaller than the clock's resolution re-arms the timer at "now" forever (a busy spin).
-_EPS = 1e-9
+from chenyu_assets._core.rates import Rate
 
-#: The bucket refills this fraction below its nominal rate, so that ``rate + 1`` grants always
-#: span strictly more than one second: a strict server counting any closed one-second window
-#: never sees more than ``rate``, even after float rounding. Costs 0.01 % of throughput.
-_GUARD = 1e-4
+#: The margin added to every window. The server counts *arrival* times: two sends stamped
+#: ``W + m`` apart here arrive ``W + m + (d2 - d1)`` apart there, where ``d`` is each
+#: request's delay from our stamp to the server's clock (connection pick-up, the write,
+#: the network, the server's accept loop). A server window of ``W`` therefore never sees
+#: ``limit + 1`` of them as long as ``m`` covers the spread ``d1 - d2`` of that delay (the
+#: arrival jitter). On loopback or a LAN that spread is a few milliseconds even on a busy
+#: host; 20 ms covers it with room, at a cost of 2 % of a one-second window (0.03 % of a
+#: minute). A request whose response comes later than ``m`` after its stamp is counted from
+#: ``m`` before its response instead (its arrival cannot be later than that response), so
+#: even a stall beyond the margin costs only throughput, never a 429.
+DEFAULT_MARGIN: Final = 0.020
 
-#: After a 429 a bucket paces this much slower (multiplicative decrease), down to
-#: ``_FLOOR`` × its rate, and returns to its rate after ``_RECOVER_AFTER`` seconds without
-#: another 429: a client whose requests arrive unevenly (send jitter a token bucket cannot
-#: see) settles just below the point where a strict server refuses it.
-_DECREASE = 0.98
-_FLOOR = 0.90
-_RECOVER_AFTER = 30.0
+#: A grant is handed out up to this long before its place frees, and its ``send()`` waits
+#: for that instant: building and signing the request, and a timer that fires late on a
+#: busy loop, then cost no throughput. (A send later than its instant costs only that
+#: request's lateness, never the bound: the window counts the stamp.)
+DEFAULT_LEAD: Final = 0.020
 
 __all__ = [
+    "DEFAULT_LEAD",
+    "DEFAULT_MARGIN",
+    "Grant",
     "Limiter",
     "LimiterRegistry",
+    "Rate",
     "SlotPool",
     "Slots",
-    "TokenBucket",
+    "WindowLimiter",
 ]
+
+
+@runtime_checkable
+class Grant(Protocol):
+    """The right to send one request: :meth:`send` when handing it over, then
+    :meth:`answered`; or :meth:`cancel`."""
+
+    async def send(self) -> None:
+        """Wait for the instant the grant is for (if it came early), then stamp it: the
+        request is being handed to the transport now."""
+
+    def answered(self) -> None:
+        """The response (or the failure) is here: the place now counts from the send, or
+        from ``margin`` before now if that is later (see :class:`WindowLimiter`)."""
+
+    def cancel(self) -> None:
+        """The request will not be sent: free its place (no-op once sent)."""
 
 
 @runtime_checkable
 class Limiter(Protocol):
     """What the request engine needs from a rate limiter."""
 
-    async def acquire(self) -> None:
+    async def acquire(self) -> Grant:
         """Wait until one request may be sent."""
 
     async def pause(self, seconds: float) -> None:
-        """Grant nothing for ``seconds`` (a 429 was received); afterwards start empty."""
+        """Grant nothing for ``seconds`` (a 429 was received)."""
 
 
 @runtime_checkable
@@ -91,205 +113,233 @@ class Slots(Protocol):
         """Slots currently held (as last known, for progress displays)."""
 
 
-class TokenBucket:
-    """A token bucket with explicit burst that starts empty; see the module docstring."""
+class _Grant:
+    __slots__ = ("_at", "_limiter", "_sent")
+
+    def __init__(self, limiter: WindowLimiter, at: float) -> None:
+        self._limiter: WindowLimiter | None = limiter
+        self._at = at
+        self._sent: float | None = None
+
+    async def send(self) -> None:
+        if self._limiter is None or self._sent is not None:
+            return
+        loop = asyncio.get_running_loop()
+        limiter = self._limiter
+        # wait for the grant's instant, and out any pause (a 429) that began since the grant
+        while (wait := max(self._at, limiter._paused_until) - loop.time()) > 0:
+            try:
+                await asyncio.sleep(wait)
+            except asyncio.CancelledError:
+                self.cancel()
+                raise
+        self._sent = loop.time()
+        self._limiter._unsent -= 1
+        self._limiter._last_sent = self._sent
+        self._limiter._arm(loop)
+
+    def answered(self) -> None:
+        limiter, self._limiter = self._limiter, None
+        if limiter is not None:
+            if self._sent is None:  # never sent: nothing to count
+                limiter._settle(None)
+            else:
+                limiter._settle(max(self._sent, limiter._now() - limiter.margin))
+
+    def cancel(self) -> None:
+        if self._sent is None and self._limiter is not None:
+            self._limiter._unsent -= 1
+            self.answered()
+
+
+class WindowLimiter:
+    """At most ``rate.limit`` sends in any ``rate.window + margin``; see the module docstring."""
 
     __slots__ = (
-        "_burst",
-        "_capacity",
-        "_fill",
-        "_last",
-        "_last_429",
+        "_last_sent",
+        "_lead",
+        "_limit",
+        "_moving",
         "_paused_until",
         "_rate",
+        "_sends",
+        "_span",
         "_timer",
-        "_tokens",
+        "_unsent",
         "_waiters",
+        "spaced",
     )
 
-    def __init__(self, rate: float, *, burst: int = 1, slack: float = 0.0) -> None:
-        """``slack`` (0 <= slack < 1) is lateness credit: a fraction of a token the bucket
-        may hold beyond ``burst``, so that a timer firing late by up to ``slack / rate``
-        seconds costs no throughput (the next grant comes that much sooner). It loosens the
-        window bound to ``burst + slack + rate`` grants per second: keep it below the gap
-        between the server's limit and ``rate`` (:class:`LimiterRegistry` does)."""
-        if not rate > 0:
-            raise ValueError(f"rate must be > 0, got {rate!r}")
-        if burst < 1:
-            raise ValueError(f"burst must be >= 1, got {burst!r}")
-        if not 0.0 <= slack < 1.0:
-            raise ValueError(f"slack must be in [0, 1), got {slack!r}")
-        self._rate = float(rate)
-        self._fill = self._rate * (1.0 - _GUARD)
-        self._burst = int(burst)
-        self._capacity = self._burst + float(slack)
-        self._last_429 = float("-inf")
-        self._tokens = 0.0
-        self._last: float | None = None
-        self._paused_until = float("-inf")
-        self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
+    def __init__(
+        self, rate: Rate, *, margin: float = DEFAULT_MARGIN, lead: float = DEFAULT_LEAD
+    ) -> None:
+        if not margin >= 0:
+            raise ValueError(f"margin must be >= 0, got {margin!r}")
+        if not lead >= 0:
+            raise ValueError(f"lead must be >= 0, got {lead!r}")
+        self._rate = rate
+        self._lead = lead
+        self._limit = rate.limit
+        self._span = rate.window + margin
+        self._sends: collections.deque[float] = collections.deque()  # stamped, ascending
+        self._moving = 0  # granted, not yet answered: each counts as "now"
+        self._unsent = 0  # granted, not yet sent
+        self._last_sent = -math.inf
+        self._paused_until = -math.inf
+        self._waiters: collections.deque[asyncio.Future[float]] = collections.deque()
         self._timer: asyncio.TimerHandle | None = None
+        #: True once a 429 switched this limiter to even spacing (see the module docstring)
+        self.spaced = False
 
     @property
-    def rate(self) -> float:
+    def rate(self) -> Rate:
         return self._rate
 
     @property
-    def burst(self) -> int:
-        return self._burst
+    def margin(self) -> float:
+        return self._span - self._rate.window
 
     def __repr__(self) -> str:
+        mode = " spaced" if self.spaced else ""
         return (
-            f"<TokenBucket rate={self._rate:g}/s burst={self._burst} "
-            f"slack={self._capacity - self._burst:.2f} "
-            f"tokens={self._tokens:.3f} waiters={len(self._waiters)}>"
+            f"<WindowLimiter {self._rate} margin={self.margin * 1000:g}ms{mode} "
+            f"sent={len(self._sends)} moving={self._moving} waiters={len(self._waiters)}>"
         )
 
-    @property
-    def pace(self) -> float:
-        """The rate granted now: ``rate``, or less for a while after a 429."""
-        return self._fill / (1.0 - _GUARD)
+    def _due(self, now: float) -> float | None:
+        """The earliest time the next grant may be made (None: when a grant is settled)."""
+        sends, span = self._sends, self._span
+        while sends and sends[0] <= now - span:
+            sends.popleft()
+        due = max(now, self._paused_until)
+        full = len(sends) + self._moving - self._limit
+        if full >= len(sends) or (self.spaced and self._unsent):
+            return None
+        if full >= 0:
+            due = max(due, sends[full] + span)
+        if self.spaced:
+            due = max(due, self._last_sent + span / self._limit)
+        return due
 
-    def _refill(self, now: float) -> None:
-        if self._last is None:
-            self._last = now
-        if now - self._last_429 > _RECOVER_AFTER:
-            self._fill = self._rate * (1.0 - _GUARD)
-        if now < self._paused_until:
-            self._tokens = 0.0
-            self._last = self._paused_until
-            return
-        if now > self._last:
-            self._tokens = min(self._capacity, self._tokens + (now - self._last) * self._fill)
-            self._last = now
-
-    async def acquire(self) -> None:
-        """Wait for a token. FIFO; cancellation-safe."""
+    async def acquire(self) -> Grant:
+        """Wait for a place in the window. FIFO; cancellation-safe."""
         loop = asyncio.get_running_loop()
-        self._refill(loop.time())
-        if not self._waiters and self._tokens >= 1.0 - _EPS:
-            self._tokens = max(0.0, self._tokens - 1.0)
-            return
-        fut: asyncio.Future[None] = loop.create_future()
+        now = loop.time()
+        due = None if self._waiters else self._due(now)
+        if due is not None and due - self._lead <= now:
+            self._moving += 1
+            self._unsent += 1
+            return _Grant(self, due)
+        fut: asyncio.Future[float] = loop.create_future()
         self._waiters.append(fut)
-        self._schedule(loop)
+        self._arm(loop)
         try:
-            await fut
+            at = await fut
         except asyncio.CancelledError:
-            if fut.done() and not fut.cancelled():
-                # The grant arrived together with the cancellation: hand the token back.
-                self._tokens = min(self._capacity, self._tokens + 1.0)
-                self._schedule(loop)
+            if fut.done() and not fut.cancelled():  # granted and cancelled at once
+                self._unsent -= 1
+                self._settle(None)
             raise
+        return _Grant(self, at)
 
-    def pause_until(self, when: float) -> None:
-        """Grant nothing before loop time ``when``; the bucket is empty at ``when``."""
-        if when <= self._paused_until:
-            return
-        self._paused_until = when
-        self._tokens = 0.0
-        self._last = when
+    def _now(self) -> float:
+        return asyncio.get_running_loop().time()
+
+    def _settle(self, stamp: float | None) -> None:
+        self._moving -= 1
+        if stamp is not None:
+            bisect.insort(self._sends, stamp)
+        self._arm(asyncio.get_running_loop())
+
+    async def pause(self, seconds: float) -> None:
+        """A 429: grant nothing for ``seconds``, then space sends evenly from now on."""
+        loop = asyncio.get_running_loop()
+        self.spaced = True
+        self._paused_until = max(self._paused_until, loop.time() + max(0.0, seconds))
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            return
-        self._schedule(loop)
+        self._arm(loop)
 
-    async def pause(self, seconds: float) -> None:
-        """A 429 arrived: grant nothing for ``seconds``, then pace a little slower (see
-        ``_DECREASE``) until no 429 has come for ``_RECOVER_AFTER`` seconds."""
-        now = asyncio.get_running_loop().time()
-        self._fill = max(self._rate * _FLOOR * (1.0 - _GUARD), self._fill * _DECREASE)
-        self._last_429 = now
-        self.pause_until(now + max(0.0, seconds))
-
-    def _schedule(self, loop: asyncio.AbstractEventLoop) -> None:
-        """Arm the single timer for the instant the head waiter's token is due."""
-        while self._waiters and self._waiters[0].done():
-            self._waiters.popleft()
-        if not self._waiters or self._timer is not None:
-            return
-        now = loop.time()
-        self._refill(now)
-        if now < self._paused_until:
-            when = self._paused_until + 1.0 / self._fill
-        else:
-            when = now + max(1e-6, (1.0 - self._tokens) / self._fill)
-        self._timer = loop.call_at(when, self._wake, loop)
+    def _arm(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Grant what is due now to the head waiters; arm the one timer for the next."""
+        waiters = self._waiters
+        while waiters:
+            if waiters[0].done():  # cancelled while waiting: it took nothing
+                waiters.popleft()
+                continue
+            now = loop.time()
+            due = self._due(now)
+            if due is None:
+                return  # a stamp or a cancel will call again
+            if due - self._lead > now:
+                when = due - self._lead
+                if self._timer is None or self._timer.when() > when:
+                    if self._timer is not None:
+                        self._timer.cancel()
+                    self._timer = loop.call_at(when, self._wake, loop)
+                return
+            self._moving += 1
+            self._unsent += 1
+            waiters.popleft().set_result(due)
 
     def _wake(self, loop: asyncio.AbstractEventLoop) -> None:
         self._timer = None
-        self._refill(loop.time())
-        while self._waiters and self._tokens >= 1.0 - _EPS:
-            fut = self._waiters.popleft()
-            if fut.done():  # cancelled while waiting: it took nothing
-                continue
-            self._tokens = max(0.0, self._tokens - 1.0)
-            fut.set_result(None)
-        self._schedule(loop)
+        self._arm(loop)
+
+
+class LimiterFactory(Protocol):
+    def __call__(self, endpoint: str, rate: Rate, *, margin: float) -> Limiter: ...
 
 
 class LimiterRegistry:
-    """One limiter per endpoint, created on first use from the defaults table.
+    """One limiter per endpoint (Ark action), created on first use.
 
-    ``rates`` maps endpoint -> requests per second (the published table); ``overrides``
-    replaces entries; an endpoint in neither gets ``default_rate``. Every limiter has the
-    same ``burst``. A shared backend can be plugged in with ``factory``.
+    ``rates`` maps endpoint -> :class:`Rate` (or requests per second, or ``"120/min"``);
+    ``overrides`` replaces entries; an endpoint in neither gets ``default_rate``. A shared
+    backend is plugged in with ``factory``. ``headroom`` (deprecated) paces at that fraction
+    of every rate by widening its window.
     """
 
-    __slots__ = ("_burst", "_default_rate", "_factory", "_headroom", "_limiters", "_rates")
+    __slots__ = ("_default", "_factory", "_limiters", "_margin", "_rates")
 
     def __init__(
         self,
-        rates: Mapping[str, float],
+        rates: Mapping[str, Rate | float | str],
         *,
-        overrides: Mapping[str, float] | None = None,
-        default_rate: float = 10.0,
-        burst: int = 1,
-        headroom: float = 0.99,
+        overrides: Mapping[str, Rate | float | str] | None = None,
+        default_rate: Rate | float = 10.0,
+        margin: float = DEFAULT_MARGIN,
+        headroom: float | None = None,
         factory: LimiterFactory | None = None,
     ) -> None:
-        if not 0 < headroom <= 1:
+        if headroom is not None and not 0 < headroom <= 1:
             raise ValueError(f"headroom must be in (0, 1], got {headroom!r}")
-        self._rates = dict(rates)
-        if overrides:
-            self._rates.update(overrides)
-        self._default_rate = default_rate
-        self._burst = burst
-        self._headroom = headroom
+        merged = {**rates, **(overrides or {})}
+        stretch = 1.0 if headroom is None else 1.0 / headroom
+        self._rates = {k: _stretch(Rate.parse(v), stretch) for k, v in merged.items()}
+        self._default = _stretch(Rate.parse(default_rate), stretch)
+        self._margin = margin
         self._factory = factory
         self._limiters: dict[str, Limiter] = {}
 
-    def rate_for(self, endpoint: str) -> float:
-        """The pacing rate (published rate × headroom) used for ``endpoint``."""
-        return self._rates.get(endpoint, self._default_rate) * self._headroom
-
-    def slack_for(self, endpoint: str) -> float:
-        """Lateness credit for ``endpoint``'s bucket. The gap the headroom leaves below the
-        published limit serves two needs: a quarter of it (at most 0.9 of a token) lets
-        timers that fire late on a busy loop cost no throughput; the other three quarters
-        stay for arrival jitter, so the server still sees at most the published limit in
-        every one-second window when requests travel unevenly (about 7.5 ms)."""
-        published = self._rates.get(endpoint, self._default_rate)
-        gap = published - self.rate_for(endpoint)
-        return max(0.0, min(0.9, gap / 4))
+    def rate_for(self, endpoint: str) -> Rate:
+        """The rate ``endpoint`` is paced at."""
+        return self._rates.get(endpoint, self._default)
 
     def get(self, endpoint: str) -> Limiter:
         limiter = self._limiters.get(endpoint)
         if limiter is None:
             rate = self.rate_for(endpoint)
             if self._factory is not None:
-                limiter = self._factory(endpoint, rate, self._burst)
+                limiter = self._factory(endpoint, rate, margin=self._margin)
             else:
-                limiter = TokenBucket(rate, burst=self._burst, slack=self.slack_for(endpoint))
+                limiter = WindowLimiter(rate, margin=self._margin)
             self._limiters[endpoint] = limiter
         return limiter
 
-    async def acquire(self, endpoint: str) -> None:
-        await self.get(endpoint).acquire()
+    async def acquire(self, endpoint: str) -> Grant:
+        return await self.get(endpoint).acquire()
 
     async def pause(self, endpoint: str, seconds: float) -> None:
         """Stop ``endpoint`` for every task sharing this registry."""
@@ -297,11 +347,11 @@ class LimiterRegistry:
 
     def __repr__(self) -> str:
         inner = ", ".join(f"{k}={v!r}" for k, v in sorted(self._limiters.items()))
-        return f"<LimiterRegistry headroom={self._headroom} {inner}>"
+        return f"<LimiterRegistry {inner}>"
 
 
-class LimiterFactory(Protocol):
-    def __call__(self, endpoint: str, rate: float, burst: int) -> Limiter: ...
+def _stretch(rate: Rate, factor: float) -> Rate:
+    return rate if factor == 1.0 else Rate(rate.limit, rate.window * factor)
 
 
 class SlotPool:

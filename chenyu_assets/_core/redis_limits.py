@@ -4,17 +4,11 @@ The published limits (30 creates/s, 100 gets/s, 30 assets Processing) hold per *
 so processes that share an account must share one limiter. :class:`RedisLimits` keeps the
 state in a Redis server and hands out the two things the core needs:
 
-``RedisBucket`` (a :class:`~chenyu_assets._core.ratelimit.Limiter`, in ``redis_bucket``)
-    GCRA in one Lua script: one round trip per :meth:`~RedisBucket.acquire`, the server's
-    ``TIME`` deciding every grant (client clocks only measure how long to wait). Each call
-    *reserves* the next grant time, so waiters in every process are served in arrival order
-    with no polling, and a late wake-up never costs the others their turn. Burst and
-    start-empty behave like the local :class:`~chenyu_assets._core.ratelimit.TokenBucket`
-    (same ``_GUARD``): a new or expired bucket is empty and refills at the rate up to
-    ``burst``. A process that wakes more than ``max_late`` after its turn gives it up
-    (sent late, it would bunch with the next grants). :meth:`~RedisBucket.pause` (a 429)
-    moves the bucket past the pause for every process; grants already handed out to
-    *other* processes before the pause still go out (at most one per waiting task).
+``RedisWindow`` (a :class:`~chenyu_assets._core.ratelimit.Limiter`, in ``redis_bucket``)
+    The local limiter's send-time window, kept per action in a sorted set on the Redis
+    server's clock: one round trip per admission plus a stamp sent alongside the request
+    (see that module). A 429 (:meth:`~RedisWindow.pause`) stops the action in every
+    process and switches it to even spacing until no 429 came for ``idle_ttl``.
 
 ``RedisSlots`` (a :class:`~chenyu_assets._core.ratelimit.Slots`, in ``redis_slots``)
     A semaphore of ``limit`` named slots in a sorted set, scored by lease expiry. A live
@@ -36,14 +30,13 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import math
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Final, NamedTuple
 from urllib.parse import urlsplit, urlunsplit
 
 from chenyu_assets._core.logs import register_secret
-from chenyu_assets._core.ratelimit import LimiterFactory
-from chenyu_assets._core.redis_bucket import BUCKET_SCRIPT, TIME_SCRIPT, RedisBucket, ServerClock
+from chenyu_assets._core.ratelimit import DEFAULT_MARGIN, LimiterFactory, Rate
+from chenyu_assets._core.redis_bucket import WINDOW_SCRIPT, RedisWindow
 from chenyu_assets._core.redis_slots import SLOTS_SCRIPT, RedisSlots
 from chenyu_assets.errors import ConfigurationError, LimiterUnavailableError
 
@@ -51,23 +44,15 @@ if TYPE_CHECKING:
     from redis.asyncio import Redis
 
 __all__ = [
-    "RedisBucket",
     "RedisLimits",
     "RedisSlots",
+    "RedisWindow",
     "SharedSetup",
     "account_fingerprint",
     "open_limits",
 ]
 
 _SCHEMES: Final = ("redis", "rediss", "unix")
-
-#: Pacing headroom (fraction of the published rate) of a client's own buckets: 1 % absorbs
-#: the few milliseconds by which one process's event loop can bunch two sends.
-LOCAL_HEADROOM: Final = 0.99
-#: ... and of shared buckets: grants are exact in Redis time, but each process sends its
-#: own a little late (scheduling, a busy host), and two late-early neighbours from
-#: different processes bunch up. 3 % tolerates 30 ms of such send jitter in any 1 s window.
-SHARED_HEADROOM: Final = 0.97
 
 
 def account_fingerprint(access_key: str) -> str:
@@ -102,7 +87,7 @@ class RedisLimits:
         prefix: str = "chenyu-assets",
         timeout: float = 2.0,
         idle_ttl: float = 60.0,
-        max_late: float | None = 0.010,
+        margin: float = DEFAULT_MARGIN,
     ) -> None:
         parts = urlsplit(url)
         if parts.scheme not in _SCHEMES:
@@ -140,12 +125,11 @@ class RedisLimits:
         self.namespace = f"{prefix}:{account_fingerprint(account)}"
         self.timeout = timeout
         self.idle_ms = int(idle_ttl * 1000)
-        self.max_late = math.inf if max_late is None else max_late
-        self.clock = ServerClock()
-        self._syncing = asyncio.Lock()
+        self.margin = margin
         self._client: Redis | None = None
         self._scripts: dict[str, Any] = {}
         self._slots: list[RedisSlots] = []
+        self._windows: list[RedisWindow] = []
 
     def __repr__(self) -> str:
         return f"<RedisLimits {self.shown_url} namespace={self.namespace}>"
@@ -187,28 +171,19 @@ class RedisLimits:
             ) from exc
 
     async def ping(self) -> None:
-        """Check the server answers (LimiterUnavailableError if not), load the scripts and
-        learn the server's clock."""
-        await self.sync_clock()
+        """Check the server answers (LimiterUnavailableError if not) and load the scripts
+        (so the first admission is one EVALSHA)."""
+        for text in (WINDOW_SCRIPT, SLOTS_SCRIPT):
+            await self._guard(self._redis().script_load(text))
 
-    async def sync_clock(self, samples: int = 5, *, once: bool = False) -> None:
-        """Read the server's ``TIME`` a few times; the fastest round trip sets
-        :attr:`clock` (done once, before the first grant is scheduled)."""
-        loop = asyncio.get_running_loop()
-        async with self._syncing:
-            if once and self.clock.synced:
-                return
-            for text in (BUCKET_SCRIPT, SLOTS_SCRIPT):  # the first acquire is one EVALSHA
-                await self._guard(self._redis().script_load(text))
-            for _ in range(samples):
-                sent = loop.time()
-                now_us = await self.run_script(TIME_SCRIPT, f"{self.namespace}:time")
-                self.clock.sample(now_us / 1e6, sent, loop.time())
-            self.clock.synced = True
-
-    def limiter(self, endpoint: str, rate: float, burst: int = 1) -> RedisBucket:
-        """A shared bucket for ``endpoint`` (a :class:`LimiterFactory`)."""
-        return RedisBucket(self, f"{self.namespace}:rate:{endpoint}", rate, burst=burst)
+    def limiter(
+        self, endpoint: str, rate: Rate | float | str, *, margin: float | None = None
+    ) -> RedisWindow:
+        """A shared window for ``endpoint`` (a :class:`LimiterFactory`)."""
+        key = f"{self.namespace}:rate:{endpoint}"
+        window = RedisWindow(self, key, Rate.parse(rate), margin=margin or self.margin)
+        self._windows.append(window)
+        return window
 
     def slots(
         self,
@@ -224,6 +199,8 @@ class RedisLimits:
         return pool
 
     async def aclose(self) -> None:
+        for window in self._windows:
+            await window.aclose()
         for pool in self._slots:
             await pool.aclose()
         self._slots.clear()
@@ -238,8 +215,6 @@ class SharedSetup(NamedTuple):
     limits: RedisLimits | None
     factory: LimiterFactory | None
     closers: list[Callable[[], Awaitable[None]]]
-    #: the default pacing headroom: LOCAL_HEADROOM, or SHARED_HEADROOM with shared limits
-    headroom: float
 
 
 def open_limits(
@@ -252,14 +227,14 @@ def open_limits(
     it); a :class:`RedisLimits` is used as is (its creator closes it); None keeps
     ``limiter_factory`` (None: local buckets)."""
     if limits is None:
-        return SharedSetup(None, limiter_factory, [], LOCAL_HEADROOM)
+        return SharedSetup(None, limiter_factory, [])
     if limiter_factory is not None:
         raise ConfigurationError("pass limits= or limiter_factory=, not both")
     if isinstance(limits, RedisLimits):
-        return SharedSetup(limits, limits.limiter, [], SHARED_HEADROOM)
+        return SharedSetup(limits, limits.limiter, [])
     if not isinstance(limits, str):
         raise ConfigurationError("limits must be a redis:// URL or a RedisLimits")
     if not account:
         raise ConfigurationError("shared limits need the account's access key")
     shared = RedisLimits(limits, account=account)
-    return SharedSetup(shared, shared.limiter, [shared.aclose], SHARED_HEADROOM)
+    return SharedSetup(shared, shared.limiter, [shared.aclose])

@@ -9,13 +9,11 @@ import os
 import secrets
 import socket
 import time
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final
 
 from chenyu_assets._core.logs import get_logger
+from chenyu_assets._core.redis_bucket import ScriptRunner
 from chenyu_assets.errors import LimiterUnavailableError
-
-if TYPE_CHECKING:
-    from chenyu_assets._core.redis_limits import RedisLimits
 
 __all__ = ["SLOTS_SCRIPT", "RedisSlots"]
 
@@ -66,7 +64,7 @@ class RedisSlots:
     """
 
     def __init__(
-        self, limits: RedisLimits, key: str, limit: int, *, lease: float, poll: float
+        self, limits: ScriptRunner, key: str, limit: int, *, lease: float, poll: float
     ) -> None:
         if limit < 1:
             raise ValueError(f"limit must be >= 1, got {limit!r}")

@@ -18,9 +18,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from chenyu_assets.limits import ACTION_RATES, MAX_PROCESSING
+from chenyu_assets.limits import ACTION_RATES, MAX_PROCESSING, Rate
 
 __all__ = [
     "DEMO_ACCESS_KEY",
@@ -126,7 +126,7 @@ def _default_accounts() -> list[Account]:
     return [Account()]
 
 
-def _default_rates() -> dict[str, float]:
+def _default_rates() -> dict[str, float | str]:
     return dict(ACTION_RATES)
 
 
@@ -164,7 +164,14 @@ class EmulatorConfig(BaseModel):
     #: drawn from an RNG seeded with ``seed``, divided by ``time_scale``.
     processing_delay: float = Field(default=2.0, ge=0.0)
     processing_jitter: float = Field(default=0.5, ge=0.0)
-    window: Literal["sliding", "token_bucket"] = "sliding"
+    #: The server's rate-limit model (alias ``limit_model``): ``sliding`` (strict, default),
+    #: ``fixed`` (windows aligned to the emulator clock), ``bucket`` / ``bucket:B`` (token
+    #: bucket of B tokens, default 2), ``token_bucket`` (a bucket of ``limit`` tokens).
+    window: str = Field(
+        default="sliding",
+        pattern=r"^(sliding|fixed|bucket(:[1-9][0-9]{0,3})?|token_bucket)$",
+        validation_alias=AliasChoices("window", "limit_model"),
+    )
     max_skew_seconds: float = Field(default=900.0, ge=0.0)
     clock_offset_seconds: float = 0.0
     accounts: list[Account] = Field(default_factory=_default_accounts, min_length=1)
@@ -177,8 +184,9 @@ class EmulatorConfig(BaseModel):
     list_lag: float = Field(default=0.0, ge=0.0)
     enforce_limits: bool = True
     validate_media: bool = True
-    #: Requests per second per account and action (before ``time_scale``).
-    rates: dict[str, float] = Field(default_factory=_default_rates)
+    #: Rates per action (before ``time_scale``): requests per second, or ``"N/s"`` /
+    #: ``"N/min"``; a key ``"ACCOUNT/ACTION"`` sets one account's own rate.
+    rates: dict[str, float | str] = Field(default_factory=_default_rates)
     max_processing: int = Field(default=MAX_PROCESSING, ge=1)
     #: Misbehaviours a real service may have (api-reference §6): ListAssets ignores
     #: ``SortBy``/``SortOrder`` (each answer's order is a seeded shuffle), and ``UpdateTime``
@@ -229,10 +237,12 @@ class EmulatorConfig(BaseModel):
 
     @field_validator("rates")
     @classmethod
-    def _positive_rates(cls, value: dict[str, float]) -> dict[str, float]:
+    def _positive_rates(cls, value: dict[str, float | str]) -> dict[str, float | str]:
         for action, rate in value.items():
-            if rate <= 0:
-                raise ValueError(f"rate for {action} must be positive")
+            try:
+                Rate.parse(rate)
+            except ValueError:
+                raise ValueError(f"rate for {action} must be positive ('30/s', '3/min')") from None
         return value
 
     @model_validator(mode="after")
