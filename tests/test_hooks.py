@@ -140,7 +140,8 @@ async def test_a_failed_call_and_a_vendor_code_are_reported() -> None:
 
 def test_events_are_frozen_and_slotted() -> None:
     for cls in (AttemptEvent, RetryEvent, ThrottleEvent, CallEvent, ItemEvent, IngestEvent):
-        assert dataclasses.is_dataclass(cls) and "__slots__" in cls.__dict__, cls
+        assert dataclasses.is_dataclass(cls), cls
+        assert "__slots__" in cls.__dict__, cls
     event = ItemEvent("k", "planned")
     assert not hasattr(event, "__dict__")
     with pytest.raises(dataclasses.FrozenInstanceError):
