@@ -69,12 +69,14 @@ class AttemptEvent:
     """One HTTP attempt of a call. ``status`` is None when no response arrived (then
     ``error_type`` names the transport failure); ``error_code`` is the vendor's code;
     ``duration`` the attempt's seconds on the loop's clock; ``bytes_sent`` is None for a
-    streamed body."""
+    streamed body. ``url`` is ``scheme://host[:port]/path``: never a query string or
+    credentials."""
 
     call_id: int
     action: str
     attempt: int
     method: str
+    url: str
     host: str
     path: str
     status: int | None

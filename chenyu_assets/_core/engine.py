@@ -232,6 +232,7 @@ def _host(url: str) -> tuple[str, str]:
     """``(host[:port], path)`` of ``url``: never its query or credentials."""
     parts = urlsplit(url)
     host = parts.hostname or ""
+    host = f"[{host}]" if ":" in host else host  # IPv6
     return (f"{host}:{parts.port}" if parts.port else host), parts.path or "/"
 
 
@@ -261,6 +262,7 @@ def _attempt(
         action=action,
         attempt=attempt,
         method=method,
+        url=f"{urlsplit(url).scheme}://{host}{path}",
         host=host,
         path=path,
         status=status,
@@ -375,11 +377,7 @@ class ClientBase:
 
     def add_hook(self, hook: Hook) -> None:
         """Receive every typed event of this client (attempts, retries, throttling, calls,
-        its watcher's slots and sweep, the item transitions of an ingest run on it). An
-        object with a ``bind(client)`` method (such as ``OTelHooks``) is bound first."""
-        bind = getattr(hook, "bind", None)
-        if callable(bind):
-            bind(self)
+        its watcher's slots and sweep, the item transitions of an ingest run on it)."""
         self._engine.hooks.add(hook)
 
     def remove_hook(self, hook: Hook) -> None:
