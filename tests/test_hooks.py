@@ -5,6 +5,7 @@ breaks a call; the old string hook still works (deprecated)."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
 import logging
@@ -13,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from emulator_kit import virtual_emulator
+from emulator_kit import config, virtual_emulator
 
 from chenyu_assets import (
     AttemptEvent,
@@ -33,9 +34,10 @@ from chenyu_assets.batch import IngestOptions, SourceItem, ingest, orchestrator
 from chenyu_assets.batch import hooks as batch_hooks
 from chenyu_assets.chenyu import ChenyuClient
 from chenyu_assets.emulator import Emulator, EmulatorConfig, FaultRule
+from chenyu_assets.errors import AmbiguousOutcomeError, ServerError
 from chenyu_assets.events import HookEvent
 from tests import mediagen
-from tests.vclock import virtual
+from tests.vclock import emulator_clock, virtual
 
 FAST = RetryPolicy(base_delay=0.01, max_delay=0.05, max_elapsed=10, rate_limit_wait=0.05)
 
@@ -292,10 +294,49 @@ async def test_the_old_string_hook_still_works_and_warns() -> None:
             [FaultRule(action="GetAssetGroup", status=429, retry_after="0.05", max_count=1)]
         )
         await ark.get_asset_group(group)
+        emu.set_faults([FaultRule(action="CreateAsset", status=500, max_count=1)])
+        with pytest.raises(AmbiguousOutcomeError):
+            await ark.create_asset(group_id=group, url=emu.media_url("png", 800, 800))
         ark.remove_event_hook(old)
         assert not ark.hooks  # removed: nothing left to build events for
         await ark.get_asset_group(group)
-    assert [e for e, _ in seen] == ["rate_limited", "retry"]
+    assert [e for e, _ in seen] == ["rate_limited", "retry", "ambiguous"]
+    assert seen[2][1]["endpoint"] == "CreateAsset"
+    assert isinstance(seen[2][1]["error"], ServerError)  # the cause, as before
     assert seen[0][1] == {"endpoint": "GetAssetGroup", "pause": 0.05}
     assert seen[1][1]["attempt"] == 1
     assert seen[1][1]["delay"] >= 0
+
+
+@virtual
+async def test_watcher_lease_and_switch_are_typed_events() -> None:
+    rec = Recorder()
+    cfg = config(
+        processing_delay=1.0, processing_jitter=0.5, validate_media=False, ignore_sort=True
+    )
+    async with Emulator(cfg, clock=emulator_clock()) as emu:
+        acct = emu.account
+        ark = ArkClient(
+            base_url=emu.url,
+            access_key=acct.access_key,
+            secret_key=acct.secret_key,
+            processing_slots=2,
+            slot_lease=5.0,
+            hooks=[rec],
+        )
+        async with ark:
+            group = await ark.create_asset_group(name="g")
+            url = emu.media_url()
+            emu.set_faults([FaultRule(action="CreateAsset", kind="stuck", max_count=1)])
+            stuck = await ark.create_asset(group_id=group, url=url)
+            ids = [await ark.create_asset(group_id=group, url=url) for _ in range(12)]
+            await ark.wait_for_assets(ids, timeout=60)
+            await asyncio.sleep(6.0)  # past the stuck asset's lease
+    [lease] = [s for s in rec.of(SlotEvent) if s.kind == "lease_expired"]
+    assert (lease.asset_id, lease.limit) == (stuck, 2)
+    assert lease.holder
+    [switch] = [s for s in rec.of(SweepEvent) if s.kind == "switched"]
+    assert switch.reason
+    assert ark.watcher.mode == "robust"
+    finished = {s.asset_id for s in rec.of(SweepEvent) if s.kind == "finished"}
+    assert set(ids) <= finished
