@@ -66,7 +66,8 @@ def next_call_id() -> int:
 
 @dataclass(frozen=True, slots=True)
 class AttemptEvent:
-    """One HTTP attempt of a call. ``status`` is None when no response arrived (then
+    """One HTTP attempt of a call (``call_id`` 0: the call began before any hook was set,
+    and no CallEvent follows). ``status`` is None when no response arrived (then
     ``error_type`` names the transport failure); ``error_code`` is the vendor's code;
     ``duration`` the attempt's seconds on the loop's clock; ``bytes_sent`` is None for a
     streamed body. ``url`` is ``scheme://host[:port]/path``: never a query string or

@@ -149,9 +149,13 @@ class OTelHooks:
             attrs["http.response.status_code"] = event.status
         self._requests.add(1, attrs)
         self._duration.record(event.duration, attrs)
+        if event.call_id == 0:  # the call began before this hook: it gets no call span
+            return
         self._entry(event.call_id).attempts.append((event, now - int(event.duration * 1e9), now))
 
     def _note(self, call_id: int, name: str, attrs: dict[str, Any], now: int) -> None:
+        if call_id == 0:
+            return
         self._entry(call_id).notes.append((name, attrs, now))
 
     def _call(self, event: CallEvent, now: int) -> None:
