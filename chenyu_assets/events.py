@@ -147,9 +147,11 @@ class ItemEvent:
 
 @dataclass(frozen=True, slots=True)
 class IngestEvent:
-    """An ingest ``started`` or ``ended``; at the end the report's counts."""
+    """An ingest ``started`` or ``ended`` (``run_id`` ties the two); at the end the
+    report's counts."""
 
     phase: Literal["started", "ended"]
+    run_id: int
     group_id: str
     duration: float = 0.0
     counts: Mapping[str, int] | None = None

@@ -107,7 +107,7 @@ class OTelHooks:
             "chenyu_assets.processing_slots", unit="{slot}", description="Processing slots held"
         )
         self._pending: dict[int, _Pending] = {}
-        self._ingests: dict[str, Any] = {}
+        self._ingests: dict[int, Any] = {}
 
     def __call__(self, event: HookEvent) -> None:
         now = time.time_ns()
@@ -194,13 +194,13 @@ class OTelHooks:
 
     def _ingest(self, event: IngestEvent) -> None:
         if event.phase == "started":
-            self._ingests[event.group_id] = self._tracer.start_span(
+            self._ingests[event.run_id] = self._tracer.start_span(
                 "chenyu_assets.ingest",
                 kind=self._trace.SpanKind.INTERNAL,
                 attributes={"chenyu_assets.group_id": event.group_id},
             )
             return
-        span = self._ingests.pop(event.group_id, None)
+        span = self._ingests.pop(event.run_id, None)
         if span is None:
             return
         for name, value in (event.counts or {}).items():

@@ -213,6 +213,7 @@ async def test_ingest_item_transitions_slots_and_sweep(tmp_path: Path) -> None:
     assert retry.reason == "rate limited"
     started, ended = rec.of(IngestEvent)
     assert (started.phase, ended.phase) == ("started", "ended")
+    assert started.run_id == ended.run_id > 0
     assert ended.counts is not None
     assert ended.counts["active"] == 3
     assert ended.counts["failed"] == 1

@@ -52,10 +52,10 @@ def result_event(result: IngestResult) -> ItemEvent:
     )
 
 
-def ended(group_id: str, r: IngestReport) -> IngestEvent:
+def ended(run_id: int, group_id: str, r: IngestReport) -> IngestEvent:
     counts = {k: getattr(r, k) for k in ("total", "active", "failed", "skipped", "planned")}
     counts.update(retries=r.retries, rate_limited=r.rate_limited)
-    return IngestEvent("ended", group_id, r.elapsed, counts, r.fatal)
+    return IngestEvent("ended", run_id, group_id, r.elapsed, counts, r.fatal)
 
 
 def forwarder(emit: Callable[..., None]) -> Hook:

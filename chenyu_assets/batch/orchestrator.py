@@ -64,7 +64,7 @@ from chenyu_assets.errors import (
     TransportError,
     UploadError,
 )
-from chenyu_assets.events import IngestEvent
+from chenyu_assets.events import IngestEvent, next_call_id
 from chenyu_assets.models.ark import Asset
 
 __all__ = ["Pipeline"]
@@ -165,11 +165,11 @@ class Pipeline(CreateStage):
         started = asyncio.get_running_loop().time()
         base_retries, base_429 = self.ark.stats.retries, self.ark.stats.rate_limited
 
-        hook = hooks.forwarder(self.emit)
+        hook, run_id = hooks.forwarder(self.emit), next_call_id()
         if self.on_event is not None:  # no hook: no event is built
             self.ark.add_hook(hook)
         if self.ark.hooks:
-            self.ark.hooks.emit(IngestEvent("started", self.group_id))
+            self.ark.hooks.emit(IngestEvent("started", run_id, self.group_id))
         o, watcher = self.opt, self.ark.watcher
         saved = watcher.tuning()  # the run's poll options, restored at its end
         watcher.tune(
@@ -201,7 +201,7 @@ class Pipeline(CreateStage):
             self.report.retries = self.ark.stats.retries - base_retries
             self.report.rate_limited = self.ark.stats.rate_limited - base_429
             if self.ark.hooks:
-                self.ark.hooks.emit(hooks.ended(self.group_id, self.report))
+                self.ark.hooks.emit(hooks.ended(run_id, self.group_id, self.report))
             done.set()
             await self.results.aclose()
 
