@@ -47,6 +47,7 @@ from chenyu_assets.errors import (
     ConfigurationError,
     ResponseFormatError,
 )
+from chenyu_assets.events import Hook
 from chenyu_assets.limits import ARK_VERSION, MAX_PROCESSING, OFFSET_PAGING_LIMITS, profile_rates
 from chenyu_assets.models.ark import Asset, AssetGroup
 from chenyu_assets.watcher import Slot, Watcher, processing_pool
@@ -520,6 +521,7 @@ class ArkClient(ArkFamilyClient):
         retry_budget: RetryBudget | None = None,
         connection_limit: int = 100,
         ca_bundle: str | None = None,
+        hooks: Sequence[Hook] = (),
         session: Any = None,
     ) -> None:
         if style is None:
@@ -573,6 +575,7 @@ class ArkClient(ArkFamilyClient):
             retry_budget=retry_budget,
             connection_limit=connection_limit,
             ca_bundle=ca_bundle,
+            hooks=hooks,
         )
 
     def __repr__(self) -> str:

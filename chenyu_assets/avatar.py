@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, Final, Self
 from urllib.parse import quote
 
@@ -24,6 +24,7 @@ from chenyu_assets._core.transport import Timeouts
 from chenyu_assets.ark import ArkFamilyClient
 from chenyu_assets.envelopes import parse_volc_envelope
 from chenyu_assets.errors import ConfigurationError
+from chenyu_assets.events import Hook
 from chenyu_assets.limits import MAX_PROCESSING
 
 __all__ = ["AVATAR_MODELS", "PrivateAvatarClient"]
@@ -70,6 +71,7 @@ class PrivateAvatarClient(ArkFamilyClient):
         retry_budget: RetryBudget | None = None,
         connection_limit: int = 100,
         ca_bundle: str | None = None,
+        hooks: Sequence[Hook] = (),
         session: Any = None,
     ) -> None:
         if not api_key:
@@ -99,6 +101,7 @@ class PrivateAvatarClient(ArkFamilyClient):
             retry_budget=retry_budget,
             connection_limit=connection_limit,
             ca_bundle=ca_bundle,
+            hooks=hooks,
         )
 
     def __repr__(self) -> str:

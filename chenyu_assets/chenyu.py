@@ -19,7 +19,7 @@ import asyncio
 import mimetypes
 import os
 import secrets
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Final, Self
 from urllib.parse import quote
 
@@ -45,6 +45,7 @@ from chenyu_assets.errors import (
     ResponseFormatError,
     UploadError,
 )
+from chenyu_assets.events import Hook
 from chenyu_assets.models.chenyu import ChenyuAsset
 
 __all__ = ["CHENYU_RATES", "DEFAULT_BASE_URL", "MEDIA_TYPES", "ChenyuClient"]
@@ -76,6 +77,7 @@ class ChenyuClient(ClientBase):
         retry_budget: RetryBudget | None = None,
         connection_limit: int = 100,
         ca_bundle: str | None = None,
+        hooks: Sequence[Hook] = (),
         session: Any = None,
     ) -> None:
         if not api_key:
@@ -98,6 +100,7 @@ class ChenyuClient(ClientBase):
             retry_budget=retry_budget,
             connection_limit=connection_limit,
             ca_bundle=ca_bundle,
+            hooks=hooks,
         )
 
     def __repr__(self) -> str:

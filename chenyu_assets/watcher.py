@@ -54,6 +54,7 @@ from chenyu_assets.errors import (
     TransportError,
     WaitTimeoutError,
 )
+from chenyu_assets.events import watcher_event
 from chenyu_assets.models.ark import Asset
 
 if TYPE_CHECKING:
@@ -218,6 +219,9 @@ class Watcher:
             self._listeners.remove(listener)
 
     def _emit(self, kind: str, **fields: Any) -> None:
+        hooks = getattr(self._client, "hooks", None)  # the client's typed hooks
+        if hooks:
+            hooks.emit(watcher_event(kind, fields))
         for listener in self._listeners:
             try:
                 listener(kind, fields)
@@ -243,7 +247,7 @@ class Watcher:
             await pool.acquire(slot.holder)
         finally:
             self._waiting -= 1
-        self._emit("slot_taken", holder=slot.holder, in_use=pool.in_use())
+        self._emit("slot_taken", holder=slot.holder, in_use=pool.in_use(), limit=pool.limit)
         return slot
 
     async def release(self, slot: Slot | None) -> None:
@@ -252,7 +256,8 @@ class Watcher:
             return
         slot.released = True
         await slot.pool.release(slot.holder)
-        self._emit("slot_freed", holder=slot.holder, in_use=slot.pool.in_use())
+        pool = slot.pool
+        self._emit("slot_freed", holder=slot.holder, in_use=pool.in_use(), limit=pool.limit)
 
     async def create(
         self,
@@ -472,7 +477,14 @@ class Watcher:
         for w in list(self._watches.values()):
             if w.slot is not None and now >= w.lease_end:
                 log.warning("slot of %s freed after its %g s lease", w.asset_id, self.lease)
-                self._emit("lease_expired", asset_id=w.asset_id)
+                pool = w.slot.pool
+                self._emit(
+                    "lease_expired",
+                    asset_id=w.asset_id,
+                    holder=w.slot.holder,
+                    in_use=pool.in_use(),
+                    limit=pool.limit,
+                )
                 slot, w.slot = w.slot, None
                 await self.release(slot)
                 if w.idle():  # nobody waits on it either

@@ -15,6 +15,14 @@ import chenyu_assets
 from chenyu_assets import ArkClient, ChenyuClient, ConfigurationError, PrivateAvatarClient
 
 PINNED = {
+    "AttemptEvent",
+    "CallEvent",
+    "IngestEvent",
+    "ItemEvent",
+    "RetryEvent",
+    "SlotEvent",
+    "SweepEvent",
+    "ThrottleEvent",
     "APIError",
     "AmbiguousOutcomeError",
     "ArkClient",

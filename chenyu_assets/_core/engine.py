@@ -29,14 +29,26 @@ from chenyu_assets.errors import (
     RequestTimeoutError,
     TransportError,
 )
+from chenyu_assets.events import (
+    AttemptEvent,
+    CallEvent,
+    Hook,
+    HookSet,
+    LegacyHook,
+    RetryEvent,
+    ThrottleEvent,
+    legacy_adapter,
+    next_call_id,
+)
 
 __all__ = ["ClientBase", "Engine", "EventHook", "Prepared", "Stats", "check_base_url"]
 
 T = TypeVar("T")
 log = get_logger("chenyu_assets.engine")
 
-#: Called as ``hook(event, fields)`` for "request", "retry", "rate_limited", "ambiguous".
-EventHook = Callable[[str, Mapping[str, Any]], None]
+#: Deprecated (goes in the next release): ``hook(event, fields)`` for "retry",
+#: "rate_limited", "ambiguous"; use the typed hooks of :mod:`chenyu_assets.events`.
+EventHook = LegacyHook
 
 
 @dataclass(slots=True)
@@ -75,17 +87,10 @@ class Engine:
         self.policy = policy
         self.budget = budget
         self.stats = Stats()
-        self.hooks: list[EventHook] = []
+        self.hooks = HookSet()
         #: ``(endpoint, error) -> True`` for a 429 that is not about the request rate (a
         #: family's in-flight cap): it is retried like any 429 but pauses no limiter.
         self.not_a_rate_429: Callable[[str, RateLimitError], bool] | None = None
-
-    def _emit(self, event: str, fields: Mapping[str, Any]) -> None:
-        for hook in self.hooks:
-            try:
-                hook(event, fields)
-            except Exception:  # a broken progress bar must not break a call
-                log.exception("event hook failed on %s", event)
 
     async def call(
         self,
@@ -105,6 +110,33 @@ class Engine:
         queueing at the rate limiter before it does not count) end within the policy's
         ``max_elapsed``; uploads turn it off, their attempts being bounded by the
         transport's idle send bound instead (a large upload may take longer)."""
+        args = (endpoint, method, url, prepare, parse, idempotent, deadline, policy_bound)
+        if not self.hooks:
+            return await self._attempts(*args, 0)
+        call_id = next_call_id()
+        started = asyncio.get_running_loop().time()
+        try:
+            result = await self._attempts(*args, call_id)
+        except BaseException as exc:
+            if self.hooks:
+                self.hooks.emit(_call_event(call_id, args, started, exc))
+            raise
+        if self.hooks:
+            self.hooks.emit(_call_event(call_id, args, started, None))
+        return result
+
+    async def _attempts(
+        self,
+        endpoint: str,
+        method: str,
+        url: str,
+        prepare: Callable[[int], Awaitable[Prepared]],
+        parse: Callable[[Response], T],
+        idempotent: bool,
+        deadline: float | None,
+        policy_bound: bool,
+        call_id: int,
+    ) -> T:
         clock = asyncio.get_running_loop().time  # the loop's clock, like every timer here
         started = clock()
         first_sent: float | None = None
@@ -143,6 +175,7 @@ class Engine:
                 bounds.append(deadline - (now - started))
             remaining = max(0.001, min(bounds)) if bounds else None
             failure: TransportError | APIError
+            response: Response | None = None
             try:
                 await grant.send()  # waits for the grant's instant; stamps the send time
                 try:
@@ -156,23 +189,34 @@ class Engine:
                     )
                 finally:
                     grant.answered()  # the arrival lies between the stamp and now
-                return parse(response)
+                result = parse(response)
             except (TransportError, APIError) as exc:
                 failure = exc
+            else:
+                if self.hooks:
+                    self.hooks.emit(
+                        _attempt(call_id, endpoint, attempt, url, prepared, response, None, now)
+                    )
+                return result
+            if self.hooks:
+                self.hooks.emit(
+                    _attempt(call_id, endpoint, attempt, url, prepared, response, failure, now)
+                )
             decision = classify(failure, idempotent=idempotent)
             if isinstance(failure, RateLimitError):
                 self.stats.rate_limited += 1
                 pause = failure.retry_after
                 if pause is None or pause > self.policy.max_retry_after:
                     pause = self.policy.rate_limit_wait
-                if self.not_a_rate_429 is not None and self.not_a_rate_429(endpoint, failure):
+                cap = self.not_a_rate_429 is not None and self.not_a_rate_429(endpoint, failure)
+                if cap:
                     pause = 0.0  # the service's cap, not the rate: nobody else waits
                 else:
                     await self.limiters.pause(endpoint, pause)
-                self._emit("rate_limited", {"endpoint": endpoint, "pause": pause})
+                if self.hooks:
+                    self.hooks.emit(ThrottleEvent(call_id, endpoint, attempt, pause, cap))
             if decision is Decision.AMBIGUOUS:
                 self.stats.ambiguous += 1
-                self._emit("ambiguous", {"endpoint": endpoint, "error": failure})
                 raise AmbiguousOutcomeError(endpoint, failure) from failure
             if decision is Decision.FATAL:
                 raise failure
@@ -189,11 +233,91 @@ class Engine:
             log.info(
                 "%s: attempt %d failed (%s); retrying in %.2fs", endpoint, attempt, failure, delay
             )
-            self._emit(
-                "retry",
-                {"endpoint": endpoint, "attempt": attempt, "error": failure, "delay": delay},
-            )
+            if self.hooks:
+                self.hooks.emit(_retry(call_id, endpoint, attempt, delay, failure))
             await asyncio.sleep(delay)
+
+
+def _host(url: str) -> tuple[str, str]:
+    """``(host[:port], path)`` of ``url``: never its query or credentials."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    host = f"[{host}]" if ":" in host else host  # IPv6
+    return (f"{host}:{parts.port}" if parts.port else host), parts.path or "/"
+
+
+def _attempt(
+    call_id: int,
+    action: str,
+    attempt: int,
+    url: str,
+    prepared: Prepared,
+    response: Response | None,
+    failure: TransportError | APIError | None,
+    sent_at: float,
+) -> AttemptEvent:
+    host, path = _host(url)
+    body = prepared.body
+    status = response.status if response is not None else None
+    request_id = None
+    if response is not None:
+        request_id = response.headers.get("X-Tt-Logid") or response.headers.get("X-Request-Id")
+    code = None
+    if isinstance(failure, APIError):
+        status = failure.status if failure.status is not None else status
+        code, request_id = failure.code, failure.request_id or request_id
+    method = response.method if response is not None else (getattr(failure, "method", None) or "")
+    return AttemptEvent(
+        call_id=call_id,
+        action=action,
+        attempt=attempt,
+        method=method,
+        url=f"{urlsplit(url).scheme}://{host}{path}",
+        host=host,
+        path=path,
+        status=status,
+        error_code=code,
+        error_type=type(failure).__name__ if failure is not None else None,
+        request_id=request_id,
+        bytes_sent=len(body) if isinstance(body, bytes) else (0 if body is None else None),
+        bytes_received=len(response.body) if response is not None else 0,
+        duration=asyncio.get_running_loop().time() - sent_at,
+    )
+
+
+def _retry(
+    call_id: int, action: str, attempt: int, delay: float, failure: TransportError | APIError
+) -> RetryEvent:
+    api = failure if isinstance(failure, APIError) else None
+    return RetryEvent(
+        call_id=call_id,
+        action=action,
+        attempt=attempt,
+        delay=delay,
+        status=api.status if api is not None else None,
+        error_code=api.code if api is not None else None,
+        error_type=type(failure).__name__,
+        error=failure,
+    )
+
+
+def _call_event(
+    call_id: int, args: tuple[Any, ...], started: float, exc: BaseException | None
+) -> CallEvent:
+    action, method, url = args[0], args[1], args[2]
+    outcome = "ok" if exc is None else "ambiguous"
+    if exc is not None and not isinstance(exc, AmbiguousOutcomeError):
+        outcome = "error"
+    return CallEvent(
+        call_id=call_id,
+        action=action,
+        method=method,
+        host=_host(url)[0],
+        outcome=outcome,  # type: ignore[arg-type]
+        error_type=type(exc).__name__ if exc is not None else None,
+        duration=asyncio.get_running_loop().time() - started,
+        error=exc,
+    )
 
 
 def check_base_url(url: str) -> SplitResult:
@@ -229,7 +353,9 @@ class ClientBase:
         connection_limit: int = 100,
         ca_bundle: str | None = None,
         closers: Sequence[Callable[[], Awaitable[None]]] = (),
+        hooks: Sequence[Hook] = (),
     ) -> None:
+        self._legacy: dict[EventHook, Hook] = {}
         self._closers = tuple(closers)  # resources the client owns besides its session
         self._transport = Transport(
             session=session,
@@ -243,6 +369,8 @@ class ClientBase:
             policy=retry or RetryPolicy(),
             budget=retry_budget if retry_budget is not None else RetryBudget(),
         )
+        for hook in hooks:
+            self.add_hook(hook)
 
     @property
     def stats(self) -> Stats:
@@ -252,13 +380,29 @@ class ClientBase:
     def limiters(self) -> LimiterRegistry:
         return self._engine.limiters
 
+    @property
+    def hooks(self) -> HookSet:
+        """The typed event hooks (see :mod:`chenyu_assets.events`)."""
+        return self._engine.hooks
+
+    def add_hook(self, hook: Hook) -> None:
+        """Receive every typed event of this client (attempts, retries, throttling, calls,
+        its watcher's slots and sweep, the item transitions of an ingest run on it)."""
+        self._engine.hooks.add(hook)
+
+    def remove_hook(self, hook: Hook) -> None:
+        self._engine.hooks.remove(hook)
+
     def add_event_hook(self, hook: EventHook) -> None:
-        """Receive ("retry" | "rate_limited" | "ambiguous", fields) events."""
-        self._engine.hooks.append(hook)
+        """Deprecated (goes in the next release; warns): receive the old
+        ("retry" | "rate_limited" | "ambiguous", fields) events. Use :meth:`add_hook`."""
+        self._legacy[hook] = adapter = legacy_adapter(hook)
+        self._engine.hooks.add(adapter)
 
     def remove_event_hook(self, hook: EventHook) -> None:
-        if hook in self._engine.hooks:
-            self._engine.hooks.remove(hook)
+        adapter = self._legacy.pop(hook, None)
+        if adapter is not None:
+            self._engine.hooks.remove(adapter)
 
     async def __aenter__(self) -> Self:
         await self._transport.open()

@@ -36,7 +36,7 @@ import dataclasses
 import math
 import os
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, TypeVar
 
 import anyio
@@ -46,6 +46,7 @@ from chenyu_assets._core.logs import redact_text, redact_url
 from chenyu_assets._core.ratelimit import Slots
 from chenyu_assets._core.retry import Decision, classify
 from chenyu_assets.ark import ArkFamilyClient
+from chenyu_assets.batch import hooks
 from chenyu_assets.batch.checks import hash_and_check, url_problem
 from chenyu_assets.batch.create import CreateStage, Fatal, Tracked, Work
 from chenyu_assets.batch.journal import TERMINAL, Entry, ItemState
@@ -63,6 +64,7 @@ from chenyu_assets.errors import (
     TransportError,
     UploadError,
 )
+from chenyu_assets.events import IngestEvent, next_call_id
 from chenyu_assets.models.ark import Asset
 
 __all__ = ["Pipeline"]
@@ -119,6 +121,8 @@ class Pipeline(CreateStage):
     def emit(self, kind: str, key: str | None = None, **data: Any) -> None:
         if self.on_event is not None:
             self.on_event(Event(kind, key, data))
+        if self.ark.hooks and (event := hooks.item_event(kind, key, data)) is not None:
+            self.ark.hooks.emit(event)
 
     async def finish(self, result: IngestResult) -> None:
         if result.message:  # server text may echo credentials: masked before any output
@@ -128,6 +132,8 @@ class Pipeline(CreateStage):
             self.staging.finished(result.key, result.status == "active")
         self.report.count(result)
         self.emit("done", result.key, status=result.status, error_code=result.error_code)
+        if self.ark.hooks:
+            self.ark.hooks.emit(hooks.result_event(result))
         await self.results.send(result)
 
     async def finish_entry(
@@ -159,10 +165,11 @@ class Pipeline(CreateStage):
         started = asyncio.get_running_loop().time()
         base_retries, base_429 = self.ark.stats.retries, self.ark.stats.rate_limited
 
-        def hook(event: str, fields: Mapping[str, Any]) -> None:
-            self.emit("retried" if event == "retry" else event, None, **fields)
-
-        self.ark.add_event_hook(hook)
+        hook, run_id = hooks.forwarder(self.emit), next_call_id()
+        if self.on_event is not None:  # no hook: no event is built
+            self.ark.add_hook(hook)
+        if self.ark.hooks:
+            self.ark.hooks.emit(IngestEvent("started", run_id, self.group_id))
         o, watcher = self.opt, self.ark.watcher
         saved = watcher.tuning()  # the run's poll options, restored at its end
         watcher.tune(
@@ -187,12 +194,14 @@ class Pipeline(CreateStage):
             fatal = "; ".join(dict.fromkeys(str(e) for e in _leaves(group)))
             self.report.fatal = redact_text(fatal)
         finally:
-            self.ark.remove_event_hook(hook)
+            self.ark.remove_hook(hook)
             watcher.tune(**saved)
             self.report.elapsed = asyncio.get_running_loop().time() - started
             self.report.status_calls += watcher.status_calls - base_calls
             self.report.retries = self.ark.stats.retries - base_retries
             self.report.rate_limited = self.ark.stats.rate_limited - base_429
+            if self.ark.hooks:
+                self.ark.hooks.emit(hooks.ended(run_id, self.group_id, self.report))
             done.set()
             await self.results.aclose()
 
