@@ -27,7 +27,7 @@ from datetime import UTC, datetime
 from typing import Any, Literal, Self, TypeVar
 
 from chenyu_assets._core.engine import ClientBase, Prepared, check_base_url
-from chenyu_assets._core.logs import register_secret
+from chenyu_assets._core.logs import get_logger, register_secret
 from chenyu_assets._core.pagination import AsyncPaginator, Page
 from chenyu_assets._core.polling import wait_until
 from chenyu_assets._core.ratelimit import LimiterFactory, LimiterRegistry, Slots
@@ -35,6 +35,7 @@ from chenyu_assets._core.redis_limits import RedisLimits, open_limits
 from chenyu_assets._core.retry import RetryBudget, RetryPolicy
 from chenyu_assets._core.signing import BearerAuth, Credentials, sign_request
 from chenyu_assets._core.transport import Timeouts
+from chenyu_assets._logctx import CURRENT_ACTION
 from chenyu_assets.envelopes import parse_flat_envelope, parse_volc_envelope
 from chenyu_assets.errors import (
     AssetFailedError,
@@ -56,6 +57,7 @@ __all__ = [
 VOLCENGINE_ENDPOINT = "https://open.volcengineapi.com"
 GATEWAY_ENDPOINT = "https://api.agentsflare.com/byteplus/_unstable/open"
 _CREATES = frozenset({"CreateAsset", "CreateAssetGroup"})
+log = get_logger("chenyu_assets.ark")
 MAX_PAGE_SIZE = 100
 M = TypeVar("M", Asset, AssetGroup)
 
@@ -623,12 +625,32 @@ class ArkClient(ArkFamilyClient):
                     body=payload,
                 )
 
-        return await self._engine.call(
+        token = CURRENT_ACTION.set(action)
+        try:
+            result = await self._engine.call(
+                action,
+                "POST",
+                url,
+                prepare=prepare,
+                parse=parse,
+                idempotent=action not in _CREATES,
+                deadline=deadline,
+            )
+        except Exception as exc:
+            rid = getattr(exc, "request_id", None)
+            log.info(
+                "%s failed: %s",
+                action,
+                type(exc).__name__,
+                extra={"action": action, "request_id": rid},
+            )
+            raise
+        finally:
+            CURRENT_ACTION.reset(token)
+        log.info(
+            "%s ok (request id %s)",
             action,
-            "POST",
-            url,
-            prepare=prepare,
-            parse=parse,
-            idempotent=action not in _CREATES,
-            deadline=deadline,
+            result[1],
+            extra={"action": action, "request_id": result[1]},
         )
+        return result
