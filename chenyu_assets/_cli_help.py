@@ -16,7 +16,8 @@ _TLS = "SSL_CERT_FILE (extra CA certificates)"
 
 
 def _epilog(examples: tuple[str, ...], env: str) -> str:
-    lines = ["examples:", *(f"  {e}" for e in examples), "", "environment:", f"  {env}"]
+    lines = ["examples:", *(f"  {e}" for e in examples), "", "environment:"]
+    lines += [f"  {part}" for part in env.split("; ")]
     return "\n".join(lines)
 
 
@@ -86,7 +87,8 @@ class Formatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsH
 
     def _get_help_string(self, action: argparse.Action) -> str | None:
         text = action.help or ""
-        if "default" in text or action.default in (None, False, argparse.SUPPRESS):
+        default = action.default
+        if "default" in text or default is None or default is False or default == argparse.SUPPRESS:
             return text
         if action.option_strings or action.nargs in (argparse.OPTIONAL, argparse.ZERO_OR_MORE):
             return f"{text} (default: %(default)s)"
