@@ -40,6 +40,7 @@ from chenyu_assets._cli_common import (
     readable_file,
 )
 from chenyu_assets._cli_progress import Stats, ingest_bar, log_item, report_json, summary
+from chenyu_assets._cli_stage import add_stage_flags, stage_of
 from chenyu_assets.ark import ArkClient
 from chenyu_assets.batch import Event, IngestOptions, S3Stage, open_ingest
 from chenyu_assets.batch.checks import hash_and_check, url_problem
@@ -49,7 +50,6 @@ from chenyu_assets.batch.sources import BadItem, SourceItem, open_source
 from chenyu_assets.chenyu import CHENYU_RATES, ChenyuClient
 from chenyu_assets.errors import ConfigurationError, JournalError, MediaCheckError
 from chenyu_assets.limits import ACTION_RATES
-from chenyu_assets.s3 import env_endpoint, env_region
 
 _SAFE_ID: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
 
@@ -122,7 +122,7 @@ def add_ingest(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="with --limits: a dead worker's Processing slots come back after S seconds "
         "(default 15)",
     )
-    _add_stage_flags(p)
+    add_stage_flags(p)
     p.add_argument(
         "--dry-run",
         action="store_true",
@@ -147,58 +147,6 @@ def add_ingest(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--emulator-time-scale", type=positive_float, default=1.0, help=argparse.SUPPRESS
     )
     p.set_defaults(handler=cmd_ingest)
-
-
-def _add_stage_flags(p: argparse.ArgumentParser) -> None:
-    s = p.add_argument_group("staging of local files (README: Staging)")
-    s.add_argument(
-        "--stage",
-        metavar="chenyu|s3://BUCKET/PREFIX",
-        default="chenyu",
-        help="where local files are put for CreateAsset to fetch: Chenyu (default) or your "
-        "own S3-compatible bucket (presigned GET URLs; credentials from the AWS chain)",
-    )
-    s.add_argument(
-        "--s3-endpoint",
-        metavar="URL",
-        help="S3 endpoint (default: AWS_ENDPOINT_URL_S3, AWS_ENDPOINT_URL, or AWS's)",
-    )
-    s.add_argument(
-        "--s3-region", metavar="REGION", help="S3 region (default: AWS_REGION, AWS_DEFAULT_REGION)"
-    )
-    s.add_argument(
-        "--s3-addressing-style",
-        choices=("auto", "virtual", "path"),
-        default="auto",
-        help="bucket in the host name (virtual; Volcengine TOS) or in the path",
-    )
-    s.add_argument(
-        "--s3-url-hours",
-        type=float,
-        default=12.0,
-        metavar="H",
-        help="lifetime of the presigned URLs in hours (default 12, at most 168)",
-    )
-    s.add_argument(
-        "--stage-cleanup",
-        action="store_true",
-        help="delete the staged objects of items that became Active (a re-ingest uploads again)",
-    )
-
-
-def _stage(args: argparse.Namespace) -> S3Stage | None:
-    if args.stage == "chenyu":
-        if args.stage_cleanup:
-            raise ConfigurationError("--stage-cleanup needs --stage s3://bucket/prefix")
-        return None
-    return S3Stage.from_uri(
-        args.stage,
-        endpoint_url=args.s3_endpoint or env_endpoint(),
-        region=args.s3_region or env_region(),
-        addressing_style=args.s3_addressing_style,
-        url_ttl=args.s3_url_hours * 3600.0,
-        cleanup=args.stage_cleanup,
-    )
 
 
 def non_negative_float(text: str) -> float:
@@ -368,7 +316,7 @@ async def _ingest(
     args: argparse.Namespace, console: Console, source: Iterator[SourceItem | BadItem]
 ) -> int:
     shard: tuple[int, int] | None = args.shard
-    stage = _stage(args)
+    stage = stage_of(args)
     opened = open_source(Path(args.source), allow_outside=args.allow_outside_paths)
     total = await anyio.to_thread.run_sync(_count, opened, shard)
     source_path = str(await anyio.Path(args.source).resolve())

@@ -35,7 +35,7 @@ from chenyu_assets._core.redis_limits import RedisLimits, open_limits
 from chenyu_assets._core.retry import RetryBudget, RetryPolicy
 from chenyu_assets._core.signing import BearerAuth, Credentials, sign_request
 from chenyu_assets._core.transport import Timeouts
-from chenyu_assets._logctx import CURRENT_ACTION
+from chenyu_assets._logctx import logged
 from chenyu_assets.envelopes import parse_flat_envelope, parse_volc_envelope
 from chenyu_assets.errors import (
     AssetFailedError,
@@ -441,6 +441,10 @@ class ArkFamilyClient(ClientBase):
         )
 
 
+def _request_id(result: tuple[dict[str, Any], str | None]) -> str | None:
+    return result[1]
+
+
 def _new_id(result: Mapping[str, Any], action: str) -> str:
     new_id = result.get("Id")
     if not isinstance(new_id, str) or not new_id or len(new_id) > 200:
@@ -625,32 +629,13 @@ class ArkClient(ArkFamilyClient):
                     body=payload,
                 )
 
-        token = CURRENT_ACTION.set(action)
-        try:
-            result = await self._engine.call(
-                action,
-                "POST",
-                url,
-                prepare=prepare,
-                parse=parse,
-                idempotent=action not in _CREATES,
-                deadline=deadline,
-            )
-        except Exception as exc:
-            rid = getattr(exc, "request_id", None)
-            log.info(
-                "%s failed: %s",
-                action,
-                type(exc).__name__,
-                extra={"action": action, "request_id": rid},
-            )
-            raise
-        finally:
-            CURRENT_ACTION.reset(token)
-        log.info(
-            "%s ok (request id %s)",
+        call = self._engine.call(
             action,
-            result[1],
-            extra={"action": action, "request_id": result[1]},
+            "POST",
+            url,
+            prepare=prepare,
+            parse=parse,
+            idempotent=action not in _CREATES,
+            deadline=deadline,
         )
-        return result
+        return await logged(log, action, call, _request_id)
