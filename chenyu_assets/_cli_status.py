@@ -19,6 +19,7 @@ from typing import Any, Final
 from urllib.parse import quote
 
 from chenyu_assets._cli_common import EXIT_OK, UsageError, at_least, plain
+from chenyu_assets._cli_ingest import default_journal, parse_shard
 
 __all__ = ["add_status", "read_status"]
 
@@ -45,7 +46,10 @@ def add_status(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="read the journal in .chenyu/ of the ingest that used --group NAME",
     )
     p.add_argument(
-        "--shard", metavar="I/N", help="with --group-id/--group: the journal of this shard"
+        "--shard",
+        type=parse_shard,
+        metavar="I/N",
+        help="with --group-id/--group: the journal of this shard",
     )
     p.add_argument("--limit", type=at_least(0), default=20, help="problem items to list (0: all)")
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
@@ -63,14 +67,12 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def _journal_of(args: argparse.Namespace) -> Path:
-    from chenyu_assets._cli_ingest import default_journal, parse_shard
-
     given = sum(x is not None for x in (args.journal, args.group_id, args.group))
     if given != 1:
         raise UsageError("give a journal path, --group-id ID or --group NAME (one of them)")
     if args.journal is not None:
         return Path(args.journal)
-    shard = parse_shard(args.shard) if args.shard else None
+    shard = args.shard
     if args.group_id is not None:
         return default_journal(args.group_id, shard)
     found = []

@@ -250,6 +250,11 @@ def test_the_bar_labels_its_columns(served: serve_kit.Served, media: Path, tmp_p
     for label in ("items/s", "processing", "failed 0", "skipped 1", "429s 0", "elapsed", "ETA"):
         assert label in shown, label
     assert "stats:" not in shown  # the bar shows it
+    code, shown = on_pty(
+        "ingest", str(media), "--group", "bar", "--stats", "0.2", env=served.env, cwd=tmp_path
+    )
+    assert code == 3, shown
+    assert "stats: done 3/3" in shown  # asked for: printed above the bar
 
 
 # --- help ------------------------------------------------------------------------------------
