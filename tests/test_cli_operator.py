@@ -12,6 +12,7 @@ import pty
 import re
 import select
 import shlex
+import signal
 import subprocess
 import sys
 import time
@@ -358,3 +359,32 @@ def test_dry_run_checks_media_and_creates_nothing(
     assert "would create group never-made" in done.stderr
     assert "never-made" not in run("groups", env=served.env).stdout
     assert not (tmp_path / ".chenyu").exists()
+
+
+def test_an_interrupted_run_leaves_its_record(media: Path, tmp_path: Path) -> None:
+    """Assets stay Processing 60 s, so the run is surely under way when the first periodic
+    ``--stats`` line arrives; SIGINT then, and ``status`` names the run interrupted."""
+    journal = tmp_path / "j.db"
+    with serve_kit.serve("--processing-delay", "60") as slow:
+        group = make_group(slow, "slow")
+        args = ["ingest", str(media), "--group-id", group, "--journal", str(journal)]
+        proc = serve_kit.cli(
+            [*args, "--stats", "0.2", "--no-progress"], {**slow.env, "PYTHONPATH": str(ROOT)}
+        )
+        try:
+            assert proc.stderr is not None
+            for _ in range(1000):  # bounded: the first periodic line comes within 0.2 s
+                line = proc.stderr.readline()
+                assert line, "no stats line"
+                if line.startswith("stats: "):
+                    break
+            proc.send_signal(signal.SIGINT)
+            _, err = proc.communicate(timeout=60)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+        assert proc.returncode == 130, err
+    data = json.loads(run("status", str(journal), "--json", env=dict(os.environ)).stdout)
+    assert data["last_run"]["status"] == "interrupted"
+    assert data["last_run"]["active"] == 0
+    assert data["states"].get("created", 0) + data["states"].get("creating", 0) >= 1

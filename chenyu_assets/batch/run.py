@@ -122,16 +122,17 @@ async def open_ingest(
         if staging is not None:
             run.report.staging = staging.stats
         stream = IngestStream(run, receive)
-        started = time.time()
+        started, finished = time.time(), False
         try:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(run.main, stream.done)
                 yield stream
-                if not stream.done.is_set():  # the caller stopped early
+                finished = stream.done.is_set()  # reached without a cancellation
+                if not finished:  # the caller stopped early
                     tg.cancel_scope.cancel()
         finally:
             with anyio.CancelScope(shield=True):
-                record = run_record(run.report, started, stream.done.is_set(), opts.dry_run)
+                record = run_record(run.report, started, finished, opts.dry_run)
                 try:
                     await jt.call("set_meta", "last_run", json.dumps(record))
                 except Exception as exc:  # the run's own outcome matters more
