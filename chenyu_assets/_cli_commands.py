@@ -10,7 +10,7 @@ import argparse
 import asyncio
 import json
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, get_args
 
 from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TaskID, TransferSpeedColumn
@@ -20,6 +20,7 @@ from chenyu_assets._cli_delete import add_delete
 from chenyu_assets.ark import ArkClient
 from chenyu_assets.chenyu import ChenyuClient
 from chenyu_assets.errors import InvalidReferenceError
+from chenyu_assets.models.ark import AssetStatus
 from chenyu_assets.refs import parse_asset_reference
 
 _URL_FIELDS = ("url", "signed_url", "content_url", "URL")
@@ -84,8 +85,8 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     add_delete(commands)
 
 
-#: the statuses ``list --status`` accepts (as the API spells them)
-STATUSES = ("Processing", "Active", "Failed")
+#: the statuses ``list --status`` accepts (as the API spells them: the model's Literal)
+STATUSES: tuple[str, ...] = get_args(get_args(AssetStatus)[0])
 
 
 def _status(text: str) -> str:

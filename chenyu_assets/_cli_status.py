@@ -20,11 +20,17 @@ from urllib.parse import quote
 
 from chenyu_assets._cli_common import EXIT_OK, UsageError, at_least, plain
 from chenyu_assets._cli_ingest import default_journal, parse_shard
+from chenyu_assets.batch.journal import ItemState as _S
+from chenyu_assets.batch.journal_files import check as check_journal
+from chenyu_assets.errors import JournalError
 
 __all__ = ["add_status", "read_status"]
 
-#: states of an item that is done or still on its way (everything else is a problem row)
-_PROGRESS: Final = ("active", "pending", "uploaded", "creating", "created")
+#: states of an item that is done or still on its way (everything else is a problem row:
+#: failed, skipped, unknown, and any state a newer version writes)
+_PROGRESS: Final = tuple(
+    s.value for s in (_S.ACTIVE, _S.PENDING, _S.UPLOADED, _S.CREATING, _S.CREATED)
+)
 
 
 def add_status(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -94,11 +100,9 @@ def _journal_of(args: argparse.Namespace) -> Path:
 
 
 def _connect(path: Path) -> sqlite3.Connection:
-    if not path.is_file():
-        raise UsageError(f"journal {path} does not exist (or is not a file)")
-    with open(path, "rb") as f:
-        if f.read(16) != b"SQLite format 3\x00":
-            raise UsageError(f"journal {path} is not an ingest journal (not SQLite)")
+    check_journal(path)  # a folder, a FIFO, not SQLite: JournalError (exit 2)
+    if not path.exists():
+        raise UsageError(f"journal {path} does not exist")
     # no -wal file: no ingest has it open, read it as an immutable file (creates nothing)
     live = os.path.exists(f"{path}-wal")
     uri = f"file:{quote(str(path.resolve()))}?mode=ro" + ("" if live else "&immutable=1")
@@ -115,7 +119,7 @@ def _meta_only(path: Path) -> dict[str, str]:
             return dict(conn.execute("SELECT key, value FROM meta").fetchall())
         finally:
             conn.close()
-    except (UsageError, sqlite3.Error, OSError):
+    except (UsageError, JournalError, sqlite3.Error, OSError):
         return {}
 
 

@@ -168,6 +168,9 @@ def test_status_finds_the_default_journal_by_group(
     missing = run("status", "--group", "nope", env=served.env, cwd=tmp_path)
     assert missing.returncode == 2
     assert missing.stderr.startswith("error: no journal")
+    folder = run("status", str(tmp_path), env=served.env)
+    assert folder.returncode == 2
+    assert "is a folder" in folder.stderr
 
 
 # --- progress and logs without a terminal ----------------------------------------------------
