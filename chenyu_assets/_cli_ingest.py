@@ -36,6 +36,7 @@ from chenyu_assets._cli_common import (
     EXIT_OK,
     at_least,
     out_file,
+    plain,
     positive_float,
     readable_file,
 )
@@ -368,7 +369,7 @@ async def _run(
         group_id = found if found is not None else f"(would create group {name})"
         journal: Path | None = args.journal
         if found is None:  # a dry run of a new group: nothing to resume, a temporary journal
-            console.print(Text(f"dry run: would create group {name}"))
+            console.print(Text(plain(f"dry run: would create group {name}")))
             journal = None
         elif journal is None and not args.emulator:  # the emulator's state is ephemeral
             journal = default_journal(found, shard)
