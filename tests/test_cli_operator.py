@@ -27,6 +27,7 @@ from chenyu_assets.cli import _build_parser
 from chenyu_assets.emulator import DEMO_SECRET_KEY
 from tests import mediagen, serve_kit
 
+pytestmark = pytest.mark.subprocess
 ROOT = Path(__file__).resolve().parent.parent
 
 
