@@ -24,7 +24,7 @@ import pytest
 
 from chenyu_assets.batch.journal import Journal
 from chenyu_assets.cli import _build_parser
-from chenyu_assets.emulator import DEMO_SECRET_KEY
+from chenyu_assets.emulator import DEMO_API_KEY, DEMO_SECRET_KEY
 from tests import mediagen, serve_kit
 
 pytestmark = pytest.mark.subprocess
@@ -213,6 +213,8 @@ def test_stats_are_on_by_default_when_stderr_is_a_pipe(
 def test_json_logs_name_action_request_id_and_item(
     served: serve_kit.Served, media: Path, tmp_path: Path
 ) -> None:
+    # a file named after the account's key: its item key is masked in every log line
+    mediagen.write(media / f"{DEMO_API_KEY}.png", mediagen.png(800, 800))
     done = run(
         "ingest", str(media), "--group", "logs", "--no-progress", "--stats", "0",
         "--log-format", "json", "-vv", env=served.env, cwd=tmp_path,
@@ -221,7 +223,7 @@ def test_json_logs_name_action_request_id_and_item(
     records = [json.loads(line) for line in done.stderr.splitlines() if line.startswith("{")]
     assert all({"time", "level", "logger", "message"} <= r.keys() for r in records)
     creates = [r for r in records if r.get("action") == "CreateAsset" and r["level"] == "INFO"]
-    assert len(creates) == 2
+    assert len(creates) == 3
     assert all(r["request_id"] for r in creates)
     http = [r for r in records if r["logger"] == "chenyu_assets.http"]
     assert any(r.get("action") == "CreateAsset" for r in http)  # the transport's line too
@@ -229,7 +231,9 @@ def test_json_logs_name_action_request_id_and_item(
     assert items["bad.png"]["status"] == "skipped"
     assert items["a.png"]["status"] == "active"
     assert items["a.png"]["asset_id"]
+    assert items["***.png"]["status"] == "active"
     assert DEMO_SECRET_KEY not in done.stderr
+    assert DEMO_API_KEY not in done.stderr
 
 
 def test_v_after_the_subcommand_names_actions_and_outcomes(
