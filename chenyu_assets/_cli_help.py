@@ -5,6 +5,7 @@ subcommand too (``chenyu-assets ingest DIR -v`` is ``chenyu-assets -v ingest DIR
 from __future__ import annotations
 
 import argparse
+import textwrap
 from typing import Any, Final
 
 __all__ = ["EPILOGS", "Formatter", "add_global_flags", "finish"]
@@ -121,5 +122,7 @@ def finish(parser: argparse.ArgumentParser, commands: argparse._SubParsersAction
     parser.formatter_class = Formatter
     for name, sub in commands.choices.items():
         sub.formatter_class = Formatter
+        if sub.description:  # raw text (for the examples): wrapped here instead
+            sub.description = textwrap.fill(sub.description, 88)
         sub.epilog = EPILOGS.get(name, sub.epilog)
         add_global_flags(sub, top=False)
