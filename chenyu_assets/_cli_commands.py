@@ -1,8 +1,8 @@
-"""Small ``chenyu-assets`` commands: upload, get, list, groups. Output is JSON lines on
-stdout (machine-readable); a failure is one ``error:`` line on stderr (exit 2 for a usage
-mistake, 4 otherwise; reported by ``cli.main``). Credentials come from the environment (see
-the README's configuration table). Signed URLs are bearer credentials: they are printed
-only with ``--show-url``."""
+"""Small ``chenyu-assets`` commands: upload, get, list, groups (delete: ``_cli_delete``).
+Output is JSON lines on stdout (machine-readable); a failure is one ``error:`` line on
+stderr (exit 2 for a usage mistake, 4 otherwise; reported by ``cli.main``). Credentials
+come from the environment (see the README's configuration table). Signed URLs are bearer
+credentials: they are printed only with ``--show-url``."""
 
 from __future__ import annotations
 
@@ -10,44 +10,100 @@ import argparse
 import asyncio
 import json
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, get_args
 
 from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TaskID, TransferSpeedColumn
 
-from chenyu_assets._cli_common import EXIT_OK, at_least, readable_file
+from chenyu_assets._cli_common import EXIT_OK, UsageError, at_least, readable_file
+from chenyu_assets._cli_delete import add_delete
 from chenyu_assets.ark import ArkClient
 from chenyu_assets.chenyu import ChenyuClient
+from chenyu_assets.errors import InvalidReferenceError
+from chenyu_assets.models.ark import AssetStatus
+from chenyu_assets.refs import parse_asset_reference
 
 _URL_FIELDS = ("url", "signed_url", "content_url", "URL")
 
 
 def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    up = commands.add_parser("upload", help="upload files to Chenyu (streamed, <= 100 MB each)")
-    up.add_argument("files", nargs="+", type=readable_file, metavar="FILE")
-    up.add_argument("--ttl-hours", type=at_least(1), default=48, help="hours (>= 1; default 48)")
-    up.add_argument("--media-type", choices=("image", "video", "audio", "file"))
+    up = commands.add_parser(
+        "upload",
+        help="upload files to Chenyu (streamed, <= 100 MB each)",
+        description="Upload local files to Chenyu; one JSON line per file on stdout.",
+    )
+    up.add_argument("files", nargs="+", type=readable_file, metavar="FILE", help="files to send")
+    up.add_argument("--ttl-hours", type=at_least(1), default=48, help="hours the URL lives (>= 1)")
+    up.add_argument(
+        "--media-type",
+        choices=("image", "video", "audio", "file"),
+        help="the Chenyu media type (default: from the file name)",
+    )
     up.add_argument("--show-url", action="store_true", help="print the signed URL too")
     up.set_defaults(handler=lambda a: _run(_upload(a)))
 
-    get = commands.add_parser("get", help="show one asset (Ark id, or Chenyu asset_... id)")
-    get.add_argument("asset_id")
-    get.add_argument("--show-url", action="store_true")
+    get = commands.add_parser(
+        "get",
+        help="show one asset (Ark id, asset://id, or Chenyu asset_... id)",
+        description="Show one asset as a JSON line: an Ark asset id or its asset:// "
+        "reference (as ingest prints it), or a Chenyu asset_... id.",
+    )
+    get.add_argument("asset_id", metavar="ASSET", help="asset id or asset://id reference")
+    get.add_argument("--show-url", action="store_true", help="print signed URLs too")
     get.set_defaults(handler=lambda a: _run(_get(a)))
 
-    ls = commands.add_parser("list", help="list the assets of a group (JSON lines)")
-    ls.add_argument("--group-id", required=True)
-    ls.add_argument("--status", action="append", dest="statuses", help="repeatable")
-    ls.add_argument("--name", help="substring match")
+    ls = commands.add_parser(
+        "list",
+        help="list the assets of a group (JSON lines)",
+        description="List the assets of one group, one JSON line each.",
+    )
+    ls.add_argument("--group-id", required=True, metavar="ID", help="the group's id")
+    ls.add_argument(
+        "--status",
+        action="append",
+        dest="statuses",
+        type=_status,
+        metavar="{" + ",".join(STATUSES) + "}",
+        help="only assets in this status (any case; repeatable; default: all)",
+    )
+    ls.add_argument("--name", help="only names containing this (default: all)")
     ls.add_argument("--limit", type=at_least(0), default=0, help="stop after N assets (0: all)")
-    ls.add_argument("--show-url", action="store_true")
+    ls.add_argument("--show-url", action="store_true", help="print signed URLs too")
     ls.set_defaults(handler=lambda a: _run(_list(a)))
 
-    groups = commands.add_parser("groups", help="list asset groups, or create one")
-    groups.add_argument("--name", help="substring match")
+    groups = commands.add_parser(
+        "groups",
+        help="list asset groups, or create one",
+        description="List the account's asset groups (JSON lines), or create one.",
+    )
+    groups.add_argument("--name", help="only names containing this (default: all)")
     groups.add_argument("--create", metavar="NAME", help="create a group with this name")
-    groups.add_argument("--type", default="AIGC", choices=("AIGC", "LivenessFace"))
+    groups.add_argument(
+        "--type", default="AIGC", choices=("AIGC", "LivenessFace"), help="the new group's type"
+    )
     groups.set_defaults(handler=lambda a: _run(_groups(a)))
+    add_delete(commands)
+
+
+#: the statuses ``list --status`` accepts (as the API spells them: the model's Literal)
+STATUSES: tuple[str, ...] = get_args(get_args(AssetStatus)[0])
+
+
+def _status(text: str) -> str:
+    for status in STATUSES:
+        if status.lower() == text.strip().lower():
+            return status
+    raise argparse.ArgumentTypeError(f"{text!r} is not one of {', '.join(STATUSES)}")
+
+
+def asset_id_of(text: str) -> str:
+    """An asset id, or the id of an ``asset://`` reference (UsageError if malformed)."""
+    if text[:8].lower() != "asset://":
+        return text
+    try:
+        return parse_asset_reference(text)
+    except InvalidReferenceError as exc:
+        raise UsageError(str(exc)) from None
 
 
 def _run(job: Awaitable[int]) -> int:
@@ -88,13 +144,14 @@ async def _upload(args: argparse.Namespace) -> int:
 
 
 async def _get(args: argparse.Namespace) -> int:
-    if args.asset_id.startswith("asset_"):
+    asset_id = asset_id_of(args.asset_id)
+    if asset_id.startswith("asset_"):
         async with ChenyuClient.from_env() as chenyu:
-            found = await chenyu.get(args.asset_id)
+            found = await chenyu.get(asset_id)
             _emit(found.model_dump(mode="json"), args.show_url)
         return EXIT_OK
     async with ArkClient.from_env() as ark:
-        asset = await ark.get_asset(args.asset_id)
+        asset = await ark.get_asset(asset_id)
         _emit(asset.model_dump(mode="json"), args.show_url)
     return EXIT_OK
 

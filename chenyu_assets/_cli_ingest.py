@@ -16,9 +16,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import dataclasses
 import json
 import re
+import sys
 from collections.abc import AsyncIterator, Iterator, Mapping
 from hashlib import blake2b
 from pathlib import Path
@@ -27,15 +27,6 @@ from urllib.parse import urlsplit
 
 import anyio
 from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
-from rich.table import Table
 from rich.text import Text
 
 from chenyu_assets._cli_common import (
@@ -49,16 +40,18 @@ from chenyu_assets._cli_common import (
     positive_float,
     readable_file,
 )
+from chenyu_assets._cli_progress import Stats, ingest_bar, log_item, report_json, summary
+from chenyu_assets._cli_stage import add_stage_flags, stage_of
 from chenyu_assets._core.ratelimit import DEFAULT_MARGIN
 from chenyu_assets.ark import ArkClient
-from chenyu_assets.batch import Event, IngestOptions, IngestReport, S3Stage, open_ingest
+from chenyu_assets.batch import Event, IngestOptions, S3Stage, open_ingest
+from chenyu_assets.batch.checks import hash_and_check, url_problem
 from chenyu_assets.batch.journal_files import check as check_journal
 from chenyu_assets.batch.naming import shard_of
 from chenyu_assets.batch.sources import BadItem, SourceItem, open_source
 from chenyu_assets.chenyu import CHENYU_RATES, ChenyuClient
-from chenyu_assets.errors import ConfigurationError, JournalError
+from chenyu_assets.errors import ConfigurationError, JournalError, MediaCheckError
 from chenyu_assets.limits import PROFILES, Rate, load_rates, profile_rates
-from chenyu_assets.s3 import env_endpoint, env_region
 
 _SAFE_ID: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
 
@@ -73,12 +66,18 @@ def add_ingest(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     p.add_argument("source", help="a directory, a .csv or a .jsonl manifest")
     group = p.add_mutually_exclusive_group()
-    group.add_argument("--group", metavar="NAME", help="the group's name (created if missing)")
+    group.add_argument(
+        "--group",
+        metavar="NAME",
+        help="the group's name (created if missing; default: chenyu-assets-ingest)",
+    )
     group.add_argument("--group-id", metavar="ID", help="an existing group's id")
     p.add_argument(
         "--journal", type=_journal_path, help="the resume journal (default: .chenyu/<group>.db)"
     )
-    p.add_argument("--out", type=out_file, help="write one JSON line per item here (appended)")
+    p.add_argument(
+        "--out", type=out_file, help="write one JSON line per item here (appended; default: none)"
+    )
     p.add_argument(
         "--allow-outside-paths",
         action="store_true",
@@ -90,11 +89,9 @@ def add_ingest(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         type=readable_file,
         metavar="PEM",
         help="also trust the CA certificates in this PEM file (TLS is always verified; "
-        "SSL_CERT_FILE works too)",
+        "SSL_CERT_FILE works too; default: the system's)",
     )
-    p.add_argument(
-        "--concurrency", type=at_least(1), default=8, help="CreateAsset tasks (default 8)"
-    )
+    p.add_argument("--concurrency", type=at_least(1), default=8, help="CreateAsset tasks")
     p.add_argument("--upload-concurrency", type=at_least(1), default=4, help="uploads at once")
     p.add_argument(
         "--max-processing", type=at_least(1), default=30, help="assets Processing at once"
@@ -129,15 +126,16 @@ def add_ingest(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     p.add_argument(
         "--shard",
-        type=_parse_shard,
+        type=parse_shard,
         metavar="I/N",
-        help="take only shard I of N (0-based; a stable hash of each item's key)",
+        help="take only shard I of N (0-based; a stable hash of each item's key; default: all)",
     )
     p.add_argument(
         "--limits",
         metavar="URL",
         help="share the account's rate limits and Processing slots with other processes "
-        "through Redis (redis://host:6379/0); if Redis fails, the run stops (exit 4)",
+        "through Redis (redis://host:6379/0); if Redis fails, the run stops (exit 4; "
+        "default: this process only)",
     )
     p.add_argument(
         "--slot-lease",
@@ -147,10 +145,22 @@ def add_ingest(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="with --limits: a dead worker's Processing slots come back after S seconds "
         "(default 15)",
     )
-    _add_stage_flags(p)
-    p.add_argument("--dry-run", action="store_true", help="journal and plan, send nothing")
+    add_stage_flags(p)
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="check the media and plan, change nothing on the server (an existing group is "
+        "looked up; a missing one is reported as 'would create')",
+    )
     p.add_argument("--json", action="store_true", help="print the summary as JSON on stdout")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--stats",
+        type=non_negative_float,
+        metavar="SECONDS",
+        help="print a line of counts, rates and ETA on stderr every SECONDS (0: never; "
+        "default: 10 when stderr is not a terminal, else never: the bar shows it)",
+    )
     p.add_argument(
         "--emulator",
         action="store_true",
@@ -162,59 +172,12 @@ def add_ingest(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.set_defaults(handler=cmd_ingest)
 
 
-def _add_stage_flags(p: argparse.ArgumentParser) -> None:
-    s = p.add_argument_group("staging of local files (README: Staging)")
-    s.add_argument(
-        "--stage",
-        metavar="chenyu|s3://BUCKET/PREFIX",
-        default="chenyu",
-        help="where local files are put for CreateAsset to fetch: Chenyu (default) or your "
-        "own S3-compatible bucket (presigned GET URLs; credentials from the AWS chain)",
-    )
-    s.add_argument(
-        "--s3-endpoint",
-        metavar="URL",
-        help="S3 endpoint (default: AWS_ENDPOINT_URL_S3, AWS_ENDPOINT_URL, or AWS's)",
-    )
-    s.add_argument(
-        "--s3-region", metavar="REGION", help="S3 region (default: AWS_REGION, AWS_DEFAULT_REGION)"
-    )
-    s.add_argument(
-        "--s3-addressing-style",
-        choices=("auto", "virtual", "path"),
-        default="auto",
-        help="bucket in the host name (virtual; Volcengine TOS) or in the path",
-    )
-    s.add_argument(
-        "--s3-url-hours",
-        type=float,
-        default=12.0,
-        metavar="H",
-        help="lifetime of the presigned URLs (default 12, at most 168)",
-    )
-    s.add_argument(
-        "--stage-cleanup",
-        action="store_true",
-        help="delete the staged objects of items that became Active (a re-ingest uploads again)",
-    )
+def non_negative_float(text: str) -> float:
+    """A number >= 0 (``--stats 0`` turns the lines off)."""
+    return 0.0 if text.strip() in ("0", "0.0") else positive_float(text)
 
 
-def _stage(args: argparse.Namespace) -> S3Stage | None:
-    if args.stage == "chenyu":
-        if args.stage_cleanup:
-            raise ConfigurationError("--stage-cleanup needs --stage s3://bucket/prefix")
-        return None
-    return S3Stage.from_uri(
-        args.stage,
-        endpoint_url=args.s3_endpoint or env_endpoint(),
-        region=args.s3_region or env_region(),
-        addressing_style=args.s3_addressing_style,
-        url_ttl=args.s3_url_hours * 3600.0,
-        cleanup=args.stage_cleanup,
-    )
-
-
-def _parse_shard(text: str) -> tuple[int, int]:
+def parse_shard(text: str) -> tuple[int, int]:
     try:
         i, n = (int(x) for x in text.split("/", 1))
     except ValueError:
@@ -347,21 +310,47 @@ def _scaled_floats(rates: Mapping[str, float], scale: float) -> dict[str, float]
 GROUP_LOOKUP_DEADLINE = 60.0
 
 
-async def _resolve_group(ark: ArkClient, args: argparse.Namespace) -> str:
+async def _resolve_group(ark: ArkClient, args: argparse.Namespace) -> str | None:
+    """The group's id; None in a dry run whose group does not exist yet (nothing is
+    created: the summary says "would create group NAME")."""
     if args.group_id:
         return str(args.group_id)
     name = args.group or "chenyu-assets-ingest"
     async for group in ark.list_asset_groups(name=name, deadline=GROUP_LOOKUP_DEADLINE):
         if group.name == name:
             return group.id
+    if args.dry_run:
+        return None
     return await ark.create_asset_group(name=name, description="created by chenyu-assets ingest")
+
+
+def _checked(items: Iterator[SourceItem | BadItem], allow_private: bool) -> Iterator[Any]:
+    """A dry run's items after the pre-flight a real run does (media limits, URL safety):
+    a refused one becomes a BadItem (reported as skipped, never journaled). Runs on the
+    ingest's reader thread."""
+    for item in items:
+        if isinstance(item, BadItem):
+            yield item
+        elif item.url is not None and (problem := url_problem(item.url, allow_private)):
+            yield BadItem(item.key, "bad_url", problem, item.line)
+        elif item.path is not None:
+            try:
+                hash_and_check(item.path, item.asset_type)
+            except MediaCheckError as exc:
+                yield BadItem(item.key, exc.reason, str(exc), item.line)
+            except OSError as exc:
+                yield BadItem(item.key, "unreadable", f"{item.path}: {exc.strerror}", item.line)
+            else:
+                yield item
+        else:
+            yield item
 
 
 async def _ingest(
     args: argparse.Namespace, console: Console, source: Iterator[SourceItem | BadItem]
 ) -> int:
     shard: tuple[int, int] | None = args.shard
-    stage = _stage(args)
+    stage = stage_of(args)
     opened = open_source(Path(args.source), allow_outside=args.allow_outside_paths)
     total = await anyio.to_thread.run_sync(_count, opened, shard)
     source_path = str(await anyio.Path(args.source).resolve())
@@ -369,6 +358,8 @@ async def _ingest(
     if shard is not None:
         i, n = shard
         items = (it for it in items if shard_of(_key(it), n) == i)
+    if args.dry_run:
+        items = _checked(items, args.emulator)
     options = IngestOptions(
         create_concurrency=args.concurrency,
         upload_concurrency=args.upload_concurrency,
@@ -406,57 +397,69 @@ async def _run(
         if ark.shared_limits is not None:
             await ark.shared_limits.ping()  # unreachable: exit 4 before anything is sent
             slots = ark.shared_limits.slots(args.max_processing, lease=args.slot_lease)
-        group_id = await _resolve_group(ark, args)
+        found = await _resolve_group(ark, args)
+        name = args.group or "chenyu-assets-ingest"
+        group_id = found if found is not None else f"(would create group {name})"
         journal: Path | None = args.journal
-        if journal is None and not args.emulator:  # the emulator's state is ephemeral anyway
-            journal = default_journal(group_id, shard)
-        progress = Progress(
-            TextColumn("[bold]{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("{task.fields[rate]:>6.1f}/s"),
-            TextColumn("processing {task.fields[slots]}"),
-            TextColumn("429s {task.fields[throttled]}"),
-            TimeElapsedColumn(),
-            TimeRemainingColumn(),
-            console=console,
-            disable=args.no_progress or not console.is_terminal,
-        )
-        counts = {"throttled": 0}
+        if found is None:  # a dry run of a new group: nothing to resume, a temporary journal
+            console.print(Text(plain(f"dry run: would create group {name}")))
+            journal = None
+        elif journal is None and not args.emulator:  # the emulator's state is ephemeral
+            journal = default_journal(found, shard)
+        bar = not args.no_progress and console.is_terminal
+        progress = ingest_bar(console, disable=not bar)
+        interval = args.stats if args.stats is not None else (0.0 if console.is_terminal else 10.0)
+        stats = Stats(total, interval, sys.stderr)
 
         def on_event(event: Event) -> None:
             if event.kind == "rate_limited":
-                counts["throttled"] += 1
+                stats.throttled += 1
 
+        info = {"source": source_path, **({"group_name": args.group} if args.group else {})}
         with progress:
-            task = progress.add_task("ingest", total=total, rate=0.0, slots=0, throttled=0)
-            async with open_ingest(
-                ark,
-                items,
-                group_id=group_id,
-                journal=journal,
-                chenyu=chenyu,
-                options=options,
-                slots=slots,
-                on_event=on_event,
-                run_info={"source": source_path},
-                unique_keys=True,
-            ) as run:
+            task = progress.add_task(
+                "ingest", total=total, rate=0.0, slots=0, throttled=0, failed=0, skipped=0
+            )
+            async with (
+                open_ingest(
+                    ark,
+                    items,
+                    group_id=group_id,
+                    journal=journal,
+                    chenyu=chenyu,
+                    options=options,
+                    slots=slots,
+                    on_event=on_event,
+                    run_info=info,
+                    unique_keys=True,
+                ) as run,
+                anyio.create_task_group() as tg,
+            ):
+                if interval > 0:
+                    live = progress.console if bar else None
+                    tg.start_soon(stats.loop, lambda: run.report, run.processing, live)
                 async for result in run:
                     if out is not None:
                         out.write(json.dumps(result.to_json(), ensure_ascii=False) + "\n")
+                    log_item(result.key, result.status, result.asset_id, result.error_code)
                     elapsed = progress.tasks[task].elapsed or 1e-9
+                    report = run.report
                     progress.update(
                         task,
                         advance=1,
-                        rate=run.report.finished / elapsed,
+                        rate=report.finished / elapsed,
                         slots=run.processing(),
-                        throttled=counts["throttled"],
+                        throttled=stats.throttled,
+                        failed=report.failed,
+                        skipped=report.skipped,
                     )
+                tg.cancel_scope.cancel()
+        if interval > 0:
+            stats.write(run.report, 0, None)
     report = run.report
-    _summary(console, report, group_id, journal)
+    summary(console, report, group_id, journal)
     if args.json:
-        print(json.dumps(_report_json(report, group_id, journal)))
+        print(json.dumps(report_json(report, group_id, journal)))
     if report.fatal:
         return EXIT_FATAL
     return EXIT_ITEMS_FAILED if report.failed or report.skipped else EXIT_OK
@@ -464,60 +467,3 @@ async def _run(
 
 def _key(item: SourceItem | BadItem) -> str:
     return item.key
-
-
-def _report_json(report: IngestReport, group_id: str, journal: Path | None) -> dict[str, Any]:
-    return {
-        "group_id": group_id,
-        "journal": str(journal) if journal else None,
-        "total": report.total,
-        "active": report.active,
-        "failed": report.failed,
-        "skipped": report.skipped,
-        "planned": report.planned,
-        "resumed": report.resumed,
-        "recovered": report.recovered,
-        "creates": report.creates,
-        "status_calls_per_asset": round(report.status_calls_per_asset, 3),
-        "rate_limited": report.rate_limited,
-        "retries": report.retries,
-        "elapsed": round(report.elapsed, 3),
-        "fatal": report.fatal,
-        "failures": report.failures,
-        "staging": dataclasses.asdict(report.staging) if report.staging else None,
-    }
-
-
-def _summary(console: Console, report: IngestReport, group_id: str, journal: Path | None) -> None:
-    table = Table(title=Text(plain(f"ingest into {group_id}")), show_header=False)
-    rows = [
-        ("items", report.total),
-        ("active", report.active),
-        ("failed", report.failed),
-        ("skipped", report.skipped),
-        ("planned (dry run)", report.planned),
-        ("already done (resumed)", report.resumed),
-        ("recovered by reconciliation", report.recovered),
-        ("CreateAsset sent", report.creates),
-        ("status calls per asset", f"{report.status_calls_per_asset:.2f}"),
-        ("429s / retries", f"{report.rate_limited} / {report.retries}"),
-        ("elapsed", f"{report.elapsed:.1f} s"),
-        ("journal", str(journal or "(temporary)")),
-    ]
-    if report.staging is not None:
-        st = report.staging
-        rows.append(("S3 objects uploaded / reused", f"{st.uploads} / {st.reused}"))
-        rows.append(("S3 URLs refreshed / deleted", f"{st.refreshed} / {st.deleted}"))
-    for label, value in rows:  # Text, never markup: a code or path may hold "[/x]"
-        table.add_row(label, Text(plain(str(value))))
-    for code, n in sorted(report.failures.items()):
-        table.add_row(Text(plain(f"  reason {code}")), str(n))
-    console.print(table)
-    if report.fatal:
-        console.print(
-            Text.assemble(
-                ("stopped", "red"),
-                f": {plain(report.fatal)}\nThe journal is intact: fix the cause "
-                "and rerun the same command to resume.",
-            )
-        )

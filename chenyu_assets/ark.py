@@ -27,7 +27,7 @@ from datetime import UTC, datetime
 from typing import Any, Literal, Self, TypeVar
 
 from chenyu_assets._core.engine import ClientBase, Prepared, check_base_url
-from chenyu_assets._core.logs import register_secret
+from chenyu_assets._core.logs import get_logger, register_secret
 from chenyu_assets._core.pagination import AsyncPaginator, Page
 from chenyu_assets._core.polling import wait_until
 from chenyu_assets._core.ratelimit import (
@@ -41,6 +41,7 @@ from chenyu_assets._core.redis_limits import RedisLimits, open_limits
 from chenyu_assets._core.retry import RetryBudget, RetryPolicy
 from chenyu_assets._core.signing import BearerAuth, Credentials, sign_request
 from chenyu_assets._core.transport import Timeouts
+from chenyu_assets._logctx import logged
 from chenyu_assets.envelopes import parse_flat_envelope, parse_volc_envelope
 from chenyu_assets.errors import (
     AssetFailedError,
@@ -63,6 +64,7 @@ __all__ = [
 VOLCENGINE_ENDPOINT = "https://open.volcengineapi.com"
 GATEWAY_ENDPOINT = "https://api.agentsflare.com/byteplus/_unstable/open"
 _CREATES = frozenset({"CreateAsset", "CreateAssetGroup"})
+log = get_logger("chenyu_assets.ark")
 MAX_PAGE_SIZE = 100
 M = TypeVar("M", Asset, AssetGroup)
 
@@ -451,6 +453,10 @@ class ArkFamilyClient(ClientBase):
         )
 
 
+def _request_id(result: tuple[dict[str, Any], str | None]) -> str | None:
+    return result[1]
+
+
 def _new_id(result: Mapping[str, Any], action: str) -> str:
     new_id = result.get("Id")
     if not isinstance(new_id, str) or not new_id or len(new_id) > 200:
@@ -643,7 +649,7 @@ class ArkClient(ArkFamilyClient):
                     body=payload,
                 )
 
-        return await self._engine.call(
+        call = self._engine.call(
             action,
             "POST",
             url,
@@ -652,3 +658,4 @@ class ArkClient(ArkFamilyClient):
             idempotent=action not in _CREATES,
             deadline=deadline,
         )
+        return await logged(log, action, call, _request_id)

@@ -27,7 +27,7 @@ import aiofiles
 
 from chenyu_assets import media
 from chenyu_assets._core.engine import ClientBase, Prepared, check_base_url
-from chenyu_assets._core.logs import register_secret
+from chenyu_assets._core.logs import get_logger, register_secret
 from chenyu_assets._core.multipart import (
     DEFAULT_CHUNK_SIZE,
     MultipartFile,
@@ -39,6 +39,7 @@ from chenyu_assets._core.ratelimit import LimiterRegistry
 from chenyu_assets._core.retry import RetryBudget, RetryPolicy
 from chenyu_assets._core.signing import BearerAuth
 from chenyu_assets._core.transport import Body, Response, Timeouts
+from chenyu_assets._logctx import logged
 from chenyu_assets.envelopes import parse_chenyu_envelope
 from chenyu_assets.errors import (
     ConfigurationError,
@@ -49,6 +50,8 @@ from chenyu_assets.events import Hook
 from chenyu_assets.models.chenyu import ChenyuAsset
 
 __all__ = ["CHENYU_RATES", "DEFAULT_BASE_URL", "MEDIA_TYPES", "ChenyuClient"]
+
+log = get_logger("chenyu_assets.chenyu")
 
 DEFAULT_BASE_URL: Final = "https://www.chenyu.cn/api/open/v2"
 MEDIA_TYPES: Final = ("image", "video", "audio", "file")
@@ -207,7 +210,7 @@ class ChenyuClient(ClientBase):
             )
 
         async with self._slots():
-            return await self._engine.call(
+            call = self._engine.call(
                 "ChenyuUpload",
                 "POST",
                 f"{self.base_url}/assets",
@@ -217,6 +220,7 @@ class ChenyuClient(ClientBase):
                 deadline=deadline,
                 policy_bound=False,  # bounded by Timeouts.write while it progresses
             )
+            return await logged(log, "ChenyuUpload", call, _request_id)
 
     async def get(self, asset_id: str, *, deadline: float | None = None) -> ChenyuAsset:
         """Status and addresses of an uploaded asset. Expired, foreign or rejected assets
@@ -227,7 +231,7 @@ class ChenyuClient(ClientBase):
         async def prepare(attempt: int) -> Prepared:
             return Prepared(headers={"Authorization": self._bearer.header()})
 
-        return await self._engine.call(
+        call = self._engine.call(
             "ChenyuGet",
             "GET",
             f"{self.base_url}/assets/{quote(asset_id, safe='')}",
@@ -235,6 +239,11 @@ class ChenyuClient(ClientBase):
             parse=_parse_asset,
             deadline=deadline,
         )
+        return await logged(log, "ChenyuGet", call, _request_id)
+
+
+def _request_id(asset: ChenyuAsset) -> str | None:
+    return getattr(asset, "request_id", None)
 
 
 def _check_options(media_type: str | None, ttl_hours: int, purpose: str) -> None:

@@ -9,7 +9,6 @@ failure is one ``error:`` line on stderr (see ``_cli_common``); ``-vv`` adds the
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -23,12 +22,13 @@ from chenyu_assets._cli_common import (
     EXIT_OK,
     EXIT_USAGE,
     Parser,
-    plain,
     register_environment_secrets,
     report_failure,
 )
+from chenyu_assets._cli_help import add_global_flags, finish
 from chenyu_assets._cli_ingest import add_ingest
-from chenyu_assets._core.logs import RedactingFilter
+from chenyu_assets._cli_progress import configure_logging
+from chenyu_assets._cli_status import add_status
 from chenyu_assets._version import __version__
 
 __all__ = ["EXIT_FATAL", "EXIT_INTERRUPTED", "EXIT_ITEMS_FAILED", "EXIT_OK", "EXIT_USAGE", "main"]
@@ -40,16 +40,16 @@ def _build_parser() -> argparse.ArgumentParser:
         description="Move media into Chenyu / Volcengine Ark / BytePlus asset libraries.",
     )
     parser.add_argument("--version", action="version", version=f"chenyu-assets {__version__}")
-    parser.add_argument(
-        "-v", "--verbose", action="count", default=0, help="log more (-v info, -vv debug)"
-    )
+    add_global_flags(parser, top=True)
     commands = cast(
         "argparse._SubParsersAction[argparse.ArgumentParser]",
         parser.add_subparsers(dest="command", metavar="COMMAND"),
     )
     _add_serve(commands)
     add_ingest(commands)
+    add_status(commands)
     add_commands(commands)
+    finish(parser, commands)
     return parser
 
 
@@ -62,14 +62,24 @@ def _add_serve(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     serve.add_argument("--host", help="address to bind (default 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port to bind (default 8765; 0 picks one)")
-    serve.add_argument("--data-dir", type=Path, help="keep state here across restarts")
-    serve.add_argument("--config", type=Path, help="JSON file of emulator config fields")
-    serve.add_argument("--access-key", help="the demo account's access key")
-    serve.add_argument("--secret-key", help="the demo account's secret key")
-    serve.add_argument("--api-key", help="the demo account's Bearer API key")
+    serve.add_argument(
+        "--data-dir", type=Path, help="keep state here across restarts (default: in memory)"
+    )
+    serve.add_argument(
+        "--config", type=Path, help="JSON file of emulator config fields (default: none)"
+    )
+    serve.add_argument("--access-key", help="the demo account's access key (default: the demo's)")
+    serve.add_argument("--secret-key", help="the demo account's secret key (default: the demo's)")
+    serve.add_argument("--api-key", help="the demo account's Bearer API key (default: the demo's)")
     # the emulator's own config checks the values (exit 2, naming the field)
-    serve.add_argument("--time-scale", type=float, help="run the service N times faster")
-    serve.add_argument("--processing-delay", type=float, help="seconds an asset stays Processing")
+    serve.add_argument(
+        "--time-scale", type=float, help="run the service N times faster (default 1)"
+    )
+    serve.add_argument(
+        "--processing-delay",
+        type=float,
+        help="seconds an asset stays Processing (default: the emulator config's)",
+    )
     serve.set_defaults(handler=_cmd_serve)
 
 
@@ -79,30 +89,6 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     return serve_main(args)
 
 
-def _configure_logging(verbosity: int) -> None:
-    """``-v``: INFO, ``-vv``: DEBUG of the ``chenyu_assets`` loggers, on stderr. The
-    handler redacts too (the loggers already do), so nothing that reaches it shows a
-    credential, a signature or a signed URL's query values."""
-    if verbosity <= 0:
-        return
-    logger = logging.getLogger("chenyu_assets")
-    logger.setLevel(logging.DEBUG if verbosity > 1 else logging.INFO)
-    if any(isinstance(h, _StderrHandler) for h in logger.handlers):
-        return  # main() called again in this process
-    handler = _StderrHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    handler.addFilter(RedactingFilter())
-    logger.addHandler(handler)
-
-
-class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
-    """The ``-v`` handler (its own class, so a second ``main()`` does not add another);
-    lines are shown as plain text (no terminal escapes from a server's message)."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        return plain(super().format(record), multiline=True)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     register_environment_secrets()
     parser = _build_parser()
@@ -110,7 +96,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as stop:  # a usage mistake (already printed), --help or --version
         return stop.code if isinstance(stop.code, int) else EXIT_USAGE
-    _configure_logging(args.verbose)
+    configure_logging(args.verbose, args.log_format)
     handler = getattr(args, "handler", None)
     if handler is None:
         parser.print_help()

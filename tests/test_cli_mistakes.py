@@ -188,8 +188,8 @@ def test_a_journal_of_another_group(emulator: dict[str, str], work: Path) -> Non
     one_line(again, 2, "one.db", "group-a", "another journal path")
 
 
-def test_unknown_status_is_the_servers_one_line(emulator: dict[str, str]) -> None:
-    one_line(run("list", "--group-id", "g", "--status", "Bogus", env=emulator), 4, "Statuses")
+def test_unknown_status_is_a_usage_line_naming_the_choices(emulator: dict[str, str]) -> None:
+    one_line(run("list", "--group-id", "g", "--status", "Bogus", env=emulator), 2, "Active")
 
 
 def test_outside_paths_are_refused_unless_allowed(emulator: dict[str, str], work: Path) -> None:

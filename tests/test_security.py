@@ -294,7 +294,8 @@ def test_canary_credentials_never_leak_from_the_cli(tmp_path: Path) -> None:
             runs[name] = (proc, journal)
     lines = 0
     for name, (proc, journal) in runs.items():
-        assert "DEBUG chenyu_assets.http: POST" in proc.stderr, name  # -vv really logs
+        # -vv really logs (the transport's line, named by its action)
+        assert re.search(r"DEBUG chenyu_assets\.http: \w+: POST", proc.stderr), name
         lines += len(proc.stderr.splitlines())
         texts = {"stdout": proc.stdout, "stderr": proc.stderr}
         out = tmp_path / f"{name}.jsonl"

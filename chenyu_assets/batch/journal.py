@@ -355,6 +355,18 @@ class Journal:
         """The stored run information."""
         return dict(self._conn.execute("SELECT key, value FROM meta ORDER BY key").fetchall())
 
+    def set_meta(self, key: str, value: str) -> None:
+        """Store one ``meta`` value (e.g. ``last_run``, the record ``chenyu-assets status``
+        shows); credential-like keys are refused as in :meth:`open`."""
+        if any(hint in key.lower() for hint in _SECRET_HINTS):
+            raise ValueError(f"refusing to store {key!r} in the journal: credentials")
+        with self._tx() as conn:
+            conn.execute(
+                "INSERT INTO meta (key, value) VALUES (?, ?) "
+                "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                (key, redact_text(value)),
+            )
+
     def get(self, key: str) -> Entry | None:
         """The row of ``key``, or None."""
         sql = f"SELECT {_COLUMNS} FROM items WHERE key = ?"  # noqa: S608

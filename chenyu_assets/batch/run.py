@@ -3,8 +3,10 @@
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
+import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
@@ -12,6 +14,7 @@ from pathlib import Path
 import anyio
 from anyio.abc import ObjectReceiveStream
 
+from chenyu_assets._core.logs import get_logger
 from chenyu_assets._core.ratelimit import SlotPool, Slots
 from chenyu_assets.ark import ArkFamilyClient
 from chenyu_assets.batch.journal import Journal
@@ -22,7 +25,9 @@ from chenyu_assets.batch.staging import S3Staging
 from chenyu_assets.batch.types import Event, IngestOptions, IngestReport, IngestResult
 from chenyu_assets.chenyu import ChenyuClient
 
-__all__ = ["IngestStream", "ingest", "open_ingest"]
+__all__ = ["IngestStream", "ingest", "open_ingest", "run_record"]
+
+log = get_logger("chenyu_assets.batch")
 
 
 class IngestStream:
@@ -117,17 +122,49 @@ async def open_ingest(
         if staging is not None:
             run.report.staging = staging.stats
         stream = IngestStream(run, receive)
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(run.main, stream.done)
-            yield stream
-            if not stream.done.is_set():  # the caller stopped early
-                tg.cancel_scope.cancel()
+        started, finished = time.time(), False
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(run.main, stream.done)
+                yield stream
+                finished = stream.done.is_set()  # reached without a cancellation
+                if not finished:  # the caller stopped early
+                    tg.cancel_scope.cancel()
+        finally:
+            with anyio.CancelScope(shield=True):
+                record = run_record(run.report, started, finished, opts.dry_run)
+                try:
+                    await jt.call("set_meta", "last_run", json.dumps(record))
+                except Exception as exc:  # the run's own outcome matters more
+                    log.warning("could not store the run record in the journal: %s", exc)
     finally:
         with anyio.CancelScope(shield=True), anyio.move_on_after(10):
             await stack.aclose()  # the S3 client's connections, even when cancelled
         await jt.close()
         if tmp is not None:
             tmp.cleanup()
+
+
+def run_record(
+    report: IngestReport, started: float, finished: bool, dry_run: bool
+) -> dict[str, object]:
+    """What ``meta.last_run`` holds at the end of each run (``chenyu-assets status``)."""
+    status = "fatal" if report.fatal else "completed" if finished else "interrupted"
+    fields = ("total", "active", "failed", "skipped", "planned", "resumed", "recovered")
+    return {
+        "started": round(started, 3),
+        "ended": round(time.time(), 3),
+        "status": status,
+        "dry_run": dry_run,
+        **{f: getattr(report, f) for f in fields},
+        "creates": report.creates,
+        "status_calls": report.status_calls,
+        "rate_limited": report.rate_limited,
+        "retries": report.retries,
+        "elapsed": round(report.elapsed, 3),
+        "fatal": report.fatal,
+        "failures": dict(report.failures),
+    }
 
 
 def _pool(ark: ArkFamilyClient, limit: int) -> Slots:

@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import json
 import os
+import shlex
 import signal
 import sys
 from pathlib import Path
@@ -72,6 +73,20 @@ def build_config(args: argparse.Namespace, env: dict[str, str] | None = None) ->
     return EmulatorConfig.model_validate(data)
 
 
+def exports(emu: Emulator) -> list[tuple[str, str]]:
+    """The variables the clients' ``from_env`` read, pointing at this emulator."""
+    account = emu.account
+    return [
+        ("ARK_BASE_URL", emu.url),
+        ("VOLC_ACCESSKEY", account.access_key),
+        ("VOLC_SECRETKEY", account.secret_key),
+        ("CHENYU_BASE_URL", emu.chenyu_url),
+        ("CHENYU_API_KEY", account.api_key),
+        ("AVATAR_BASE_URL", emu.avatar_url),
+        ("AVATAR_API_KEY", account.api_key),
+    ]
+
+
 def _banner(emu: Emulator, out: TextIO) -> None:
     account = emu.account
     lines = [
@@ -85,6 +100,11 @@ def _banner(emu: Emulator, out: TextIO) -> None:
         f"  access key  {account.access_key}",
         f"  secret key  {account.secret_key}",
         f"  api key     {account.api_key}",
+        "In another shell (or: eval \"$(... | grep '^export ')\"):",
+        *(f"export {name}={shlex.quote(value)}" for name, value in exports(emu)),
+        "# the Ark gateway style instead of AK/SK: "
+        f"export ARK_BASE_URL={shlex.quote(emu.gateway_url)} "
+        f"ARK_API_KEY={shlex.quote(account.api_key)} ARK_STYLE=gateway",
         "Press Ctrl+C to stop.",
     ]
     out.write("\n".join(lines) + "\n")
