@@ -199,7 +199,9 @@ async def test_a_cap_429_does_not_pause_the_limiter_but_a_rate_429_does() -> Non
             with pytest.raises(RateLimitError, match="Processing"):
                 await ark.create_asset(group_id=group_id, url=url)
             t0 = loop.time()
-            await limiter.acquire()  # not paused: granted at the bucket's own pace
+            grant = await limiter.acquire()  # not paused: sent at once
+            await grant.send()
+            grant.answered()
             assert loop.time() - t0 < 0.1
             emu.set_faults(
                 [FaultRule(action="CreateAsset", kind="http_error", status=429, max_count=1)]
@@ -208,7 +210,9 @@ async def test_a_cap_429_does_not_pause_the_limiter_but_a_rate_429_does() -> Non
             with pytest.raises(RateLimitError):
                 await ark.create_asset(group_id=group_id, url=url)
             t0 = loop.time()
-            await limiter.acquire()  # a rate 429 pauses CreateAsset for every task
+            grant = await limiter.acquire()  # a rate 429 pauses CreateAsset for every task
+            await grant.send()  # (a grant may come `lead` early; its send waits the pause out)
+            grant.answered()
             assert loop.time() - t0 >= 0.99
 
 

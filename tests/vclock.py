@@ -77,8 +77,12 @@ class _JumpingSelector(selectors.DefaultSelector):
             self._clock.now += timeout
             self._clock.jumps += 1
             return events
-        # No timer at all: only another thread or process can wake the loop; wait for real.
-        return super().select(None)
+        # No timer at all: only another thread or process can wake the loop; wait for real,
+        # and call a loop that nothing wakes in 120 s what it is (a deadlock, not load).
+        events = super().select(_HANG)
+        if not events:
+            raise RuntimeError("vclock: nothing scheduled and nothing woke the loop in 120 s")
+        return events
 
     def _bytes_in_flight(self) -> bool:
         """True while a connect is pending, a send buffer is full, or a registered socket
