@@ -9,13 +9,14 @@ import os
 import socket
 import stat
 from pathlib import Path
+from typing import BinaryIO
 from urllib.parse import urlsplit
 
 from chenyu_assets import media
 from chenyu_assets.batch.sources import SourceItem, url_has_userinfo
 from chenyu_assets.errors import MediaCheckError
 
-__all__ = ["asset_type_for", "hash_and_check", "url_problem"]
+__all__ = ["asset_type_for", "hash_and_check", "sha256_of", "url_problem"]
 
 _VIDEO_EXT = {".mp4", ".mov", ".m4v"}
 _AUDIO_EXT = {".wav", ".mp3", ".m4a", ".aac"}
@@ -109,7 +110,27 @@ def hash_and_check(path: Path, asset_type: str | None) -> tuple[str, media.Media
         raise
     with f:
         info = media.check_file(path, asset_type)
-        digest = hashlib.sha256()
-        while chunk := f.read(1024 * 1024):
-            digest.update(chunk)
-    return digest.hexdigest(), info
+        return _sha256(f), info
+
+
+def sha256_of(path: Path) -> str:
+    """The file's SHA-256 (the fingerprint the pre-flight journals); MediaCheckError for
+    something that is not a regular file (opened without blocking: a FIFO never hangs),
+    OSError if it cannot be read."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise MediaCheckError(f"{path}: not a regular file", reason="not_regular_file")
+        f = os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+    with f:
+        return _sha256(f)
+
+
+def _sha256(f: BinaryIO) -> str:
+    digest = hashlib.sha256()
+    while chunk := f.read(1024 * 1024):
+        digest.update(chunk)
+    return digest.hexdigest()

@@ -41,6 +41,9 @@ class IngestOptions:
     allow_private_urls: bool = False
     #: let manifest paths leave the manifest's folder (else ``outside_manifest``)
     allow_outside_paths: bool = False
+    #: a file whose content changed after its asset became Active: delete that asset and
+    #: create it anew under the same name (else ``skipped`` / ``source_changed``)
+    replace_changed: bool = False
     upload_ttl_hours: int = 48
     create_unit_timeout: float = 120.0
     #: where local files are staged: None uploads them to Chenyu (``chenyu=`` client);
