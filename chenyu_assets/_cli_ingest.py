@@ -49,11 +49,12 @@ from chenyu_assets._cli_common import (
     positive_float,
     readable_file,
 )
+from chenyu_assets._cli_source import add_source_flags, ignored_rows, option_values, walk_arguments
 from chenyu_assets.ark import ArkClient
 from chenyu_assets.batch import Event, IngestOptions, IngestReport, S3Stage, open_ingest
 from chenyu_assets.batch.journal_files import check as check_journal
 from chenyu_assets.batch.naming import shard_of
-from chenyu_assets.batch.sources import BadItem, SourceItem, open_source
+from chenyu_assets.batch.sources import BadItem, IgnoredItem, SourceItem, open_source
 from chenyu_assets.chenyu import CHENYU_RATES, ChenyuClient
 from chenyu_assets.errors import ConfigurationError, JournalError
 from chenyu_assets.limits import ACTION_RATES
@@ -126,6 +127,7 @@ def add_ingest(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "(default 15)",
     )
     _add_stage_flags(p)
+    add_source_flags(p)
     p.add_argument("--dry-run", action="store_true", help="journal and plan, send nothing")
     p.add_argument("--json", action="store_true", help="print the summary as JSON on stdout")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -222,11 +224,15 @@ def default_journal(group_id: str, shard: tuple[int, int] | None) -> Path:
     return Path(".chenyu") / f"{stem}{suffix}.db"
 
 
-def _count(source: Iterator[SourceItem | BadItem], shard: tuple[int, int] | None) -> int | None:
+def _count(
+    source: Iterator[SourceItem | BadItem | IgnoredItem], shard: tuple[int, int] | None
+) -> int | None:
     """Items in the source, by a streaming pass (None when it can't be counted cheaply)."""
     try:
         n = 0
         for item in source:
+            if isinstance(item, IgnoredItem):
+                continue
             if shard is None or shard_of(item.key, shard[1]) == shard[0]:
                 n += 1
         return n
@@ -237,7 +243,9 @@ def _count(source: Iterator[SourceItem | BadItem], shard: tuple[int, int] | None
 def cmd_ingest(args: argparse.Namespace) -> int:
     console = Console(stderr=True)
     # the source is checked now (exit 2 for a missing file, a FIFO, a bad CSV header...)
-    items = open_source(Path(args.source), allow_outside=args.allow_outside_paths)
+    items = open_source(
+        Path(args.source), allow_outside=args.allow_outside_paths, **walk_arguments(args)
+    )
     try:
         return asyncio.run(_ingest(args, console, items))
     except KeyboardInterrupt:
@@ -325,11 +333,15 @@ async def _resolve_group(ark: ArkClient, args: argparse.Namespace) -> str:
 
 
 async def _ingest(
-    args: argparse.Namespace, console: Console, source: Iterator[SourceItem | BadItem]
+    args: argparse.Namespace,
+    console: Console,
+    source: Iterator[SourceItem | BadItem | IgnoredItem],
 ) -> int:
     shard: tuple[int, int] | None = args.shard
     stage = _stage(args)
-    opened = open_source(Path(args.source), allow_outside=args.allow_outside_paths)
+    opened = open_source(
+        Path(args.source), allow_outside=args.allow_outside_paths, **walk_arguments(args)
+    )
     total = await anyio.to_thread.run_sync(_count, opened, shard)
     source_path = str(await anyio.Path(args.source).resolve())
     items: Any = source
@@ -344,6 +356,7 @@ async def _ingest(
         allow_private_urls=args.emulator,
         allow_outside_paths=args.allow_outside_paths,
         stage=stage,
+        **option_values(args),
     )
     # backslashreplace: a non-UTF-8 file name in a path or message is written as a JSON
     # \udcXX escape (it reads back as the same string) instead of stopping the run. Opened
@@ -451,6 +464,8 @@ def _report_json(report: IngestReport, group_id: str, journal: Path | None) -> d
         "elapsed": round(report.elapsed, 3),
         "fatal": report.fatal,
         "failures": report.failures,
+        "ignored": report.ignored,
+        "ignored_reasons": report.ignored_reasons,
         "staging": dataclasses.asdict(report.staging) if report.staging else None,
     }
 
@@ -462,6 +477,7 @@ def _summary(console: Console, report: IngestReport, group_id: str, journal: Pat
         ("active", report.active),
         ("failed", report.failed),
         ("skipped", report.skipped),
+        *ignored_rows(report),
         ("planned (dry run)", report.planned),
         ("already done (resumed)", report.resumed),
         ("recovered by reconciliation", report.recovered),

@@ -18,9 +18,6 @@ from chenyu_assets.errors import MediaCheckError
 
 __all__ = ["asset_type_for", "hash_and_check", "sha256_of", "url_problem"]
 
-_VIDEO_EXT = {".mp4", ".mov", ".m4v"}
-_AUDIO_EXT = {".wav", ".mp3", ".m4a", ".aac"}
-
 
 def url_problem(url: str, allow_private: bool) -> str | None:
     """Why a source URL must not be given to CreateAsset, or None.
@@ -83,11 +80,7 @@ def asset_type_for(item: SourceItem, info: media.MediaInfo | None) -> str:
     if info is not None:
         return info.asset_type
     ext = Path(urlsplit(item.url or "").path or (item.path or Path()).name).suffix.lower()
-    if ext in _VIDEO_EXT:
-        return "Video"
-    if ext in _AUDIO_EXT:
-        return "Audio"
-    return "Image"
+    return media.MEDIA_SUFFIXES.get(ext, "Image")
 
 
 def hash_and_check(path: Path, asset_type: str | None) -> tuple[str, media.MediaInfo]:

@@ -51,7 +51,13 @@ from chenyu_assets.batch.create import CreateStage, Fatal, Tracked, Work
 from chenyu_assets.batch.fingerprints import register_items, replace_asset
 from chenyu_assets.batch.journal import TERMINAL, Entry, ItemState
 from chenyu_assets.batch.journal_thread import JournalThread, take
-from chenyu_assets.batch.sources import BadItem, KeySet, SourceItem, url_has_userinfo
+from chenyu_assets.batch.sources import (
+    BadItem,
+    IgnoredItem,
+    KeySet,
+    SourceItem,
+    url_has_userinfo,
+)
 from chenyu_assets.batch.staging import S3Staging
 from chenyu_assets.batch.types import Event, IngestOptions, IngestReport, IngestResult, Status
 from chenyu_assets.chenyu import ChenyuClient
@@ -82,7 +88,7 @@ class Pipeline(CreateStage):
     def __init__(
         self,
         ark: ArkFamilyClient,
-        source: Iterable[SourceItem | BadItem],
+        source: Iterable[SourceItem | BadItem | IgnoredItem],
         *,
         group_id: str,
         journal: JournalThread,
@@ -218,10 +224,24 @@ class Pipeline(CreateStage):
     async def produce(self, out: ObjectSendStream[Work], resume: ObjectSendStream[Work]) -> None:
         async with out, resume:
             iterator = iter(self.source)
-            while batch := await anyio.to_thread.run_sync(take, iterator, 256):
-                batch = [self._unique(item) for item in batch]
+            while taken := await anyio.to_thread.run_sync(take, iterator, 256):
+                batch = [self._unique(item) for item in self._drop_ignored(taken)]
                 for entry, item in await register_items(self.journal, batch):
                     await self._dispatch(entry, item, out, resume)
+
+    def _drop_ignored(
+        self, taken: list[SourceItem | BadItem | IgnoredItem]
+    ) -> list[SourceItem | BadItem]:
+        """``taken`` without its :class:`IgnoredItem`, each counted (not a result: it
+        changes no exit code) and emitted as an ``ignored`` event."""
+        kept: list[SourceItem | BadItem] = []
+        for item in taken:
+            if isinstance(item, IgnoredItem):
+                self.report.ignore(item.reason)
+                self.emit("ignored", item.key, reason=item.reason)
+            else:
+                kept.append(item)
+        return kept
 
     def _unique(self, item: SourceItem | BadItem) -> SourceItem | BadItem:
         """``item``, or a BadItem when an earlier item had its key (both would share one

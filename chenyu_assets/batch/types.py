@@ -41,6 +41,13 @@ class IngestOptions:
     allow_private_urls: bool = False
     #: let manifest paths leave the manifest's folder (else ``outside_manifest``)
     allow_outside_paths: bool = False
+    #: directory walks: follow symlinked directories that stay inside the root (each
+    #: directory walked once); else they are ignored as ``symlinked_directory``
+    follow_symlinks: bool = False
+    #: directory walks: glob rules (see :mod:`chenyu_assets.batch.filters`); excludes first
+    include: tuple[str, ...] = ()
+    exclude: tuple[str, ...] = ()
+    ignore_case: bool = False
     #: a file whose content changed after its asset became Active: delete that asset and
     #: create it anew under the same name (else ``skipped`` / ``source_changed``)
     replace_changed: bool = False
@@ -124,6 +131,10 @@ class IngestReport:
     fatal: str | None = None
     interrupted: bool = False
     failures: dict[str, int] = field(default_factory=dict)
+    #: what the walk passed over on purpose (not media, excluded, symlinked directories):
+    #: not results, never part of the exit code
+    ignored: int = 0
+    ignored_reasons: dict[str, int] = field(default_factory=dict)
     #: the S3 stage's counters (None on the Chenyu path)
     staging: StageStats | None = None
 
@@ -135,6 +146,10 @@ class IngestReport:
     @property
     def finished(self) -> int:
         return self.active + self.failed + self.skipped + self.planned
+
+    def ignore(self, reason: str) -> None:
+        self.ignored += 1
+        self.ignored_reasons[reason] = self.ignored_reasons.get(reason, 0) + 1
 
     def count(self, result: IngestResult) -> None:
         self.total += 1
