@@ -9,8 +9,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import re
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Final
 
 from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TaskID, TransferSpeedColumn
@@ -30,8 +31,15 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     up.add_argument("--show-url", action="store_true", help="print the signed URL too")
     up.set_defaults(handler=lambda a: _run(_upload(a)))
 
-    get = commands.add_parser("get", help="show one asset (Ark id, or Chenyu asset_... id)")
+    get = commands.add_parser("get", help="show one asset (Ark or Chenyu id)")
     get.add_argument("asset_id")
+    get.add_argument(
+        "--service",
+        choices=("auto", "ark", "chenyu"),
+        default="auto",
+        help="which service holds the id; auto: Chenyu for asset_ + 32 hex (its id shape "
+        "today), Ark for any other id",
+    )
     get.add_argument("--show-url", action="store_true")
     get.set_defaults(handler=lambda a: _run(_get(a)))
 
@@ -87,8 +95,20 @@ async def _upload(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+#: ``get --service auto``: only a heuristic (ids are the server's business, never validated
+#: by shape); ``--service`` overrides it.
+_CHENYU_ID_SHAPE: Final = re.compile(r"asset_[0-9a-f]{32}")
+
+
+def service_for(asset_id: str, service: str = "auto") -> str:
+    """``ark`` or ``chenyu`` for ``get``: as told, else by the documented heuristic."""
+    if service != "auto":
+        return service
+    return "chenyu" if _CHENYU_ID_SHAPE.fullmatch(asset_id) else "ark"
+
+
 async def _get(args: argparse.Namespace) -> int:
-    if args.asset_id.startswith("asset_"):
+    if service_for(args.asset_id, args.service) == "chenyu":
         async with ChenyuClient.from_env() as chenyu:
             found = await chenyu.get(args.asset_id)
             _emit(found.model_dump(mode="json"), args.show_url)
