@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import re
 from collections.abc import Awaitable, Callable
@@ -19,6 +20,7 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TaskID, TransferS
 from chenyu_assets._cli_common import EXIT_OK, at_least, readable_file
 from chenyu_assets.ark import ArkClient
 from chenyu_assets.chenyu import ChenyuClient
+from chenyu_assets.errors import NotFoundError
 
 _URL_FIELDS = ("url", "signed_url", "content_url", "URL")
 
@@ -121,6 +123,8 @@ async def _get(args: argparse.Namespace) -> int:
 
 async def _list(args: argparse.Namespace) -> int:
     async with ArkClient.from_env() as ark:
+        with contextlib.suppress(NotFoundError):  # the listing says what is wrong
+            await ark.get_asset_group(args.group_id)  # its GroupType goes into the listing
         n = 0
         async for asset in ark.list_assets(
             group_ids=[args.group_id], statuses=args.statuses, name=args.name

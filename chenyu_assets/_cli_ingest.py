@@ -56,7 +56,7 @@ from chenyu_assets.batch.journal_files import check as check_journal
 from chenyu_assets.batch.naming import shard_of
 from chenyu_assets.batch.sources import BadItem, IgnoredItem, SourceItem, open_source
 from chenyu_assets.chenyu import CHENYU_RATES, ChenyuClient
-from chenyu_assets.errors import ConfigurationError, JournalError
+from chenyu_assets.errors import ConfigurationError, JournalError, NotFoundError
 from chenyu_assets.limits import ACTION_RATES
 from chenyu_assets.s3 import env_endpoint, env_region
 
@@ -324,6 +324,8 @@ GROUP_LOOKUP_DEADLINE = 60.0
 
 async def _resolve_group(ark: ArkClient, args: argparse.Namespace) -> str:
     if args.group_id:
+        with contextlib.suppress(NotFoundError):  # the ingest reports a missing group itself
+            await ark.get_asset_group(str(args.group_id))  # learns its GroupType (§6)
         return str(args.group_id)
     name = args.group or "chenyu-assets-ingest"
     async for group in ark.list_asset_groups(name=name, deadline=GROUP_LOOKUP_DEADLINE):
