@@ -5,13 +5,19 @@ Against the emulator over 127.0.0.1 on virtual time, with real files."""
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
+import urllib.request
 from pathlib import Path
+
+import pytest
 
 from chenyu_assets.batch import IngestOptions, ingest
 from chenyu_assets.batch.journal import ItemState as S
 from chenyu_assets.batch.journal import Journal, fingerprint_changed
-from tests import mediagen
+from tests import mediagen, serve_kit
 from tests.test_ingest import clients, make_images, virtual_emulator
 from tests.vclock import virtual
 
@@ -128,3 +134,42 @@ async def test_touch_is_no_change_and_a_real_change_is_replaced_in_place(tmp_pat
             # and the next plain rerun is quiet again
             again = await ingest(ark, src, group_id=group, journal=journal, chenyu=chenyu)
             assert (again.active, again.resumed, again.skipped) == (4, 4, 0)
+
+
+@pytest.mark.subprocess
+def test_cli_touch_then_change_then_replace_changed(tmp_path: Path) -> None:
+    """The CLI against a ``serve`` subprocess: exit 0 after a touch, 3 (source_changed)
+    after a real change, 0 with ``--replace-changed``; the group ends with one asset per
+    file (real time: only counts and exit codes are asserted)."""
+    src = tmp_path / "src"
+    paths = make_images(src, 3)
+    with serve_kit.serve("--time-scale", "10") as served:
+        args = ["ingest", str(src), "--group", "changes", "--journal", str(tmp_path / "j.db")]
+        args += ["--rate-scale", "10", "--json", "--no-progress"]
+
+        def run(*extra: str) -> tuple[int, dict[str, object]]:
+            done = subprocess.run(
+                [sys.executable, "-m", "chenyu_assets.cli", *args, *extra],
+                env=served.env,
+                capture_output=True,
+                text=True,
+                timeout=120,
+                check=False,
+            )
+            return done.returncode, json.loads(done.stdout.strip().splitlines()[-1])
+
+        code, first = run()
+        assert (code, first["active"]) == (0, 3)
+        _bump_mtime(paths[0])
+        code, touched = run()
+        assert (code, touched["active"], touched["resumed"], touched["creates"]) == (0, 3, 3, 0)
+        mediagen.write(paths[2], mediagen.png(700, 500))
+        code, changed = run()
+        assert (code, changed["failures"]) == (3, {"source_changed": 1})
+        code, replaced = run("--replace-changed")
+        assert (code, replaced["active"], replaced["creates"]) == (0, 3, 1)
+        with urllib.request.urlopen(served.url + "/_emulator/audit", timeout=10) as resp:
+            audit = json.loads(resp.read())
+        group = replaced["group_id"]
+        names = [a["name"] for a in audit["assets"] if a["group_id"] == group]
+        assert len(names) == len(set(names)) == 3
