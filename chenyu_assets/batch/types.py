@@ -91,7 +91,8 @@ class IngestResult:
 
 @dataclass(frozen=True, slots=True)
 class Event:
-    """Progress: queued, uploaded, created, polled, done, retried, rate_limited, recovered."""
+    """Progress: queued, uploaded, created, polled, done, retried, rate_limited, recovered,
+    ignored (a file the walk passed over: ``data["reason"]``)."""
 
     kind: str
     key: str | None = None
