@@ -17,6 +17,7 @@ import pytest
 from chenyu_assets.batch import IngestOptions, ingest
 from chenyu_assets.batch.journal import ItemState as S
 from chenyu_assets.batch.journal import Journal, fingerprint_changed
+from chenyu_assets.emulator import FaultRule
 from tests import mediagen, serve_kit
 from tests.test_ingest import clients, make_images, virtual_emulator
 from tests.vclock import virtual
@@ -103,6 +104,31 @@ async def test_touch_is_no_change_and_a_real_change_is_replaced_in_place(tmp_pat
             assert changed.failures == {"source_changed": 1}
             assert emu.audit().count("CreateAsset") == before
 
+            # replace_changed while DeleteAsset keeps failing: nothing created, row kept
+            emu.set_faults([FaultRule(action="DeleteAsset", kind="http_error", status=403)])
+            refused = await ingest(
+                ark,
+                src,
+                group_id=group,
+                journal=journal,
+                chenyu=chenyu,
+                options=IngestOptions(replace_changed=True),
+            )
+            assert refused.fatal is not None  # a refused delete (403) stops the run
+            assert "DeleteAsset refused" in refused.fatal
+            emu.set_faults([FaultRule(action="DeleteAsset", kind="http_error", status=500)])
+            transient = await ingest(
+                ark,
+                src,
+                group_id=group,
+                journal=journal,
+                chenyu=chenyu,
+                options=IngestOptions(replace_changed=True),
+            )
+            assert (transient.fatal, transient.failures) == (None, {"source_changed": 1})
+            emu.clear_faults()
+            assert emu.audit().count("CreateAsset") == before
+
             # replace_changed: the old asset deleted, the new one under the same name
             with Journal.open(journal) as j:
                 old = j.get("img-0001.png")
@@ -129,7 +155,7 @@ async def test_touch_is_no_change_and_a_real_change_is_replaced_in_place(tmp_pat
             assert old.asset_id not in ids
             assert new.asset_id in ids
             assert len(audit.assets) == 4
-            assert audit.count("DeleteAsset") == 1
+            assert audit.count("DeleteAsset", 200) == 1
 
             # and the next plain rerun is quiet again
             again = await ingest(ark, src, group_id=group, journal=journal, chenyu=chenyu)

@@ -300,7 +300,10 @@ class Pipeline(CreateStage):
                         entry.source,
                         entry.asset_id,
                         "source_changed",
-                        "the file's content changed after its asset was created; rerun "
+                        "the file's content changed after its asset was created; the old "
+                        "asset could not be deleted yet: rerun to try again"
+                        if self.opt.replace_changed
+                        else "the file's content changed after its asset was created; rerun "
                         "with --replace-changed (replace_changed=True) to delete the old "
                         "asset and create it anew",
                         resumed=True,
