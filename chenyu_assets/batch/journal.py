@@ -448,7 +448,9 @@ class Journal:
         """Insert ``key`` as PENDING if new, and return its row.
 
         For an existing row the content fingerprint (``size``, ``mtime_ns``,
-        ``content_hash``; a value counts only when both old and new are known) decides:
+        ``content_hash``) decides, staged (:func:`fingerprint_changed`: another size is a
+        change; with both hashes known only they decide, so a ``touch`` is none, and the new
+        mtime is recorded; without them the mtime decides):
 
         - unchanged: the row is returned as it is (a PENDING/UPLOADED row takes the new
           name, label, type and source: nothing was sent yet);
