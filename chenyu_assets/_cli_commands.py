@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
+import re
 from collections.abc import Awaitable, Callable
-from typing import Any, get_args
+from typing import Any, Final, get_args
 
 from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TaskID, TransferSpeedColumn
@@ -19,7 +21,7 @@ from chenyu_assets._cli_common import EXIT_OK, UsageError, at_least, readable_fi
 from chenyu_assets._cli_delete import add_delete
 from chenyu_assets.ark import ArkClient
 from chenyu_assets.chenyu import ChenyuClient
-from chenyu_assets.errors import InvalidReferenceError
+from chenyu_assets.errors import InvalidReferenceError, NotFoundError
 from chenyu_assets.models.ark import AssetStatus
 from chenyu_assets.refs import parse_asset_reference
 
@@ -49,6 +51,13 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
         "reference (as ingest prints it), or a Chenyu asset_... id.",
     )
     get.add_argument("asset_id", metavar="ASSET", help="asset id or asset://id reference")
+    get.add_argument(
+        "--service",
+        choices=("auto", "ark", "chenyu"),
+        default="auto",
+        help="which service holds the id; auto: Chenyu for asset_ + 32 hex (its id shape "
+        "today), Ark for any other id",
+    )
     get.add_argument("--show-url", action="store_true", help="print signed URLs too")
     get.set_defaults(handler=lambda a: _run(_get(a)))
 
@@ -143,9 +152,21 @@ async def _upload(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+#: ``get --service auto``: only a heuristic (ids are the server's business, never validated
+#: by shape); ``--service`` overrides it.
+_CHENYU_ID_SHAPE: Final = re.compile(r"asset_[0-9a-f]{32}")
+
+
+def service_for(asset_id: str, service: str = "auto") -> str:
+    """``ark`` or ``chenyu`` for ``get``: as told, else by the documented heuristic."""
+    if service != "auto":
+        return service
+    return "chenyu" if _CHENYU_ID_SHAPE.fullmatch(asset_id) else "ark"
+
+
 async def _get(args: argparse.Namespace) -> int:
     asset_id = asset_id_of(args.asset_id)
-    if asset_id.startswith("asset_"):
+    if service_for(asset_id, args.service) == "chenyu":
         async with ChenyuClient.from_env() as chenyu:
             found = await chenyu.get(asset_id)
             _emit(found.model_dump(mode="json"), args.show_url)
@@ -158,6 +179,8 @@ async def _get(args: argparse.Namespace) -> int:
 
 async def _list(args: argparse.Namespace) -> int:
     async with ArkClient.from_env() as ark:
+        with contextlib.suppress(NotFoundError):  # the listing says what is wrong
+            await ark.get_asset_group(args.group_id)  # its GroupType goes into the listing
         n = 0
         async for asset in ark.list_assets(
             group_ids=[args.group_id], statuses=args.statuses, name=args.name

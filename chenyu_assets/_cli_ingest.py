@@ -41,6 +41,7 @@ from chenyu_assets._cli_common import (
     readable_file,
 )
 from chenyu_assets._cli_progress import Stats, ingest_bar, log_item, report_json, summary
+from chenyu_assets._cli_source import add_source_flags, option_values, walk_arguments
 from chenyu_assets._cli_stage import add_stage_flags, stage_of
 from chenyu_assets._core.ratelimit import DEFAULT_MARGIN
 from chenyu_assets.ark import ArkClient
@@ -48,9 +49,9 @@ from chenyu_assets.batch import Event, IngestOptions, S3Stage, open_ingest
 from chenyu_assets.batch.checks import hash_and_check, url_problem
 from chenyu_assets.batch.journal_files import check as check_journal
 from chenyu_assets.batch.naming import shard_of
-from chenyu_assets.batch.sources import BadItem, SourceItem, open_source
+from chenyu_assets.batch.sources import BadItem, IgnoredItem, SourceItem, open_source
 from chenyu_assets.chenyu import CHENYU_RATES, ChenyuClient
-from chenyu_assets.errors import ConfigurationError, JournalError, MediaCheckError
+from chenyu_assets.errors import ConfigurationError, JournalError, MediaCheckError, NotFoundError
 from chenyu_assets.limits import PROFILES, Rate, load_rates, profile_rates
 
 _SAFE_ID: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
@@ -146,6 +147,7 @@ def add_ingest(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "(default 15)",
     )
     add_stage_flags(p)
+    add_source_flags(p)
     p.add_argument(
         "--dry-run",
         action="store_true",
@@ -207,11 +209,15 @@ def default_journal(group_id: str, shard: tuple[int, int] | None) -> Path:
     return Path(".chenyu") / f"{stem}{suffix}.db"
 
 
-def _count(source: Iterator[SourceItem | BadItem], shard: tuple[int, int] | None) -> int | None:
+def _count(
+    source: Iterator[SourceItem | BadItem | IgnoredItem], shard: tuple[int, int] | None
+) -> int | None:
     """Items in the source, by a streaming pass (None when it can't be counted cheaply)."""
     try:
         n = 0
         for item in source:
+            if isinstance(item, IgnoredItem):
+                continue
             if shard is None or shard_of(item.key, shard[1]) == shard[0]:
                 n += 1
         return n
@@ -222,7 +228,9 @@ def _count(source: Iterator[SourceItem | BadItem], shard: tuple[int, int] | None
 def cmd_ingest(args: argparse.Namespace) -> int:
     console = Console(stderr=True)
     # the source is checked now (exit 2 for a missing file, a FIFO, a bad CSV header...)
-    items = open_source(Path(args.source), allow_outside=args.allow_outside_paths)
+    items = open_source(
+        Path(args.source), allow_outside=args.allow_outside_paths, **walk_arguments(args)
+    )
     try:
         return asyncio.run(_ingest(args, console, items))
     except KeyboardInterrupt:
@@ -314,6 +322,8 @@ async def _resolve_group(ark: ArkClient, args: argparse.Namespace) -> str | None
     """The group's id; None in a dry run whose group does not exist yet (nothing is
     created: the summary says "would create group NAME")."""
     if args.group_id:
+        with contextlib.suppress(NotFoundError):  # the ingest reports a missing group itself
+            await ark.get_asset_group(str(args.group_id))  # learns its GroupType (§6)
         return str(args.group_id)
     name = args.group or "chenyu-assets-ingest"
     async for group in ark.list_asset_groups(name=name, deadline=GROUP_LOOKUP_DEADLINE):
@@ -347,11 +357,15 @@ def _checked(items: Iterator[SourceItem | BadItem], allow_private: bool) -> Iter
 
 
 async def _ingest(
-    args: argparse.Namespace, console: Console, source: Iterator[SourceItem | BadItem]
+    args: argparse.Namespace,
+    console: Console,
+    source: Iterator[SourceItem | BadItem | IgnoredItem],
 ) -> int:
     shard: tuple[int, int] | None = args.shard
     stage = stage_of(args)
-    opened = open_source(Path(args.source), allow_outside=args.allow_outside_paths)
+    opened = open_source(
+        Path(args.source), allow_outside=args.allow_outside_paths, **walk_arguments(args)
+    )
     total = await anyio.to_thread.run_sync(_count, opened, shard)
     source_path = str(await anyio.Path(args.source).resolve())
     items: Any = source
@@ -368,6 +382,7 @@ async def _ingest(
         allow_private_urls=args.emulator,
         allow_outside_paths=args.allow_outside_paths,
         stage=stage,
+        **option_values(args),
     )
     # backslashreplace: a non-UTF-8 file name in a path or message is written as a JSON
     # \udcXX escape (it reads back as the same string) instead of stopping the run. Opened

@@ -32,6 +32,7 @@ from rich.table import Table
 from rich.text import Text
 
 from chenyu_assets._cli_common import plain
+from chenyu_assets._cli_source import ignored_rows
 from chenyu_assets._core.logs import RedactingFilter, get_logger, redact_text
 from chenyu_assets._logctx import CURRENT_ACTION
 from chenyu_assets.batch import IngestReport
@@ -216,6 +217,8 @@ def report_json(report: IngestReport, group_id: str, journal: Path | None) -> di
         "elapsed": round(report.elapsed, 3),
         "fatal": report.fatal,
         "failures": report.failures,
+        "ignored": report.ignored,
+        "ignored_reasons": report.ignored_reasons,
         "staging": dataclasses.asdict(report.staging) if report.staging else None,
     }
 
@@ -228,6 +231,7 @@ def summary(console: Console, report: IngestReport, group_id: str, journal: Path
         ("active", report.active),
         ("failed", report.failed),
         ("skipped", report.skipped),
+        *ignored_rows(report),
         ("planned (dry run)", report.planned),
         ("already done (resumed)", report.resumed),
         ("recovered by reconciliation", report.recovered),

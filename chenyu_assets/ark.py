@@ -22,13 +22,13 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, Literal, Self, TypeVar
 
 from chenyu_assets._core.engine import ClientBase, Prepared, check_base_url
 from chenyu_assets._core.logs import get_logger, register_secret
-from chenyu_assets._core.pagination import AsyncPaginator, Page
+from chenyu_assets._core.pagination import AsyncPaginator, Page, Paging
 from chenyu_assets._core.polling import wait_until
 from chenyu_assets._core.ratelimit import (
     DEFAULT_MARGIN,
@@ -66,6 +66,8 @@ GATEWAY_ENDPOINT = "https://api.agentsflare.com/byteplus/_unstable/open"
 _CREATES = frozenset({"CreateAsset", "CreateAssetGroup"})
 log = get_logger("chenyu_assets.ark")
 MAX_PAGE_SIZE = 100
+#: GroupTypes a client remembers (group id -> type), to send ``Filter.GroupType``
+_GROUP_TYPES_KEPT = 10_000
 M = TypeVar("M", Asset, AssetGroup)
 
 
@@ -124,6 +126,7 @@ class ArkFamilyClient(ClientBase):
         self.shared_limits = shared.limits
         pool = processing_pool(processing_slots, shared.limits, watch=watch)
         self._watch = watch
+        self._group_types: dict[str, str] = {}
         #: the status sweep and Processing slots of this client (see :mod:`chenyu_assets.watcher`)
         self.watcher = Watcher(self, slots=pool, lease=slot_lease)
         super().__init__(
@@ -166,14 +169,19 @@ class ArkFamilyClient(ClientBase):
             "ProjectName": self._project(project_name),
         }
         result, _ = await self._call("CreateAssetGroup", _compact(body), deadline=deadline)
-        return _new_id(result, "CreateAssetGroup")
+        group_id = _new_id(result, "CreateAssetGroup")
+        if group_type:
+            self._learn_types([(group_id, group_type)])
+        return group_id
 
     async def get_asset_group(
         self, group_id: str, *, project_name: str | None = None, deadline: float | None = None
     ) -> AssetGroup:
         body = {"Id": group_id, "ProjectName": self._project(project_name)}
         result, rid = await self._call("GetAssetGroup", _compact(body), deadline=deadline)
-        return _model(AssetGroup, result, rid)
+        group = _model(AssetGroup, result, rid)
+        self._learn_types([(group.id, group.group_type)])
+        return group
 
     def list_asset_groups(
         self,
@@ -187,13 +195,18 @@ class ArkFamilyClient(ClientBase):
         sort_order: str | None = None,
         project_name: str | None = None,
         deadline: float | None = None,
+        paging: Paging = "auto",
+        next_token: str | None = None,
     ) -> AsyncPaginator[AssetGroup]:
         """ListAssetGroups: ``await`` for one page, ``async for`` for every group.
-        ``deadline`` bounds the whole walk in seconds (see :class:`AsyncPaginator`)."""
+        ``deadline`` bounds the whole walk in seconds; ``paging``: ``auto`` (numbered pages,
+        the cursor for a walk past the 10,000 offset limit), ``offset`` or ``cursor``
+        (``next_token`` for one page; see :class:`AsyncPaginator`). ``group_type``: the
+        known type of ``group_ids`` when not given."""
         flt = {
             "Name": name,
             "GroupIds": list(group_ids) if group_ids else None,
-            "GroupType": group_type,
+            "GroupType": group_type or self.known_group_type(group_ids),
         }
         return self._paginate(
             "ListAssetGroups",
@@ -205,6 +218,8 @@ class ArkFamilyClient(ClientBase):
             sort_order,
             project_name,
             deadline,
+            paging,
+            next_token,
         )
 
     async def update_asset_group(
@@ -296,14 +311,19 @@ class ArkFamilyClient(ClientBase):
         sort_order: str | None = None,
         project_name: str | None = None,
         deadline: float | None = None,
+        paging: Paging = "auto",
+        next_token: str | None = None,
     ) -> AsyncPaginator[Asset]:
         """ListAssets: ``await`` for one page, ``async for`` for every asset.
-        ``deadline`` bounds the whole walk in seconds (see :class:`AsyncPaginator`)."""
+        ``deadline`` bounds the whole walk in seconds; ``paging``: ``auto`` (numbered pages,
+        the cursor for a walk past the 20,000 offset limit), ``offset`` or ``cursor``
+        (``next_token`` for one page; see :class:`AsyncPaginator`). ``Filter.GroupType`` is
+        ``group_type``, else the type this client knows for ``group_ids``."""
         flt = {
             "GroupIds": list(group_ids) if group_ids else None,
             "Statuses": list(statuses) if statuses else None,
             "Name": name,
-            "GroupType": group_type,
+            "GroupType": group_type or self.known_group_type(group_ids),
         }
         return self._paginate(
             "ListAssets",
@@ -315,6 +335,8 @@ class ArkFamilyClient(ClientBase):
             sort_order,
             project_name,
             deadline,
+            paging,
+            next_token,
         )
 
     async def update_asset(
@@ -396,6 +418,23 @@ class ArkFamilyClient(ClientBase):
             ),
         )
 
+    def _learn_types(self, groups: Iterable[tuple[str, str | None]]) -> None:
+        """Remember ``(group id, GroupType)`` pairs the server showed (bounded: oldest
+        dropped)."""
+        for group_id, group_type in groups:
+            if group_id and group_type:
+                self._group_types.pop(group_id, None)
+                self._group_types[group_id] = group_type
+        while len(self._group_types) > _GROUP_TYPES_KEPT:
+            del self._group_types[next(iter(self._group_types))]
+
+    def known_group_type(self, group_ids: Sequence[str] | None) -> str | None:
+        """The one GroupType of ``group_ids`` when this client has seen every one of them
+        (CreateAssetGroup, GetAssetGroup, ListAssetGroups), else None. Listings send it as
+        ``Filter.GroupType`` (some servers require it: api-reference §6)."""
+        types = {self._group_types.get(g) for g in group_ids or ()}
+        return next(iter(types)) if len(types) == 1 else None
+
     def _paginate(
         self,
         action: str,
@@ -407,42 +446,55 @@ class ArkFamilyClient(ClientBase):
         sort_order: str | None,
         project_name: str | None,
         deadline: float | None,
+        paging: Paging = "auto",
+        next_token: str | None = None,
     ) -> AsyncPaginator[M]:
         if not 1 <= page_size <= MAX_PAGE_SIZE:
             raise ValueError(f"page_size must be 1..{MAX_PAGE_SIZE}, got {page_size}")
         if page_number < 1:
             raise ValueError(f"page_number must be >= 1, got {page_number}")
-
-        async def fetch(number: int, deadline: float | None) -> Page[M]:
-            body = _compact(
-                {
-                    "Filter": flt,
-                    "PageNumber": number,
-                    "PageSize": page_size,
-                    "SortBy": sort_by,
-                    "SortOrder": sort_order,
-                    "ProjectName": self._project(project_name),
-                }
+        if paging == "cursor" and page_number != 1:
+            raise ValueError("page_number is for offset paging; a cursor walk starts at 1")
+        limit = OFFSET_PAGING_LIMITS.get(action, 10_000)
+        if paging == "offset" and page_number * page_size > limit:
+            raise ValueError(
+                f"{action}: offset paging stops at {limit} items (page_size x page_number); "
+                "use paging='cursor'"
             )
-            result, rid = await self._call(action, body, deadline=deadline)
+        common = {"Filter": flt, "SortBy": sort_by, "SortOrder": sort_order}
+        common["ProjectName"] = self._project(project_name)
+
+        async def get(body: dict[str, Any], deadline: float | None) -> tuple[Any, Any, Any]:
+            result, rid = await self._call(action, _compact(body), deadline=deadline)
             raw = result.get("Items")
             total = result.get("TotalCount")
+            token = result.get("NextToken")
             if not isinstance(raw, list | None) or not isinstance(total, int | None):
                 raise ResponseFormatError(
                     f"{action}: Items is not a list or TotalCount not a number",
                     request_id=rid,
                     retryable=False,
                 )
+            if not isinstance(token, str | None) or (token is not None and len(token) > 4096):
+                raise ResponseFormatError(
+                    f"{action}: NextToken is not a string", request_id=rid, retryable=False
+                )
             items = [_model(model, item, rid) for item in raw or []]
-            return Page(
-                items=items,
-                total_count=total if isinstance(total, int) and total >= 0 else None,
-                page_number=number,
-                page_size=page_size,
-                request_id=rid,
-            )
+            if action == "ListAssetGroups":
+                self._learn_types((i.id, getattr(i, "group_type", None)) for i in items)
+            total = total if isinstance(total, int) and total >= 0 else None
+            return items, (total, token), rid
 
-        limit = OFFSET_PAGING_LIMITS.get(action, 10_000)
+        async def fetch(number: int, deadline: float | None) -> Page[M]:
+            body = {**common, "PageNumber": number, "PageSize": page_size}
+            items, (total, _), rid = await get(body, deadline)
+            return Page(items, total, number, page_size, rid)
+
+        async def cursor(token: str | None, deadline: float | None) -> Page[M]:
+            body = {**common, "MaxResults": page_size, "NextToken": token}
+            items, (total, next_token), rid = await get(body, deadline)
+            return Page(items, total, 1, page_size, rid, next_token=next_token)
+
         return AsyncPaginator(
             fetch,
             first_page=page_number,
@@ -450,6 +502,10 @@ class ArkFamilyClient(ClientBase):
             max_pages=max(1, -(-limit // page_size) - page_number + 1),
             key=lambda item: item.id,
             name=action,
+            cursor=cursor,
+            paging=paging,
+            offset_limit=limit,
+            next_token=next_token,
         )
 
 

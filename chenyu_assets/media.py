@@ -130,6 +130,21 @@ class MediaInfo:
 
 # --- sniffing -------------------------------------------------------------------------------
 
+#: File-name suffixes of media (lower case) -> the asset type they suggest. A directory walk
+#: takes a file with one of these suffixes whatever its bytes (the pre-flight then judges
+#: it); a file without one is taken only when :func:`sniff` recognises its first bytes, and
+#: is otherwise *ignored* as not media (``README.md``, ``Thumbs.db``, ``notes.txt``).
+MEDIA_SUFFIXES: Final[Mapping[str, str]] = MappingProxyType(
+    {
+        **dict.fromkeys(
+            (".jpg", ".jpeg", ".jpe", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"), "Image"
+        ),
+        **dict.fromkeys((".heic", ".heif", ".avif"), "Image"),
+        **dict.fromkeys((".mp4", ".mov", ".m4v", ".avi", ".3gp"), "Video"),
+        **dict.fromkeys((".wav", ".mp3", ".m4a", ".aac"), "Audio"),
+    }
+)
+
 _Kind = tuple[str, str, str]
 _HEIC: Final = ("Image", "heic", "image/heic")
 _MP4: Final = ("Video", "mp4", "video/mp4")

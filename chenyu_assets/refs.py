@@ -63,8 +63,11 @@ ROLES: Final = (
     "reference_audio",
 )
 
-_CHENYU_ID = re.compile(r"asset_[0-9a-f]{32}")  # Chenyu open API v2
-_ARK_ID = re.compile(r"asset-[0-9]{14}-[0-9a-z]{5}")  # Ark / BytePlus: asset-YYYYMMDDhhmmss-xxxxx
+#: What an asset id may be made of. The *shape* is the server's business: ids are
+#: ``asset_<32 hex>`` (Chenyu), ``asset-YYYYMMDDhhmmss-xxxxx`` (Ark) today, and group ids
+#: also appear as ``assetgroup-...`` (api-reference §6), so no prefix or length pattern is
+#: checked, only characters that cannot break out of an ``asset://`` reference.
+_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:~-]{0,199}")
 _LABEL_CHARS = r"A-Za-z0-9_\-\u3400-\u4dbf\u4e00-\u9fff"  # ASCII word chars, '-', CJK ideographs
 _LABEL = re.compile(f"[{_LABEL_CHARS}]+")
 _CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff]")
@@ -106,10 +109,10 @@ def _check_asset_id(asset_id: str, ref: str | None = None) -> str:
         raise InvalidReferenceError(f"empty asset id{where}: {_show(asset_id)}")
     if _WS.search(asset_id):
         raise InvalidReferenceError(f"asset id {_show(asset_id)}{where} contains whitespace")
-    if not (_CHENYU_ID.fullmatch(asset_id) or _ARK_ID.fullmatch(asset_id)):
+    if not _ID.fullmatch(asset_id):
         raise InvalidReferenceError(
-            f"asset id {_show(asset_id)}{where} is neither a Chenyu id (asset_ + 32 lowercase "
-            "hex) nor an Ark id (asset-YYYYMMDDhhmmss-xxxxx)"
+            f"asset id {_show(asset_id)}{where} is not an id: at most 200 letters, digits "
+            "and . _ : ~ - (starting with a letter or digit)"
         )
     return asset_id
 

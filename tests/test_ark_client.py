@@ -779,7 +779,7 @@ def test_references_are_lower_case_and_checked() -> None:
     asset = Asset(id="asset-20260601120000-abcde")
     assert asset.reference == "asset://asset-20260601120000-abcde"
     assert parse_asset_reference("Asset://asset-20260601120000-abcde") == asset.id
-    for bad in ("asset:/asset-1", "asset://", "asset://asset 1", "https://a/b", "asset://x"):
+    for bad in ("asset:/asset-1", "asset://", "asset://asset 1", "https://a/b", "asset://x/y"):
         with pytest.raises(InvalidReferenceError):
             parse_asset_reference(bad)
 

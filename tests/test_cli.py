@@ -76,3 +76,20 @@ def test_errors_are_reported_with_exit_code_4(env: dict[str, str]) -> None:
     assert denied.returncode == 4
     assert "SignatureDoesNotMatch" in denied.stderr
     assert "WRONGsecret" not in denied.stderr
+
+
+def test_get_takes_any_id_shape_and_a_service_override(env: dict[str, str]) -> None:
+    """No id is validated by its shape: an ``assetgroup-``-style or short id goes to Ark;
+    ``--service`` overrides the documented Chenyu heuristic (``asset_`` + 32 hex)."""
+    odd = run(env, "get", "assetgroup-20260101000000-abcde")
+    assert odd.returncode == 4
+    assert "NotFound.asset_id" in odd.stderr  # Ark answered: the id was sent as it is
+    assert "POST /" in odd.stderr
+    chenyu_shaped = "asset_" + "0" * 32
+    as_ark = run(env, "get", chenyu_shaped, "--service", "ark")
+    assert as_ark.returncode == 4
+    assert "NotFound.asset_id" in as_ark.stderr
+    as_chenyu = run(env, "get", "asset-20260101000000-zzzzz", "--service", "chenyu")
+    assert as_chenyu.returncode == 4
+    assert "GET /api/open/v2/assets/asset-20260101000000-zzzzz" in as_chenyu.stderr  # Chenyu
+    assert "NotFound.asset_id" not in as_chenyu.stderr

@@ -395,7 +395,7 @@ async def test_reconciliation_over_a_repeating_listing_stops_the_run_bounded(
         if "Action=CreateAsset&" in head:
             writer.write(http("200 OK", DEEP))
         else:
-            result = {"Items": same, "TotalCount": 100_000}
+            result = {"Items": same, "TotalCount": 10_000}  # < 20,000: offset paging
             writer.write(http("200 OK", envelope("official", result)))
 
     items = [SourceItem(key="k", path=None, url="https://example.com/a.png")]

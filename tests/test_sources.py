@@ -27,6 +27,7 @@ from chenyu_assets.batch.naming import (
 from chenyu_assets.batch.sources import (
     MAX_LINE,
     BadItem,
+    IgnoredItem,
     SourceError,
     SourceItem,
     iter_csv,
@@ -121,12 +122,16 @@ def test_shard_of_is_stable_and_roughly_uniform() -> None:
 # --- directories ----------------------------------------------------------------------------
 
 
-def _keys(items: list[SourceItem | BadItem]) -> list[str]:
+def _keys(items: list[SourceItem | BadItem | IgnoredItem]) -> list[str]:
     return [i.key for i in items]
 
 
-def _bad(items: list[SourceItem | BadItem]) -> dict[str, str]:
+def _bad(items: list[SourceItem | BadItem | IgnoredItem]) -> dict[str, str]:
     return {i.key: i.reason for i in items if isinstance(i, BadItem)}
+
+
+def _ignored(items: list[SourceItem | BadItem | IgnoredItem]) -> dict[str, str]:
+    return {i.key: i.reason for i in items if isinstance(i, IgnoredItem)}
 
 
 def _touch(path: Path, data: bytes = b"x") -> Path:
@@ -154,9 +159,14 @@ def test_directory_symlinks_inside_are_followed(tmp_path: Path) -> None:
     _touch(root / "sub" / "c.jpg")
     (root / "link.jpg").symlink_to("a.jpg")
     (root / "linkdir").symlink_to("sub", target_is_directory=True)
-    items = list(iter_directory(root))
-    assert _keys(items) == ["a.jpg", "link.jpg", "linkdir/c.jpg", "sub/c.jpg"]
+    # file links inside are followed; directory links only with follow_symlinks=True
+    default = list(iter_directory(root))
+    assert _keys(default) == ["a.jpg", "link.jpg", "linkdir", "sub/c.jpg"]
+    assert default[2] == IgnoredItem("linkdir", "symlinked_directory", default[2].message)
+    items = list(iter_directory(root, follow_symlinks=True))
+    assert _keys(items) == ["a.jpg", "link.jpg", "linkdir/c.jpg", "sub"]
     assert items[1] == SourceItem("link.jpg", real, None)  # the resolved target
+    assert items[3] == IgnoredItem("sub", "already_walked", items[3].message)  # once only
     assert not _bad(items)
     refused = list(iter_directory(root, follow_symlinks_inside=False))
     assert _bad(refused) == {"link.jpg": "symlink_not_followed", "linkdir": "symlink_not_followed"}
@@ -175,18 +185,21 @@ def test_directory_bad_symlinks(tmp_path: Path) -> None:
     (root / "pong").symlink_to("ping")
     (root / "sub").mkdir()
     (root / "sub" / "up").symlink_to("..", target_is_directory=True)
-    items = list(iter_directory(root))
-    assert _bad(items) == {
+    files = {
         "dangling.jpg": "dangling_symlink",
         "dotdot.jpg": "symlink_escape",
         "escape.jpg": "symlink_escape",
-        "escape_dir": "symlink_escape",
         "ping": "symlink_loop",
         "pong": "symlink_loop",
         "self.jpg": "symlink_loop",
-        "sub/up": "symlink_loop",
     }
+    items = list(iter_directory(root))  # directory links are not followed at all
+    assert _bad(items) == files
+    assert _ignored(items) == {"escape_dir": "symlinked_directory", "sub/up": "symlinked_directory"}
     assert [i.key for i in items if isinstance(i, SourceItem)] == ["ok.jpg"]
+    followed = list(iter_directory(root, follow_symlinks=True))
+    assert _bad(followed) == files | {"escape_dir": "symlink_escape", "sub/up": "symlink_loop"}
+    assert [i.key for i in followed if isinstance(i, SourceItem)] == ["ok.jpg"]
 
 
 @pytest.mark.timeout(10)

@@ -1,7 +1,8 @@
 """Bulk ingest: sources, the crash-safe journal and the orchestrator."""
 
+from chenyu_assets.batch.filters import PathFilter
 from chenyu_assets.batch.run import IngestStream, ingest, open_ingest
-from chenyu_assets.batch.sources import BadItem, SourceItem, open_source
+from chenyu_assets.batch.sources import BadItem, IgnoredItem, SourceItem, open_source
 from chenyu_assets.batch.staging import S3Stage
 from chenyu_assets.batch.types import (
     Event,
@@ -14,10 +15,12 @@ from chenyu_assets.batch.types import (
 __all__ = [
     "BadItem",
     "Event",
+    "IgnoredItem",
     "IngestOptions",
     "IngestReport",
     "IngestResult",
     "IngestStream",
+    "PathFilter",
     "S3Stage",
     "SourceItem",
     "StageStats",

@@ -9,16 +9,14 @@ import os
 import socket
 import stat
 from pathlib import Path
+from typing import BinaryIO
 from urllib.parse import urlsplit
 
 from chenyu_assets import media
 from chenyu_assets.batch.sources import SourceItem, url_has_userinfo
 from chenyu_assets.errors import MediaCheckError
 
-__all__ = ["asset_type_for", "hash_and_check", "url_problem"]
-
-_VIDEO_EXT = {".mp4", ".mov", ".m4v"}
-_AUDIO_EXT = {".wav", ".mp3", ".m4a", ".aac"}
+__all__ = ["asset_type_for", "hash_and_check", "sha256_of", "url_problem"]
 
 
 def url_problem(url: str, allow_private: bool) -> str | None:
@@ -82,11 +80,7 @@ def asset_type_for(item: SourceItem, info: media.MediaInfo | None) -> str:
     if info is not None:
         return info.asset_type
     ext = Path(urlsplit(item.url or "").path or (item.path or Path()).name).suffix.lower()
-    if ext in _VIDEO_EXT:
-        return "Video"
-    if ext in _AUDIO_EXT:
-        return "Audio"
-    return "Image"
+    return media.MEDIA_SUFFIXES.get(ext, "Image")
 
 
 def hash_and_check(path: Path, asset_type: str | None) -> tuple[str, media.MediaInfo]:
@@ -109,7 +103,27 @@ def hash_and_check(path: Path, asset_type: str | None) -> tuple[str, media.Media
         raise
     with f:
         info = media.check_file(path, asset_type)
-        digest = hashlib.sha256()
-        while chunk := f.read(1024 * 1024):
-            digest.update(chunk)
-    return digest.hexdigest(), info
+        return _sha256(f), info
+
+
+def sha256_of(path: Path) -> str:
+    """The file's SHA-256 (the fingerprint the pre-flight journals); MediaCheckError for
+    something that is not a regular file (opened without blocking: a FIFO never hangs),
+    OSError if it cannot be read."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise MediaCheckError(f"{path}: not a regular file", reason="not_regular_file")
+        f = os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+    with f:
+        return _sha256(f)
+
+
+def _sha256(f: BinaryIO) -> str:
+    digest = hashlib.sha256()
+    while chunk := f.read(1024 * 1024):
+        digest.update(chunk)
+    return digest.hexdigest()

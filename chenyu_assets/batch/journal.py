@@ -70,7 +70,7 @@ from .._core.logs import redact_text
 from ..errors import JournalError
 from .journal_files import lock, prepare
 
-__all__ = ["TERMINAL", "Entry", "ItemState", "Journal", "Registration"]
+__all__ = ["TERMINAL", "Entry", "ItemState", "Journal", "Registration", "fingerprint_changed"]
 
 SCHEMA_VERSION: Final = 1
 _PAGE: Final = 500  # rows per query when streaming
@@ -129,12 +129,16 @@ _COLUMNS: Final = (
     "key, source, source_bytes, content_hash, size, mtime_ns, name, asset_type, label, state, "
     "asset_id, upload_url, upload_expires_at, attempts, error_code, error_message, updated_at"
 )
-# Fingerprint "changed": both values known and different (`!=` is NULL, i.e. false, if either
-# is NULL). A PENDING/UPLOADED row takes the new registration (nothing was sent yet), reset to
-# PENDING if changed; a FAILED/SKIPPED row only if changed; other rows are never touched.
+# Fingerprint "changed", staged (the SQL twin of :func:`fingerprint_changed`): the sizes
+# differ, or both hashes are known and differ, or -- only when a hash is missing -- the mtimes
+# differ. A value counts only when old and new are known (`!=` is NULL, i.e. false, if either
+# is NULL), so equal hashes make an mtime-only change (``touch``) no change at all. A
+# PENDING/UPLOADED row takes the new registration (nothing was sent yet), reset to PENDING if
+# changed; a FAILED/SKIPPED row only if changed; other rows are never touched.
 _CHANGED: Final = (
-    "(excluded.size != items.size OR excluded.mtime_ns != items.mtime_ns"
-    " OR excluded.content_hash != items.content_hash)"
+    "(excluded.size != items.size OR excluded.content_hash != items.content_hash"
+    " OR (excluded.mtime_ns != items.mtime_ns"
+    " AND (excluded.content_hash IS NULL OR items.content_hash IS NULL)))"
 )
 # Every SQL text here is built from this module's constants only, never from input (S608).
 _UPSERT: Final = f"""
@@ -159,6 +163,12 @@ ON CONFLICT (key) DO UPDATE SET
 WHERE items.state IN ('pending', 'uploaded')
    OR (items.state IN ('failed', 'skipped') AND {_CHANGED})
 """  # noqa: S608
+# A registration whose hash equals the stored one keeps the row but records the new mtime,
+# so the next run's cheap size+mtime check holds again without hashing.
+_REFRESH_MTIME: Final = (
+    "UPDATE items SET mtime_ns = :mtime_ns WHERE key = :key AND content_hash = :content_hash"
+    " AND (size IS NULL OR :size IS NULL OR size = :size) AND mtime_ns IS NOT :mtime_ns"
+)
 _ONE_STATE: Final = (
     f"SELECT * FROM (SELECT id, {_COLUMNS} FROM items WHERE state = ? AND id > ? "  # noqa: S608
     "ORDER BY id LIMIT ?)"
@@ -229,6 +239,24 @@ class Entry:
         entry = cls(*row)
         entry.state = ItemState(entry.state)
         return entry
+
+
+Fingerprint = tuple[int | None, int | None, str | None]
+
+
+def fingerprint_changed(new: Fingerprint, old: Fingerprint) -> bool:
+    """Whether ``(size, mtime_ns, content_hash)`` ``new`` is other content than ``old``.
+
+    Staged: different sizes are a change; with both hashes known, only the hashes decide (a
+    ``touch`` is no change); without them, different mtimes are a change. A value counts only
+    when both sides know it.
+    """
+    (new_size, new_mtime, new_hash), (old_size, old_mtime, old_hash) = new, old
+    if new_size is not None and old_size is not None and new_size != old_size:
+        return True
+    if new_hash is not None and old_hash is not None:
+        return new_hash != old_hash
+    return new_mtime is not None and old_mtime is not None and new_mtime != old_mtime
 
 
 def _is_bearer_url(url: str | None) -> bool:
@@ -432,7 +460,9 @@ class Journal:
         """Insert ``key`` as PENDING if new, and return its row.
 
         For an existing row the content fingerprint (``size``, ``mtime_ns``,
-        ``content_hash``; a value counts only when both old and new are known) decides:
+        ``content_hash``) decides, staged (:func:`fingerprint_changed`: another size is a
+        change; with both hashes known only they decide, so a ``touch`` is none, and the new
+        mtime is recorded; without them the mtime decides):
 
         - unchanged: the row is returned as it is (a PENDING/UPLOADED row takes the new
           name, label, type and source: nothing was sent yet);
@@ -444,13 +474,13 @@ class Journal:
         """
         reg = Registration(key, name, source, content_hash, size, mtime_ns, asset_type, label)
         with self._tx() as conn:
-            conn.execute(_UPSERT, reg.params(self._clock()))
+            params = reg.params(self._clock())
+            conn.execute(_UPSERT, params)
+            if content_hash is not None and mtime_ns is not None:
+                conn.execute(_REFRESH_MTIME, params)
             entry = self.get(key)
         assert entry is not None  # just inserted or updated in this transaction
-        fingerprints = zip((size, mtime_ns, content_hash), entry.fingerprint, strict=True)
-        changed = any(
-            new is not None and old is not None and new != old for new, old in fingerprints
-        )
+        changed = fingerprint_changed((size, mtime_ns, content_hash), entry.fingerprint)
         entry.changed = changed and entry.state in _ASSET_MAY_EXIST
         return entry
 
@@ -462,7 +492,11 @@ class Journal:
         with self._tx() as conn:
             while chunk := list(itertools.islice(it, _CHUNK)):
                 now = self._clock()
-                conn.executemany(_UPSERT, [reg.params(now) for reg in chunk])
+                params = [reg.params(now) for reg in chunk]
+                conn.executemany(_UPSERT, params)
+                hashed = [p for p in params if p["content_hash"] and p["mtime_ns"] is not None]
+                if hashed:
+                    conn.executemany(_REFRESH_MTIME, hashed)
 
     # --- transitions -------------------------------------------------------------------------
 
@@ -539,3 +573,20 @@ class Journal:
         and the upload URL (reusable until ``upload_expires_at``). ValueError from CREATED
         or ACTIVE."""
         self._move(key, _S.PENDING, asset_id=None, error_code=None, error_message=None)
+
+    def mark_replaced(self, key: str, *, size: int | None, mtime_ns: int | None) -> None:
+        """ACTIVE → PENDING for new content, once its old asset was deleted (``--replace-changed``):
+        asset id, hash, upload URL, errors and attempts cleared, the new size and mtime kept
+        (the pre-flight hashes the new content). ValueError from any other state."""
+        with self._tx() as conn:
+            entry = self.get(key)
+            if entry is None:
+                raise KeyError(key)
+            if entry.state is not _S.ACTIVE:
+                raise ValueError(f"journal item {key!r}: only an active item is replaced")
+            conn.execute(
+                "UPDATE items SET state = 'pending', asset_id = NULL, content_hash = NULL,"
+                " upload_url = NULL, upload_expires_at = NULL, attempts = 0, error_code = NULL,"
+                " error_message = NULL, size = ?, mtime_ns = ?, updated_at = ? WHERE key = ?",
+                (size, mtime_ns, self._clock(), key),
+            )

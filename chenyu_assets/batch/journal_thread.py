@@ -10,12 +10,18 @@ from __future__ import annotations
 import asyncio
 import itertools
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from typing import Any, TypeVar
 
-from chenyu_assets.batch.journal import Entry, ItemState, Journal, Registration
+from chenyu_assets.batch.journal import (
+    Entry,
+    ItemState,
+    Journal,
+    Registration,
+    fingerprint_changed,
+)
 from chenyu_assets.batch.naming import asset_name
 from chenyu_assets.batch.sources import BadItem, SourceItem
 
@@ -57,9 +63,13 @@ def take(iterator: Iterator[T], n: int) -> list[T]:
 
 
 def register_batch(
-    journal: Journal | None, batch: list[SourceItem | BadItem]
+    journal: Journal | None,
+    batch: list[SourceItem | BadItem],
+    hashes: Mapping[str, str] | None = None,
 ) -> list[tuple[Entry | BadItem, SourceItem | None]]:
-    """Register a batch in one transaction (runs on the journal thread)."""
+    """Register a batch in one transaction (runs on the journal thread). ``hashes``: the
+    content hashes already known (key -> sha-256; see :mod:`.fingerprints`)."""
+    hashes = hashes or {}
     if journal is None:
         raise RuntimeError("journal is not open")
     regs: list[Registration] = []
@@ -76,7 +86,16 @@ def register_batch(
         name = item.name or asset_name(item.key, label=item.label)
         source: str | os.PathLike[str] = item.path if item.path is not None else (item.url or "")
         regs.append(
-            Registration(item.key, name, source, None, size, mtime, item.asset_type, item.label)
+            Registration(
+                item.key,
+                name,
+                source,
+                hashes.get(item.key),
+                size,
+                mtime,
+                item.asset_type,
+                item.label,
+            )
         )
     journal.register_many(regs)
     out: list[tuple[Entry | BadItem, SourceItem | None]] = []
@@ -90,9 +109,8 @@ def register_batch(
         if entry is None:  # pragma: no cover - just registered
             raise RuntimeError(f"journal lost {item.key!r}")
         if entry.state in _ASSET_MAY_EXIST:
-            entry.changed = any(
-                new is not None and old is not None and new != old
-                for new, old in ((reg.size, entry.size), (reg.mtime_ns, entry.mtime_ns))
+            entry.changed = fingerprint_changed(
+                (reg.size, reg.mtime_ns, reg.content_hash), entry.fingerprint
             )
         out.append((entry, item))
     return out

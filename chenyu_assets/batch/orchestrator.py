@@ -49,9 +49,16 @@ from chenyu_assets.ark import ArkFamilyClient
 from chenyu_assets.batch import hooks
 from chenyu_assets.batch.checks import hash_and_check, url_problem
 from chenyu_assets.batch.create import CreateStage, Fatal, Tracked, Work
+from chenyu_assets.batch.fingerprints import register_items, replace_asset
 from chenyu_assets.batch.journal import TERMINAL, Entry, ItemState
-from chenyu_assets.batch.journal_thread import JournalThread, register_batch, take
-from chenyu_assets.batch.sources import BadItem, KeySet, SourceItem, url_has_userinfo
+from chenyu_assets.batch.journal_thread import JournalThread, take
+from chenyu_assets.batch.sources import (
+    BadItem,
+    IgnoredItem,
+    KeySet,
+    SourceItem,
+    url_has_userinfo,
+)
 from chenyu_assets.batch.staging import S3Staging
 from chenyu_assets.batch.types import Event, IngestOptions, IngestReport, IngestResult, Status
 from chenyu_assets.chenyu import ChenyuClient
@@ -83,7 +90,7 @@ class Pipeline(CreateStage):
     def __init__(
         self,
         ark: ArkFamilyClient,
-        source: Iterable[SourceItem | BadItem],
+        source: Iterable[SourceItem | BadItem | IgnoredItem],
         *,
         group_id: str,
         journal: JournalThread,
@@ -226,12 +233,24 @@ class Pipeline(CreateStage):
     async def produce(self, out: ObjectSendStream[Work], resume: ObjectSendStream[Work]) -> None:
         async with out, resume:
             iterator = iter(self.source)
-            while batch := await anyio.to_thread.run_sync(take, iterator, 256):
-                batch = [self._unique(item) for item in batch]
-                for entry, item in await self.journal.run(
-                    register_batch, self.journal.journal, batch
-                ):
+            while taken := await anyio.to_thread.run_sync(take, iterator, 256):
+                batch = [self._unique(item) for item in self._drop_ignored(taken)]
+                for entry, item in await register_items(self.journal, batch):
                     await self._dispatch(entry, item, out, resume)
+
+    def _drop_ignored(
+        self, taken: list[SourceItem | BadItem | IgnoredItem]
+    ) -> list[SourceItem | BadItem]:
+        """``taken`` without its :class:`IgnoredItem`, each counted (not a result: it
+        changes no exit code) and emitted as an ``ignored`` event."""
+        kept: list[SourceItem | BadItem] = []
+        for item in taken:
+            if isinstance(item, IgnoredItem):
+                self.report.ignore(item.reason)
+                self.emit("ignored", item.key, reason=item.reason)
+            else:
+                kept.append(item)
+        return kept
 
     def _unique(self, item: SourceItem | BadItem) -> SourceItem | BadItem:
         """``item``, or a BadItem when an earlier item had its key (both would share one
@@ -277,6 +296,11 @@ class Pipeline(CreateStage):
         if entry.state in TERMINAL:
             status: Status = entry.state.value  # type: ignore[assignment]
             if entry.changed and entry.state is ItemState.ACTIVE:
+                if self.opt.replace_changed:
+                    replaced = await self._replace(entry)
+                    if replaced is not None:
+                        await self._dispatch(replaced, item, out, resume)
+                        return
                 await self.finish(
                     IngestResult(
                         entry.key,
@@ -285,8 +309,12 @@ class Pipeline(CreateStage):
                         entry.source,
                         entry.asset_id,
                         "source_changed",
-                        "the file changed after its asset was created; "
-                        "ingest it under another key or journal",
+                        "the file's content changed after its asset was created; the old "
+                        "asset could not be deleted yet: rerun to try again"
+                        if self.opt.replace_changed
+                        else "the file's content changed after its asset was created; rerun "
+                        "with --replace-changed (replace_changed=True) to delete the old "
+                        "asset and create it anew",
                         resumed=True,
                     )
                 )
@@ -313,6 +341,17 @@ class Pipeline(CreateStage):
             await resume.send(Work(entry, item, reconcile=entry.state is not ItemState.CREATED))
         else:
             await out.send(Work(entry, item))
+
+    async def _replace(self, entry: Entry) -> Entry | None:
+        """``replace_changed``: the old asset deleted and the row PENDING (None when the
+        delete failed: the item is then reported ``source_changed``)."""
+        try:
+            return await replace_asset(self.ark, self.journal, entry)
+        except (AuthenticationError, PermissionDeniedError) as exc:
+            raise Fatal(f"DeleteAsset refused: {exc}") from exc
+        except (APIError, TransportError) as exc:
+            self.emit("retried", entry.key, reason=f"could not delete the old asset: {exc}")
+            return None
 
     async def preflight(
         self, inbox: ObjectReceiveStream[Work], out: ObjectSendStream[Work]

@@ -17,10 +17,11 @@ from anyio.abc import ObjectReceiveStream
 from chenyu_assets._core.logs import get_logger
 from chenyu_assets._core.ratelimit import SlotPool, Slots
 from chenyu_assets.ark import ArkFamilyClient
+from chenyu_assets.batch.filters import PathFilter
 from chenyu_assets.batch.journal import Journal
 from chenyu_assets.batch.journal_thread import JournalThread
 from chenyu_assets.batch.orchestrator import Pipeline
-from chenyu_assets.batch.sources import BadItem, SourceItem, open_source
+from chenyu_assets.batch.sources import BadItem, IgnoredItem, SourceItem, open_source
 from chenyu_assets.batch.staging import S3Staging
 from chenyu_assets.batch.types import Event, IngestOptions, IngestReport, IngestResult
 from chenyu_assets.chenyu import ChenyuClient
@@ -56,7 +57,7 @@ class IngestStream:
 @asynccontextmanager
 async def open_ingest(
     ark: ArkFamilyClient,
-    source: str | os.PathLike[str] | Iterable[SourceItem | BadItem],
+    source: str | os.PathLike[str] | Iterable[SourceItem | BadItem | IgnoredItem],
     *,
     group_id: str,
     journal: str | os.PathLike[str] | None = None,
@@ -86,8 +87,11 @@ async def open_ingest(
     """
     opts = options or IngestOptions()
     if isinstance(source, str | os.PathLike):
-        items: Iterable[SourceItem | BadItem] = open_source(
-            Path(source), allow_outside=opts.allow_outside_paths
+        items: Iterable[SourceItem | BadItem | IgnoredItem] = open_source(
+            Path(source),
+            allow_outside=opts.allow_outside_paths,
+            follow_symlinks=opts.follow_symlinks,
+            filters=PathFilter(opts.include, opts.exclude, ignore_case=opts.ignore_case),
         )
         unique_keys = True  # the readers refuse duplicate keys themselves
     else:
@@ -176,7 +180,7 @@ def _pool(ark: ArkFamilyClient, limit: int) -> Slots:
 
 async def ingest(
     ark: ArkFamilyClient,
-    source: str | os.PathLike[str] | Iterable[SourceItem | BadItem],
+    source: str | os.PathLike[str] | Iterable[SourceItem | BadItem | IgnoredItem],
     *,
     group_id: str,
     journal: str | os.PathLike[str] | None = None,

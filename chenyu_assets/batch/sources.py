@@ -23,8 +23,12 @@ is bounded by the cap whatever the file holds (an over-long header refuses the m
 ``outside_manifest`` unless ``allow_outside=True``; a URL carrying ``user:password@`` is
 ``bad_url`` and its credentials are neither kept in the key nor shown.
 
-Whether a file is really media is not decided here: the pre-flight check does that (and
-infers the asset type when the manifest does not give one).
+A directory walk also yields :class:`IgnoredItem` (``not_media``, ``excluded``,
+``symlinked_directory``, ``already_walked``): files it passes over on purpose, counted but
+neither ingested nor skipped. "Not media" is only the cheap test (no media suffix and no
+media magic bytes, :data:`~chenyu_assets.media.MEDIA_SUFFIXES`); whether a file really is
+acceptable media is the pre-flight's verdict (and it infers the asset type when the manifest
+does not give one). ``--include``/``--exclude`` rules: :mod:`.filters`.
 """
 
 from __future__ import annotations
@@ -36,14 +40,19 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from .items import BadItem, SourceError, SourceItem
+from chenyu_assets import media
+
+from .filters import PathFilter
+from .items import BadItem, IgnoredItem, SourceError, SourceItem
 from .manifests import MANIFEST_SUFFIXES, MAX_LINE, KeySet, iter_csv, iter_jsonl, url_has_userinfo
 from .naming import item_key_for_path
 
 __all__ = [
     "MAX_LINE",
     "BadItem",
+    "IgnoredItem",
     "KeySet",
+    "PathFilter",
     "SourceError",
     "SourceItem",
     "iter_csv",
@@ -73,23 +82,38 @@ def _listing(path: str) -> list[os.DirEntry[str]]:
 
 
 def iter_directory(
-    root: str | os.PathLike[str], *, follow_symlinks_inside: bool = True
-) -> Iterator[SourceItem | BadItem]:
+    root: str | os.PathLike[str],
+    *,
+    follow_symlinks_inside: bool = True,
+    follow_symlinks: bool = False,
+    filters: PathFilter | None = None,
+) -> Iterator[SourceItem | BadItem | IgnoredItem]:
     """Regular files under ``root``, depth first, sorted by name (bytes) at each level.
 
-    Hidden names (leading ``.``) are skipped silently. A symlink is followed only when its
-    target stays inside ``root`` (the item's ``path`` is then the resolved target, its key
-    the link's own relative path); with ``follow_symlinks_inside=False`` every symlink is a
-    ``symlink_not_followed`` BadItem. A directory reached again below itself is a
-    ``symlink_loop``. Readability is proven by opening each file (``O_RDONLY``), so
-    ``unreadable`` reflects the real permissions of the running user. Iterative: one sorted
-    listing per open directory level. NotADirectoryError if ``root`` is not a directory.
+    Hidden names (leading ``.``) are skipped silently. A symlink to a *file* is followed only
+    when its target stays inside ``root`` (the item's ``path`` is then the resolved target,
+    its key the link's own relative path). A symlink to a *directory* is not followed (an
+    :class:`IgnoredItem` ``symlinked_directory``) unless ``follow_symlinks=True``; then it is
+    followed when it stays inside ``root``, and every directory is walked once: one reached
+    again below itself is a ``symlink_loop`` BadItem, one reached again elsewhere an
+    ``already_walked`` IgnoredItem (a set of (device, inode) pairs, one per directory).
+    With ``follow_symlinks_inside=False`` every symlink is a ``symlink_not_followed``
+    BadItem.
+
+    ``filters`` (see :mod:`.filters`) leaves files out as ``excluded`` (and does not list a
+    directory an exclude rule covers whole). A file with no media suffix
+    (:data:`~chenyu_assets.media.MEDIA_SUFFIXES`) whose first bytes are no known media is
+    ``not_media``. Both are IgnoredItems: counted, never skipped. Readability is proven by
+    opening each file (``O_RDONLY``), so ``unreadable`` reflects the real permissions of the
+    running user. Iterative: one sorted listing per open directory level.
+    NotADirectoryError if ``root`` is not a directory.
     """
     root_real = os.path.realpath(root)
     root_st = os.stat(root_real)
     if not stat.S_ISDIR(root_st.st_mode):
         raise NotADirectoryError(errno.ENOTDIR, "not a directory", str(root))
     prefix = root_real.rstrip(os.sep) + os.sep
+    rules = filters if filters is not None and filters.active else None
 
     def inside(target: str) -> bool:
         return target == root_real or target.startswith(prefix)
@@ -97,6 +121,7 @@ def iter_directory(
     def key_of(rel: str) -> str:
         return item_key_for_path(root_real, os.path.join(root_real, rel))
 
+    walked = {(root_st.st_dev, root_st.st_ino)}
     stack = [_Frame(_listing(root_real), 0, "", (root_st.st_dev, root_st.st_ino))]
     while stack:
         frame = stack[-1]
@@ -107,16 +132,22 @@ def iter_directory(
         frame.pos += 1
         rel = f"{frame.rel}/{entry.name}" if frame.rel else entry.name
         real = entry.path
+        linked = False
         try:
             if entry.is_symlink():
                 if not follow_symlinks_inside:
                     yield BadItem(key_of(rel), "symlink_not_followed", "symlinks are not followed")
                     continue
+                linked = True
                 real = os.path.realpath(entry.path)
                 try:
                     st = os.stat(entry.path)
                 except OSError as exc:
                     yield _bad_link(key_of(rel), exc, inside(real), real)
+                    continue
+                if stat.S_ISDIR(st.st_mode) and not follow_symlinks:
+                    msg = "a symlinked directory (follow it with --follow-symlinks)"
+                    yield IgnoredItem(key_of(rel), "symlinked_directory", msg)
                     continue
                 if not inside(real):
                     yield BadItem(key_of(rel), "symlink_escape", f"points outside the root: {real}")
@@ -131,21 +162,51 @@ def iter_directory(
             if any(f.ident == ident for f in stack):
                 yield BadItem(key_of(rel), "symlink_loop", "leads back to a directory above it")
                 continue
+            if ident in walked:
+                msg = "this directory was already walked under another path"
+                yield IgnoredItem(key_of(rel), "already_walked", msg)
+                continue
+            if rules is not None and rules.prunes(rel):
+                yield IgnoredItem(key_of(rel) + "/", "excluded", "the directory is excluded")
+                continue
+            walked.add(ident)
             try:
                 stack.append(_Frame(_listing(real), 0, rel, ident))
             except OSError as exc:
                 yield BadItem(key_of(rel), "unreadable", f"cannot list: {exc.strerror}")
+        elif rules is not None and not rules.wants(rel):
+            yield IgnoredItem(key_of(rel), "excluded", "left out by --include/--exclude")
         elif not stat.S_ISREG(st.st_mode):
             yield BadItem(
                 key_of(rel), "not_regular_file", "not a regular file (FIFO, socket, device)"
             )
         else:
             try:  # O_NONBLOCK: never hang if the file was swapped for a FIFO since the stat
-                os.close(os.open(real, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC))
+                fd = os.open(real, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
             except OSError as exc:
                 yield BadItem(key_of(rel), "unreadable", f"cannot open: {exc.strerror}")
                 continue
+            try:
+                names = (entry.name, os.path.basename(real)) if linked else (entry.name,)
+                media_like = _media_like(fd, *names)
+            finally:
+                os.close(fd)
+            if not media_like:
+                msg = "not media (no media suffix, no media signature)"
+                yield IgnoredItem(key_of(rel), "not_media", msg)
+                continue
             yield SourceItem(key_of(rel), Path(real), None)
+
+
+def _media_like(fd: int, *names: str) -> bool:
+    """A media suffix on any of ``names``, or media magic in the file's first 64 bytes."""
+    if any(os.path.splitext(n)[1].lower() in media.MEDIA_SUFFIXES for n in names):
+        return True
+    try:
+        head = os.pread(fd, 64, 0)
+    except OSError:
+        return True  # let the pre-flight say what is wrong with it
+    return media.sniff(head) is not None
 
 
 def _bad_link(key: str, exc: OSError, target_inside: bool, target: str) -> BadItem:
@@ -159,8 +220,12 @@ def _bad_link(key: str, exc: OSError, target_inside: bool, target: str) -> BadIt
 
 
 def open_source(
-    spec: str | os.PathLike[str], *, allow_outside: bool = False
-) -> Iterator[SourceItem | BadItem]:
+    spec: str | os.PathLike[str],
+    *,
+    allow_outside: bool = False,
+    follow_symlinks: bool = False,
+    filters: PathFilter | None = None,
+) -> Iterator[SourceItem | BadItem | IgnoredItem]:
     """The reader for ``spec``: a directory, a ``.csv``, a ``.jsonl``/``.ndjson`` manifest, or
     any other regular file as a one-item source (its key is its file name; the pre-flight
     decides whether it is media).
@@ -168,7 +233,8 @@ def open_source(
     SourceError (checked now, not at the first item) for a path that does not exist, a
     manifest that is not a regular file, a CSV without a usable header, or a non-manifest
     path that is not a regular file. ``allow_outside`` lets manifest paths leave the
-    manifest's folder.
+    manifest's folder. ``follow_symlinks`` and ``filters`` apply to a directory walk only
+    (see :func:`iter_directory`); a manifest lists exactly what it means.
     """
     source = Path(spec)
     kind = MANIFEST_SUFFIXES.get(source.suffix.lower())
@@ -183,7 +249,7 @@ def open_source(
     except OSError as exc:
         raise SourceError(f"{source}: cannot read: {exc.strerror or exc}") from None
     if stat.S_ISDIR(st.st_mode):
-        return iter_directory(source)
+        return iter_directory(source, follow_symlinks=follow_symlinks, filters=filters)
     if not stat.S_ISREG(st.st_mode):
         raise SourceError(
             f"{source}: not a regular file (FIFO, device, socket); give a directory, "

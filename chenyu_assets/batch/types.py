@@ -41,6 +41,16 @@ class IngestOptions:
     allow_private_urls: bool = False
     #: let manifest paths leave the manifest's folder (else ``outside_manifest``)
     allow_outside_paths: bool = False
+    #: directory walks: follow symlinked directories that stay inside the root (each
+    #: directory walked once); else they are ignored as ``symlinked_directory``
+    follow_symlinks: bool = False
+    #: directory walks: glob rules (see :mod:`chenyu_assets.batch.filters`); excludes first
+    include: tuple[str, ...] = ()
+    exclude: tuple[str, ...] = ()
+    ignore_case: bool = False
+    #: a file whose content changed after its asset became Active: delete that asset and
+    #: create it anew under the same name (else ``skipped`` / ``source_changed``)
+    replace_changed: bool = False
     upload_ttl_hours: int = 48
     create_unit_timeout: float = 120.0
     #: where local files are staged: None uploads them to Chenyu (``chenyu=`` client);
@@ -81,7 +91,8 @@ class IngestResult:
 
 @dataclass(frozen=True, slots=True)
 class Event:
-    """Progress: queued, uploaded, created, polled, done, retried, rate_limited, recovered."""
+    """Progress: queued, uploaded, created, polled, done, retried, rate_limited, recovered,
+    ignored (a file the walk passed over: ``data["reason"]``)."""
 
     kind: str
     key: str | None = None
@@ -121,6 +132,10 @@ class IngestReport:
     fatal: str | None = None
     interrupted: bool = False
     failures: dict[str, int] = field(default_factory=dict)
+    #: what the walk passed over on purpose (not media, excluded, symlinked directories):
+    #: not results, never part of the exit code
+    ignored: int = 0
+    ignored_reasons: dict[str, int] = field(default_factory=dict)
     #: the S3 stage's counters (None on the Chenyu path)
     staging: StageStats | None = None
 
@@ -132,6 +147,10 @@ class IngestReport:
     @property
     def finished(self) -> int:
         return self.active + self.failed + self.skipped + self.planned
+
+    def ignore(self, reason: str) -> None:
+        self.ignored += 1
+        self.ignored_reasons[reason] = self.ignored_reasons.get(reason, 0) + 1
 
     def count(self, result: IngestResult) -> None:
         self.total += 1

@@ -8,8 +8,6 @@ caller's scope are ``NotFound.group_id`` / ``NotFound.asset_id``.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import random
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
@@ -18,6 +16,7 @@ from typing import Any, TypeVar
 from yarl import URL
 
 from chenyu_assets.emulator.envelopes import ApiError, invalid
+from chenyu_assets.emulator.paging import Paging
 from chenyu_assets.emulator.params import Params
 from chenyu_assets.emulator.pipeline import Call
 from chenyu_assets.emulator.state import EmulatorState
@@ -36,12 +35,9 @@ __all__ = [
 GROUP_TYPES = ("AIGC", "LivenessFace")
 ASSET_TYPES = ("Image", "Video", "Audio")
 STATUSES = ("Processing", "Active", "Failed")
-_SORT_ORDERS = ("Desc", "Asc")
 _NAME_MAX = 64
 _DESCRIPTION_MAX = 300
 _URL_MAX = 4096
-_PAGE_MAX = 100
-_PAGE_NUMBER_MAX = 1_000_000
 
 T = TypeVar("T", GroupRec, AssetRec)
 Action = Callable[[Call, Params], dict[str, Any]]
@@ -173,7 +169,7 @@ def list_asset_groups(call: Call, p: Params) -> dict[str, Any]:
     group_ids = f.text_list("GroupIds")
     group_type = f.enum("GroupType", GROUP_TYPES, default=None)
     sort_by = p.enum("SortBy", ("CreateTime", "UpdateTime"), default="CreateTime")
-    page = _Paging(p)
+    page = Paging(p, "ListAssetGroups", f"{call.account.name}/{project}")
     items: Iterable[GroupRec] = call.state.store.groups(call.account.name, project)
     if group_ids is not None:
         wanted = set(group_ids)
@@ -275,7 +271,7 @@ def list_assets(call: Call, p: Params) -> dict[str, Any]:
         raise invalid("Filter.Statuses", f"each must be one of {', '.join(STATUSES)}")
     name = f.text("Name", max_len=_NAME_MAX)
     sort_by = p.enum("SortBy", ("CreateTime", "UpdateTime", "GroupId"), default="CreateTime")
-    page = _Paging(p)
+    page = Paging(p, "ListAssets", f"{call.account.name}/{project}")
     store, account = call.state.store, call.account.name
     items: Iterable[AssetRec] = store.assets(account, project, group_ids)
     if group_type is not None:
@@ -344,54 +340,6 @@ def _sorted(items: list[T], sort_by: str, descending: bool) -> list[T]:
 
     items.sort(key=key, reverse=descending)
     return items
-
-
-class _Paging:
-    """PageNumber/PageSize (primary) or MaxResults/NextToken — never both."""
-
-    def __init__(self, p: Params) -> None:
-        order = p.enum("SortOrder", _SORT_ORDERS, default="Desc")
-        self.descending = order != "Asc"
-        self.token_style = p.has("MaxResults") or p.has("NextToken")
-        if self.token_style and (p.has("PageNumber") or p.has("PageSize")):
-            raise invalid("NextToken", "PageNumber/PageSize and MaxResults/NextToken are exclusive")
-        if self.token_style:
-            self.size = p.integer("MaxResults", default=10, lo=1, hi=_PAGE_MAX)
-            self.offset = _decode_token(p.text("NextToken") or "")
-            self.number = 1
-        else:
-            self.number = p.integer("PageNumber", default=1, lo=1, hi=_PAGE_NUMBER_MAX)
-            self.size = p.integer("PageSize", default=10, lo=1, hi=_PAGE_MAX)
-            self.offset = (self.number - 1) * self.size
-
-    def result(self, items: list[T], view: Callable[[T], dict[str, Any]]) -> dict[str, Any]:
-        chunk = items[self.offset : self.offset + self.size]
-        out: dict[str, Any] = {"Items": [view(i) for i in chunk], "TotalCount": len(items)}
-        if self.token_style:
-            end = self.offset + len(chunk)
-            out["MaxResults"] = self.size
-            out["NextToken"] = _encode_token(end) if end < len(items) else ""
-        else:
-            out["PageNumber"] = self.number
-            out["PageSize"] = self.size
-        return out
-
-
-def _encode_token(offset: int) -> str:
-    return base64.urlsafe_b64encode(f"o:{offset}".encode()).decode().rstrip("=")
-
-
-def _decode_token(token: str) -> int:
-    if not token:
-        return 0
-    try:
-        text = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode()
-    except (binascii.Error, UnicodeDecodeError, ValueError):
-        raise invalid("NextToken", "not a token this service issued") from None
-    prefix, _, number = text.partition(":")
-    if prefix != "o" or not number.isdigit():
-        raise invalid("NextToken", "not a token this service issued")
-    return int(number)
 
 
 ACTIONS: dict[str, Action] = {
