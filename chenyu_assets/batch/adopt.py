@@ -32,7 +32,7 @@ from chenyu_assets.models.ark import Asset
 
 __all__ = ["Adoption", "Found", "NameIndex", "delete_failed", "may_retry"]
 
-_STATUSES: Final = ("Processing", "Active", "Failed")
+_STATUSES: Final = ("Processing", "Active", "Failed", "")  # "": deleted by this run
 #: which of two assets with one name is kept: Active before Processing before Failed
 _RANK: Final = {"Active": 0, "Processing": 1, "Failed": 2}
 
@@ -119,10 +119,17 @@ class NameIndex:
     def _status(self, row: int) -> str:
         return _STATUSES[self._state[row] // 64]
 
+    def forget(self, name: str) -> None:
+        """The asset of ``name`` is gone (deleted by this run)."""
+        h = _hash(name)
+        slot = self._slot(h)
+        if self._keys[slot] == h:
+            self._state[self._rows[slot]] = 3 * 64
+
     def get(self, name: str) -> Found | None:
         h = _hash(name)
         slot = self._slot(h)
-        if self._keys[slot] != h:
+        if self._keys[slot] != h or not self._status(self._rows[slot]):
             return None
         row = self._rows[slot]
         start = self._ends[row - 1] if row else 0
@@ -145,6 +152,12 @@ class Adoption:
                 if self._index is None:
                     self._index = await self._build()
         return self._index.get(name)
+
+    async def forget(self, name: str) -> None:
+        """Drop ``name`` from the index (its asset was deleted), building it first."""
+        await self.find(name)
+        if self._index is not None:
+            self._index.forget(name)
 
     async def _build(self) -> NameIndex:
         index = NameIndex()

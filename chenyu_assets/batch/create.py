@@ -141,6 +141,7 @@ class CreateStage:
         elif not (entry.state is ItemState.SKIPPED and self.opt.retry_failed):
             return None
         if entry.asset_id:
+            await self.adoption.forget(entry.name)  # the group's listing predates the delete
             if await delete_failed(self.ark, entry.asset_id) is not None:
                 return None  # reported as it stands; the next run tries again
             self.report.deleted_failed += 1
@@ -162,6 +163,7 @@ class CreateStage:
         ):
             problem = await delete_failed(self.ark, found.asset_id)
             if problem is None:
+                await self.adoption.forget(entry.name)
                 self.report.deleted_failed += 1
                 return False
             await self.finish_entry(  # still PENDING: the next run tries again

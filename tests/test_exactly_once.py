@@ -1,0 +1,211 @@
+"""Exactly once whatever the journal (issue 13): adoption by Name, failed vs retryable.
+
+In-process ingests on virtual time against the emulator over 127.0.0.1 (``@virtual``, the
+emulator built inside the test on the loop's clock); the CLI tests are real processes.
+"""
+
+from __future__ import annotations
+
+import math
+import tracemalloc
+from pathlib import Path
+
+from chenyu_assets.batch import IngestOptions, ingest
+from chenyu_assets.batch.adopt import NameIndex
+from chenyu_assets.batch.naming import asset_name
+from chenyu_assets.batch.types import retryable
+from chenyu_assets.chenyu import ChenyuClient
+from chenyu_assets.emulator import Emulator, EmulatorConfig
+from tests import mediagen
+from tests.test_ingest import clients, make_images
+from tests.vclock import emulator_clock, virtual
+
+
+def emulator(delay: float = 2.0) -> Emulator:
+    return Emulator(EmulatorConfig(processing_delay=delay), clock=emulator_clock())
+
+
+def creates(emu: Emulator) -> int:
+    return emu.audit().count("CreateAsset", 200)
+
+
+@virtual
+async def test_rerun_with_a_new_journal_creates_no_asset(tmp_path: Path) -> None:
+    async with emulator() as emu:
+        make_images(tmp_path / "src", 120)
+        ark, chenyu = clients(emu)
+        async with ark, chenyu:
+            group = await ark.create_asset_group(name="bulk")
+            first = await ingest(
+                ark, tmp_path / "src", group_id=group, journal=tmp_path / "a.db", chenyu=chenyu
+            )
+            sent_before = creates(emu)
+            uploads_before = len(emu.audit().uploads)
+            lists_before = emu.audit().count("ListAssets")
+            second = await ingest(
+                ark,
+                tmp_path / "src",
+                group_id=group,
+                journal=tmp_path / "other" / "b.db",
+                chenyu=chenyu,
+            )
+        assert (first.active, first.creates, first.adopted) == (120, 120, 0)
+        assert (second.active, second.adopted, second.creates, second.failed) == (120, 120, 0, 0)
+        assert creates(emu) == sent_before == 120  # 0 CreateAsset on the second run
+        assert len(emu.audit().uploads) == uploads_before  # nothing staged again either
+        # one walk of the group, 100 per call: ceil(120 / 100) = 2 ListAssets
+        assert emu.audit().count("ListAssets") - lists_before == math.ceil(120 / 100)
+        audit = emu.audit()
+        assert audit.duplicates() == {}
+        assert len(audit.assets) == 120
+
+
+@virtual
+async def test_processing_assets_are_adopted_and_watched(tmp_path: Path) -> None:
+    async with emulator(delay=30.0) as emu:
+        paths = make_images(tmp_path / "src", 5)
+        ark, chenyu = clients(emu)
+        async with ark, chenyu:
+            group = await ark.create_asset_group(name="bulk")
+            up = await chenyu.upload(paths[0])
+            url = up.signed_url or up.url or up.content_url
+            assert url
+            made = [
+                await ark.create_asset(group_id=group, url=url, name=asset_name(p.name))
+                for p in paths[:3]  # another machine's run, still Processing
+            ]
+            report = await ingest(
+                ark, tmp_path / "src", group_id=group, journal=tmp_path / "j.db", chenyu=chenyu
+            )
+        assert (report.active, report.adopted, report.creates) == (5, 3, 2)
+        audit = emu.audit()
+        assert audit.duplicates() == {}
+        assert {a.status for a in audit.assets} == {"Active"}
+        assert set(made) <= {a.id for a in audit.assets}
+        assert len(audit.assets) == 5
+
+
+async def _tiny_images(root: Path, n: int) -> None:
+    root.mkdir(parents=True, exist_ok=True)
+    for i in range(n):  # 100 px a side: the service refuses it (a verdict on the content)
+        (root / f"tiny-{i}.png").write_bytes(mediagen.png(100, 100))
+
+
+@virtual
+async def test_content_failures_are_final_unless_retry_failed(tmp_path: Path) -> None:
+    async with emulator() as emu:
+        await _tiny_images(tmp_path / "src", 3)
+        ark, chenyu = clients(emu)
+        no_check = IngestOptions(preflight=False)
+        async with ark, chenyu:
+            group = await ark.create_asset_group(name="bulk")
+            first = await ingest(
+                ark,
+                tmp_path / "src",
+                group_id=group,
+                journal=tmp_path / "a.db",
+                chenyu=chenyu,
+                options=no_check,
+            )
+            plain = await ingest(  # same journal: nothing is sent again
+                ark,
+                tmp_path / "src",
+                group_id=group,
+                journal=tmp_path / "a.db",
+                chenyu=chenyu,
+                options=no_check,
+            )
+            adopted = await ingest(  # a new journal adopts the Failed assets, creates none
+                ark,
+                tmp_path / "src",
+                group_id=group,
+                journal=tmp_path / "b.db",
+                chenyu=chenyu,
+                options=no_check,
+            )
+            again = await ingest(
+                ark,
+                tmp_path / "src",
+                group_id=group,
+                journal=tmp_path / "a.db",
+                chenyu=chenyu,
+                options=IngestOptions(preflight=False, retry_failed=True),
+            )
+        assert (first.failed, first.retryable, first.creates) == (3, 0, 3)
+        assert (plain.failed, plain.resumed, plain.creates) == (3, 3, 0)
+        assert (adopted.failed, adopted.adopted, adopted.creates) == (3, 3, 0)
+        assert (again.failed, again.deleted_failed, again.creates) == (3, 3, 3)
+        audit = emu.audit()
+        assert audit.count("DeleteAsset", 200) == 3
+        assert len(audit.assets) == 3  # each Failed asset deleted before its retry
+        assert audit.duplicates() == {}
+
+
+@virtual
+async def test_misconfigured_upload_url_fails_retryable_then_a_rerun_finishes(
+    tmp_path: Path,
+) -> None:
+    async with emulator() as emu:
+        make_images(tmp_path / "src", 24)
+        ark, chenyu = clients(emu)
+        typo = ChenyuClient(api_key=emu.account.api_key, base_url=emu.chenyu_url + "/typo")
+        async with ark, chenyu, typo:
+            group = await ark.create_asset_group(name="bulk")
+            bad = await ingest(
+                ark, tmp_path / "src", group_id=group, journal=tmp_path / "j.db", chenyu=typo
+            )
+            fixed = await ingest(
+                ark, tmp_path / "src", group_id=group, journal=tmp_path / "j.db", chenyu=chenyu
+            )
+        assert bad.fatal is None
+        assert (bad.failed, bad.retryable, bad.creates) == (24, 24, 0)
+        assert set(bad.failures) == {"upload_failed"}
+        assert (fixed.active, fixed.failed, fixed.creates) == (24, 0, 24)
+        audit = emu.audit()
+        assert len(audit.assets) == 24
+        assert audit.duplicates() == {}
+
+
+def test_retryable_codes() -> None:
+    for code in ("InvalidParameter.DownloadFailed", "TranscodingFailed", "InternalError"):
+        assert retryable(code), code
+    assert retryable("upload_failed")
+    assert retryable("create_retries_exhausted")
+    for code in ("WidthTooSmall", "InvalidParameter.FormatUnsupported", "FaceMismatch", None):
+        assert not retryable(code), code
+
+
+def test_name_index_exact_match_and_preference() -> None:
+    index = NameIndex()
+    index.add("cat-0123456789abcdef", "asset-1", "Failed", "InvalidParameter.DownloadFailed")
+    index.add("cat-0123456789abcdef", "asset-2", "Active")  # an Active one wins
+    index.add("cat-0123456789abcdef", "asset-3", "Processing")
+    found = index.get("cat-0123456789abcdef")
+    assert found is not None
+    assert (found.asset_id, found.status) == ("asset-2", "Active")
+    assert index.get("cat-0123456789abcde") is None  # a substring is not the name
+    assert index.get("xcat-0123456789abcdef") is None
+    failed = NameIndex()
+    failed.add("n", "asset-9", "Failed", "InvalidParameter.DownloadFailed")
+    hit = failed.get("n")
+    assert hit is not None
+    assert hit.error_code == "InvalidParameter.DownloadFailed"
+
+
+def test_name_index_of_a_million_assets_fits_in_100_mb() -> None:
+    tracemalloc.start()
+    try:
+        index = NameIndex()
+        for i in range(1_000_000):
+            index.add(
+                f"img-{i:07d}-{i * 2654435761 % 2**64:016x}", f"asset-20261204{i:012d}", "Active"
+            )
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert len(index) == 1_000_000
+    hit = index.get(f"img-{777:07d}-{777 * 2654435761 % 2**64:016x}")
+    assert hit is not None
+    assert hit.asset_id == f"asset-20261204{777:012d}"
+    print(f"NameIndex: 1,000,000 assets, peak {peak / 1e6:.1f} MB")
+    assert peak <= 100e6
