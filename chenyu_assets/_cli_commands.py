@@ -16,8 +16,10 @@ from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TaskID, TransferSpeedColumn
 
 from chenyu_assets._cli_common import EXIT_OK, at_least, readable_file
+from chenyu_assets._cli_ingest import exact_groups
 from chenyu_assets.ark import ArkClient
 from chenyu_assets.chenyu import ChenyuClient
+from chenyu_assets.errors import ConfigurationError
 
 _URL_FIELDS = ("url", "signed_url", "content_url", "URL")
 
@@ -45,7 +47,16 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
 
     groups = commands.add_parser("groups", help="list asset groups, or create one")
     groups.add_argument("--name", help="substring match")
-    groups.add_argument("--create", metavar="NAME", help="create a group with this name")
+    groups.add_argument(
+        "--create",
+        metavar="NAME",
+        help="create a group with this name (refused when one already has exactly this name)",
+    )
+    groups.add_argument(
+        "--allow-duplicate",
+        action="store_true",
+        help="with --create: create it even if a group with exactly this name exists",
+    )
     groups.add_argument("--type", default="AIGC", choices=("AIGC", "LivenessFace"))
     groups.set_defaults(handler=lambda a: _run(_groups(a)))
 
@@ -115,6 +126,13 @@ async def _list(args: argparse.Namespace) -> int:
 async def _groups(args: argparse.Namespace) -> int:
     async with ArkClient.from_env() as ark:
         if args.create:
+            existing = [] if args.allow_duplicate else await exact_groups(ark, args.create)
+            if existing:
+                ids = ", ".join(g.id for g in existing)
+                raise ConfigurationError(
+                    f"a group named exactly {args.create!r} exists ({ids}); "
+                    "use it, or pass --allow-duplicate"
+                )
             group_id = await ark.create_asset_group(name=args.create, group_type=args.type)
             _emit({"id": group_id, "name": args.create}, False)
             return EXIT_OK

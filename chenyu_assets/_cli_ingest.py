@@ -2,9 +2,16 @@
 
 Exit codes: 0 every item active; 2 a usage mistake (a flag out of range, a source that
 cannot be read, an --out folder that does not exist, a journal that is a folder, not SQLite
-or another group's); 3 some items failed or were skipped; 4 a fatal stop (credentials,
-permissions, missing group, service unreachable); 130 interrupted (the in-flight creates
-are journaled first, so a rerun resumes exactly).
+or another group's); 3 some items failed for their content or were skipped (a rerun does
+not change that; ``--retry-failed`` tries them again); 5 the only failures are retryable
+(transport, upload host, transient service codes: rerun the same command); 4 a fatal stop
+(credentials, permissions, missing or ambiguous group, service unreachable); 130
+interrupted (the in-flight creates are journaled first, so a rerun resumes exactly).
+
+``--group NAME`` matches group names exactly (the service's filter is a substring match):
+two groups with that name stop the run (exit 4, their ids listed); a group this run had
+to create is checked again after creating, and if an older group of that name appeared
+meanwhile (another process racing us) that one is used and ours deleted while empty.
 
 The default journal is ``.chenyu/<group id>.db`` only for a group id of plain characters;
 any other id (the server chooses it) becomes ``.chenyu/group-<hash>.db``, so no server
@@ -43,6 +50,7 @@ from chenyu_assets._cli_common import (
     EXIT_INTERRUPTED,
     EXIT_ITEMS_FAILED,
     EXIT_OK,
+    EXIT_RETRYABLE,
     at_least,
     out_file,
     plain,
@@ -57,6 +65,7 @@ from chenyu_assets.batch.sources import BadItem, SourceItem, open_source
 from chenyu_assets.chenyu import CHENYU_RATES, ChenyuClient
 from chenyu_assets.errors import ConfigurationError, JournalError
 from chenyu_assets.limits import ACTION_RATES
+from chenyu_assets.models.ark import AssetGroup
 from chenyu_assets.s3 import env_endpoint, env_region
 
 _SAFE_ID: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
@@ -126,6 +135,12 @@ def add_ingest(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "(default 15)",
     )
     _add_stage_flags(p)
+    p.add_argument(
+        "--retry-failed",
+        action="store_true",
+        help="also retry items that failed for their content or were skipped (their Failed "
+        "assets are deleted first); retryable failures are retried by every run",
+    )
     p.add_argument("--dry-run", action="store_true", help="journal and plan, send nothing")
     p.add_argument("--json", action="store_true", help="print the summary as JSON on stdout")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -314,14 +329,42 @@ def _scaled(rates: Mapping[str, float], scale: float) -> dict[str, float]:
 GROUP_LOOKUP_DEADLINE = 60.0
 
 
+async def exact_groups(ark: ArkClient, name: str) -> list[AssetGroup]:
+    """The groups named exactly ``name`` (the service's Name filter is fuzzy), oldest
+    first."""
+    found = [
+        group
+        async for group in ark.list_asset_groups(name=name, deadline=GROUP_LOOKUP_DEADLINE)
+        if group.name == name
+    ]
+    found.sort(key=lambda g: (g.create_time is None, g.create_time, g.id))
+    return found
+
+
+def ambiguous(name: str, groups: list[AssetGroup]) -> ConfigurationError:
+    ids = ", ".join(g.id for g in groups)
+    return ConfigurationError(
+        f"{len(groups)} groups are named exactly {name!r} ({ids}); pass --group-id"
+    )
+
+
 async def _resolve_group(ark: ArkClient, args: argparse.Namespace) -> str:
     if args.group_id:
         return str(args.group_id)
     name = args.group or "chenyu-assets-ingest"
-    async for group in ark.list_asset_groups(name=name, deadline=GROUP_LOOKUP_DEADLINE):
-        if group.name == name:
-            return group.id
-    return await ark.create_asset_group(name=name, description="created by chenyu-assets ingest")
+    found = await exact_groups(ark, name)
+    if len(found) > 1:
+        raise ambiguous(name, found)
+    if found:
+        return found[0].id
+    ours = await ark.create_asset_group(name=name, description="created by chenyu-assets ingest")
+    # another process may have created one at the same time: the oldest wins
+    found = await exact_groups(ark, name)
+    if not found or found[0].id == ours:
+        return ours
+    if not await ark.list_assets(group_ids=[ours], page_size=1):
+        await ark.delete_asset_group(ours)
+    return found[0].id
 
 
 async def _ingest(
@@ -341,6 +384,7 @@ async def _ingest(
         upload_concurrency=args.upload_concurrency,
         max_processing=args.max_processing,
         dry_run=args.dry_run,
+        retry_failed=args.retry_failed,
         allow_private_urls=args.emulator,
         allow_outside_paths=args.allow_outside_paths,
         stage=stage,
@@ -424,9 +468,16 @@ async def _run(
     _summary(console, report, group_id, journal)
     if args.json:
         print(json.dumps(_report_json(report, group_id, journal)))
+    return exit_code(report)
+
+
+def exit_code(report: IngestReport) -> int:
+    """4 fatal; 3 a content failure or a skip; 5 only retryable failures; 0 all active."""
     if report.fatal:
         return EXIT_FATAL
-    return EXIT_ITEMS_FAILED if report.failed or report.skipped else EXIT_OK
+    if report.failed > report.retryable or report.skipped:
+        return EXIT_ITEMS_FAILED
+    return EXIT_RETRYABLE if report.retryable else EXIT_OK
 
 
 def _key(item: SourceItem | BadItem) -> str:
@@ -444,6 +495,9 @@ def _report_json(report: IngestReport, group_id: str, journal: Path | None) -> d
         "planned": report.planned,
         "resumed": report.resumed,
         "recovered": report.recovered,
+        "adopted": report.adopted,
+        "retryable": report.retryable,
+        "deleted_failed": report.deleted_failed,
         "creates": report.creates,
         "status_calls_per_asset": round(report.status_calls_per_asset, 3),
         "rate_limited": report.rate_limited,
@@ -461,10 +515,13 @@ def _summary(console: Console, report: IngestReport, group_id: str, journal: Pat
         ("items", report.total),
         ("active", report.active),
         ("failed", report.failed),
+        ("  of which retryable (rerun)", report.retryable),
         ("skipped", report.skipped),
         ("planned (dry run)", report.planned),
         ("already done (resumed)", report.resumed),
         ("recovered by reconciliation", report.recovered),
+        ("adopted from the group (by Name)", report.adopted),
+        ("Failed assets deleted to retry", report.deleted_failed),
         ("CreateAsset sent", report.creates),
         ("status calls per asset", f"{report.status_calls_per_asset:.2f}"),
         ("429s / retries", f"{report.rate_limited} / {report.retries}"),

@@ -6,6 +6,7 @@ emulator built inside the test on the loop's clock); the CLI tests are real proc
 
 from __future__ import annotations
 
+import json
 import math
 import tracemalloc
 from pathlib import Path
@@ -16,7 +17,7 @@ from chenyu_assets.batch.naming import asset_name
 from chenyu_assets.batch.types import retryable
 from chenyu_assets.chenyu import ChenyuClient
 from chenyu_assets.emulator import Emulator, EmulatorConfig
-from tests import mediagen
+from tests import mediagen, serve_kit
 from tests.test_ingest import clients, make_images
 from tests.vclock import emulator_clock, virtual
 
@@ -209,3 +210,64 @@ def test_name_index_of_a_million_assets_fits_in_100_mb() -> None:
     assert hit.asset_id == f"asset-20261204{777:012d}"
     print(f"NameIndex: 1,000,000 assets, peak {peak / 1e6:.1f} MB")
     assert peak <= 100e6
+
+
+# -- the CLI (real processes on real time: only counts and exit codes are asserted) --------
+
+
+def _run(args: list[str], env: dict[str, str]) -> tuple[int, str, str]:
+    proc = serve_kit.cli(args, env)
+    out, err = proc.communicate(timeout=120)
+    return proc.returncode, out, err
+
+
+def test_cli_groups_by_exact_name(tmp_path: Path) -> None:
+    make_images(tmp_path / "src", 2)
+    with serve_kit.serve("--time-scale", "10") as served:
+        env = served.env
+        rc, out, _ = _run(["groups", "--create", "photos-2024"], env)  # fuzzy-matches "photos"
+        assert rc == 0
+        rc, out, err = _run(["groups", "--create", "photos"], env)
+        assert rc == 0, err
+        first = json.loads(out)["id"]
+        rc, out, err = _run(["groups", "--create", "photos"], env)
+        assert rc == 4
+        assert first in err
+        assert "--allow-duplicate" in err
+        rc, out, err = _run(["groups", "--create", "photos", "--allow-duplicate"], env)
+        assert rc == 0, err
+        second = json.loads(out)["id"]
+        ingest_args = ["ingest", str(tmp_path / "src"), "--group", "photos", "--no-progress"]
+        ingest_args += ["--journal", str(tmp_path / "j.db"), "--rate-scale", "10"]
+        rc, out, err = _run(ingest_args, env)
+        assert rc == 4
+        [line] = [ln for ln in err.splitlines() if ln.startswith("error:")]
+        assert first in line
+        assert second in line
+        # an exact, unique name is used as it is; a new one is created once
+        rc, out, err = _run([*ingest_args[:3], "photos-2024", *ingest_args[4:], "--json"], env)
+        assert rc == 0, err
+        rc, out, _ = _run(["groups", "--name", "photos"], env)
+        names = [json.loads(line)["name"] for line in out.splitlines()]
+        assert sorted(names) == ["photos", "photos", "photos-2024"]
+
+
+def test_cli_misconfigured_upload_url_exits_retryable_then_rerun_finishes(tmp_path: Path) -> None:
+    make_images(tmp_path / "src", 6)
+    with serve_kit.serve("--time-scale", "10") as served:
+        args = ["ingest", str(tmp_path / "src"), "--group", "g", "--no-progress", "--json"]
+        args += ["--journal", str(tmp_path / "j.db"), "--rate-scale", "10"]
+        args += ["--out", str(tmp_path / "out.jsonl")]
+        typo = {**served.env, "CHENYU_BASE_URL": served.url + "/api/open/v3"}
+        rc, out, err = _run(args, typo)
+        assert rc == 5, err
+        bad = json.loads(out.strip().splitlines()[-1])
+        assert (bad["failed"], bad["retryable"], bad["creates"]) == (6, 6, 0)
+        rows = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
+        assert {(r["status"], r["retryable"], r["error_code"]) for r in rows} == {
+            ("failed", True, "upload_failed")
+        }
+        rc, out, err = _run(args, served.env)
+        assert rc == 0, err
+        fixed = json.loads(out.strip().splitlines()[-1])
+        assert (fixed["active"], fixed["creates"], fixed["failed"]) == (6, 6, 0)
