@@ -271,3 +271,23 @@ def test_cli_misconfigured_upload_url_exits_retryable_then_rerun_finishes(tmp_pa
         assert rc == 0, err
         fixed = json.loads(out.strip().splitlines()[-1])
         assert (fixed["active"], fixed["creates"], fixed["failed"]) == (6, 6, 0)
+
+
+def test_cli_two_ingests_creating_one_group_converge_on_one(tmp_path: Path) -> None:
+    # both may list (nothing), create, and list again: each must end in the oldest group
+    # and the other group must be gone (whatever the interleaving, one group remains)
+    make_images(tmp_path / "src", 2)
+    with serve_kit.serve("--time-scale", "10") as served:
+        procs = []
+        for i in range(2):
+            args = ["ingest", str(tmp_path / "src"), "--group", "race", "--no-progress"]
+            args += ["--journal", str(tmp_path / f"{i}.db"), "--rate-scale", "10", "--json"]
+            procs.append(serve_kit.cli(args, served.env))
+        outs = [p.communicate(timeout=120) for p in procs]
+        assert [p.returncode for p in procs] == [0, 0], [e for _, e in outs]
+        used = {json.loads(out.strip().splitlines()[-1])["group_id"] for out, _ in outs}
+        rc, out, _ = _run(["groups", "--name", "race"], served.env)
+        assert rc == 0
+        remaining = [json.loads(line)["id"] for line in out.splitlines()]
+        assert len(remaining) == 1
+        assert used == set(remaining)
