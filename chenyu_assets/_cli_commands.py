@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TaskID, TransferSpeedColumn
 
 from chenyu_assets._cli_common import EXIT_OK, at_least, readable_file
-from chenyu_assets._cli_ingest import exact_groups
+from chenyu_assets._cli_groups import exact_groups
 from chenyu_assets.ark import ArkClient
 from chenyu_assets.chenyu import ChenyuClient
 from chenyu_assets.errors import ConfigurationError

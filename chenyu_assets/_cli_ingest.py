@@ -57,6 +57,7 @@ from chenyu_assets._cli_common import (
     positive_float,
     readable_file,
 )
+from chenyu_assets._cli_groups import resolve_group
 from chenyu_assets.ark import ArkClient
 from chenyu_assets.batch import Event, IngestOptions, IngestReport, S3Stage, open_ingest
 from chenyu_assets.batch.journal_files import check as check_journal
@@ -65,7 +66,6 @@ from chenyu_assets.batch.sources import BadItem, SourceItem, open_source
 from chenyu_assets.chenyu import CHENYU_RATES, ChenyuClient
 from chenyu_assets.errors import ConfigurationError, JournalError
 from chenyu_assets.limits import ACTION_RATES
-from chenyu_assets.models.ark import AssetGroup
 from chenyu_assets.s3 import env_endpoint, env_region
 
 _SAFE_ID: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
@@ -325,48 +325,6 @@ def _scaled(rates: Mapping[str, float], scale: float) -> dict[str, float]:
     return {k: v * scale for k, v in rates.items()}
 
 
-#: Seconds the ``--group`` lookup (a bounded ListAssetGroups walk) may take.
-GROUP_LOOKUP_DEADLINE = 60.0
-
-
-async def exact_groups(ark: ArkClient, name: str) -> list[AssetGroup]:
-    """The groups named exactly ``name`` (the service's Name filter is fuzzy), oldest
-    first."""
-    found = [
-        group
-        async for group in ark.list_asset_groups(name=name, deadline=GROUP_LOOKUP_DEADLINE)
-        if group.name == name
-    ]
-    found.sort(key=lambda g: (g.create_time is None, g.create_time, g.id))
-    return found
-
-
-def ambiguous(name: str, groups: list[AssetGroup]) -> ConfigurationError:
-    ids = ", ".join(g.id for g in groups)
-    return ConfigurationError(
-        f"{len(groups)} groups are named exactly {name!r} ({ids}); pass --group-id"
-    )
-
-
-async def _resolve_group(ark: ArkClient, args: argparse.Namespace) -> str:
-    if args.group_id:
-        return str(args.group_id)
-    name = args.group or "chenyu-assets-ingest"
-    found = await exact_groups(ark, name)
-    if len(found) > 1:
-        raise ambiguous(name, found)
-    if found:
-        return found[0].id
-    ours = await ark.create_asset_group(name=name, description="created by chenyu-assets ingest")
-    # another process may have created one at the same time: the oldest wins
-    found = await exact_groups(ark, name)
-    if not found or found[0].id == ours:
-        return ours
-    if not await ark.list_assets(group_ids=[ours], page_size=1):
-        await ark.delete_asset_group(ours)
-    return found[0].id
-
-
 async def _ingest(
     args: argparse.Namespace, console: Console, source: Iterator[SourceItem | BadItem]
 ) -> int:
@@ -417,7 +375,7 @@ async def _run(
         if ark.shared_limits is not None:
             await ark.shared_limits.ping()  # unreachable: exit 4 before anything is sent
             slots = ark.shared_limits.slots(args.max_processing, lease=args.slot_lease)
-        group_id = await _resolve_group(ark, args)
+        group_id = await resolve_group(ark, args.group_id, args.group)
         journal: Path | None = args.journal
         if journal is None and not args.emulator:  # the emulator's state is ephemeral anyway
             journal = default_journal(group_id, shard)

@@ -11,12 +11,15 @@ import math
 import tracemalloc
 from pathlib import Path
 
+import anyio
+
+from chenyu_assets._cli_groups import exact_groups, resolve_group
 from chenyu_assets.batch import IngestOptions, ingest
 from chenyu_assets.batch.adopt import NameIndex
 from chenyu_assets.batch.naming import asset_name
 from chenyu_assets.batch.types import retryable
 from chenyu_assets.chenyu import ChenyuClient
-from chenyu_assets.emulator import Emulator, EmulatorConfig
+from chenyu_assets.emulator import Emulator, EmulatorConfig, FaultRule
 from tests import mediagen, serve_kit
 from tests.test_ingest import clients, make_images
 from tests.vclock import emulator_clock, virtual
@@ -164,6 +167,61 @@ async def test_misconfigured_upload_url_fails_retryable_then_a_rerun_finishes(
         assert (fixed.active, fixed.failed, fixed.creates) == (24, 0, 24)
         audit = emu.audit()
         assert len(audit.assets) == 24
+        assert audit.duplicates() == {}
+
+
+@virtual
+async def test_racing_find_or_create_converges_on_the_oldest_group() -> None:
+    # the first listings answer after 0.5 s: the racers find nothing and create
+    slow = FaultRule(action="ListAssetGroups", kind="latency", delay=0.5, max_count=3)
+    config = EmulatorConfig(processing_delay=2.0, faults=[slow])
+    async with Emulator(config, clock=emulator_clock()) as emu:
+        ark, chenyu = clients(emu)
+        async with ark, chenyu:
+            ids: list[str] = []
+
+            async def one() -> None:
+                ids.append(await resolve_group(ark, None, "race"))
+
+            async with anyio.create_task_group() as tg:
+                for _ in range(3):
+                    tg.start_soon(one)
+            left = await exact_groups(ark, "race")
+        audit = emu.audit()
+        made = audit.count("CreateAssetGroup", 200)
+        assert made >= 2  # the race really happened
+        assert len(ids) == 3
+        assert len(set(ids)) == 1
+        assert [g.id for g in left] == ids[:1]
+        assert audit.count("DeleteAssetGroup", 200) == made - 1
+
+
+@virtual
+async def test_transient_failed_assets_are_deleted_and_created_anew(tmp_path: Path) -> None:
+    async with emulator() as emu:
+        paths = make_images(tmp_path / "src", 4)
+        ark, chenyu = clients(emu)
+        async with ark, chenyu:
+            watched = await ark.create_asset_group(name="w")
+            listed = await ark.create_asset_group(name="l")
+            for group in (watched, listed):
+                for p in paths[:2]:  # another run's assets whose download fails (transient)
+                    await ark.create_asset(
+                        group_id=group, url="http://127.0.0.1:9/gone.png", name=asset_name(p.name)
+                    )
+            src, opts = tmp_path / "src", {"chenyu": chenyu}
+            # still Processing when listed: adopted, watched, Failed: retryable
+            first = await ingest(ark, src, group_id=watched, journal=tmp_path / "w.db", **opts)
+            rerun = await ingest(ark, src, group_id=watched, journal=tmp_path / "w.db", **opts)
+            await anyio.sleep(10)  # virtual: the other group's assets are Failed by now
+            fresh = await ingest(ark, src, group_id=listed, journal=tmp_path / "l.db", **opts)
+        assert (first.active, first.failed, first.retryable, first.adopted) == (2, 2, 2, 2)
+        assert set(first.failures) == {"InvalidParameter.DownloadFailed"}
+        assert (rerun.active, rerun.deleted_failed, rerun.creates, rerun.resumed) == (4, 2, 2, 2)
+        assert (fresh.active, fresh.deleted_failed, fresh.adopted, fresh.creates) == (4, 2, 0, 4)
+        audit = emu.audit()
+        assert len(audit.assets) == 8
+        assert {a.status for a in audit.assets} == {"Active"}
         assert audit.duplicates() == {}
 
 
