@@ -27,7 +27,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from chenyu_assets._core.ratelimit import Slots
 from chenyu_assets._core.retry import Decision, classify
 from chenyu_assets.ark import ArkFamilyClient
-from chenyu_assets.batch.adopt import Adoption, delete_failed, may_retry
+from chenyu_assets.batch.adopt import Adoption, Found, delete_failed, may_retry
 from chenyu_assets.batch.checks import asset_type_for
 from chenyu_assets.batch.journal import Entry, ItemState
 from chenyu_assets.batch.journal_thread import JournalThread
@@ -141,7 +141,8 @@ class CreateStage:
         elif not (entry.state is ItemState.SKIPPED and self.opt.retry_failed):
             return None
         if entry.asset_id:
-            await self.adoption.forget(entry.name)  # the group's listing predates the delete
+            if self.opt.adopt_existing:  # the group's listing must not predate the delete
+                await self.adoption.forget(entry.name)
             if await delete_failed(self.ark, entry.asset_id) is not None:
                 return None  # reported as it stands; the next run tries again
             self.report.deleted_failed += 1
@@ -155,7 +156,9 @@ class CreateStage:
         nothing is uploaded or created). A Failed one that may be retried is deleted and
         the item goes on to be created anew (False)."""
         entry = work.entry
-        found = await self.adoption.find(entry.name)
+        if not self.opt.adopt_existing:
+            return False
+        found = await self._find_existing(entry.name)
         if found is None:
             return False
         if found.status == "Failed" and may_retry(
@@ -185,6 +188,22 @@ class CreateStage:
             return True
         await self._polled(Tracked(entry.key, entry.name, found.asset_id), found.asset(), False)
         return True
+
+    async def _find_existing(self, name: str) -> Found | None:
+        """The group's asset named ``name`` from the adoption index. The group's listing
+        is retried like reconciliation's (a listing that failed proves nothing): a refusal
+        or ``reconcile_timeout`` s of failures stop the run, every item resumable."""
+        give_up = asyncio.get_running_loop().time() + self.opt.reconcile_timeout
+        while True:
+            try:
+                return await self.adoption.find(name)
+            except (APIError, TransportError) as exc:
+                if classify(exc) is not Decision.RETRY:  # refused, or an answer we can't read
+                    raise Fatal(f"ListAssets refused (listing the group's names): {exc}") from exc
+                if asyncio.get_running_loop().time() >= give_up:
+                    msg = f"cannot list the group's names: ListAssets keeps failing: {exc}"
+                    raise Fatal(msg) from exc
+            await anyio.sleep(self.opt.reconcile_interval)
 
     async def create(self, inbox: ObjectReceiveStream[Work]) -> None:
         watcher = self.ark.watcher

@@ -79,6 +79,11 @@ class IngestOptions:
     #: also retry the items that failed for their content (``failed``, not ``retryable``)
     #: and the skipped ones; the retryable ones are retried by every run
     retry_failed: bool = False
+    #: list the group once before the first create and adopt the assets it already holds
+    #: under the items' Names (see :mod:`chenyu_assets.batch.adopt`); off: a new journal
+    #: creates every item again (only for a group known to be new, or in tests of
+    #: reconciliation itself)
+    adopt_existing: bool = True
 
 
 @dataclass(frozen=True, slots=True)
