@@ -19,9 +19,10 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TaskID, TransferS
 
 from chenyu_assets._cli_common import EXIT_OK, UsageError, at_least, readable_file
 from chenyu_assets._cli_delete import add_delete
+from chenyu_assets._cli_groups import exact_groups
 from chenyu_assets.ark import ArkClient
 from chenyu_assets.chenyu import ChenyuClient
-from chenyu_assets.errors import InvalidReferenceError, NotFoundError
+from chenyu_assets.errors import ConfigurationError, InvalidReferenceError, NotFoundError
 from chenyu_assets.models.ark import AssetStatus
 from chenyu_assets.refs import parse_asset_reference
 
@@ -86,7 +87,16 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
         description="List the account's asset groups (JSON lines), or create one.",
     )
     groups.add_argument("--name", help="only names containing this (default: all)")
-    groups.add_argument("--create", metavar="NAME", help="create a group with this name")
+    groups.add_argument(
+        "--create",
+        metavar="NAME",
+        help="create a group with this name (refused when one already has exactly this name)",
+    )
+    groups.add_argument(
+        "--allow-duplicate",
+        action="store_true",
+        help="with --create: create it even if a group with exactly this name exists",
+    )
     groups.add_argument(
         "--type", default="AIGC", choices=("AIGC", "LivenessFace"), help="the new group's type"
     )
@@ -195,6 +205,13 @@ async def _list(args: argparse.Namespace) -> int:
 async def _groups(args: argparse.Namespace) -> int:
     async with ArkClient.from_env() as ark:
         if args.create:
+            existing = [] if args.allow_duplicate else await exact_groups(ark, args.create)
+            if existing:
+                ids = ", ".join(g.id for g in existing)
+                raise ConfigurationError(
+                    f"a group named exactly {args.create!r} exists ({ids}); "
+                    "use it, or pass --allow-duplicate"
+                )
             group_id = await ark.create_asset_group(name=args.create, group_type=args.type)
             _emit({"id": group_id, "name": args.create}, False)
             return EXIT_OK

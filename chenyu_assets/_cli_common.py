@@ -29,6 +29,7 @@ __all__ = [
     "EXIT_INTERRUPTED",
     "EXIT_ITEMS_FAILED",
     "EXIT_OK",
+    "EXIT_RETRYABLE",
     "EXIT_USAGE",
     "Parser",
     "UsageError",
@@ -42,6 +43,8 @@ __all__ = [
 ]
 
 EXIT_OK, EXIT_USAGE, EXIT_ITEMS_FAILED, EXIT_FATAL, EXIT_INTERRUPTED = 0, 2, 3, 4, 130
+#: an ingest whose only failures are retryable: rerunning the same command finishes it
+EXIT_RETRYABLE = 5
 
 # ESC-introduced sequences (7-bit and their 8-bit C1 forms): OSC/DCS/APC/PM/SOS strings up
 # to BEL or ST, CSI with its parameters, and any other two-character escape.

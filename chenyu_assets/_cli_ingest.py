@@ -2,9 +2,16 @@
 
 Exit codes: 0 every item active; 2 a usage mistake (a flag out of range, a source that
 cannot be read, an --out folder that does not exist, a journal that is a folder, not SQLite
-or another group's); 3 some items failed or were skipped; 4 a fatal stop (credentials,
-permissions, missing group, service unreachable); 130 interrupted (the in-flight creates
-are journaled first, so a rerun resumes exactly).
+or another group's); 3 some items failed for their content or were skipped (a rerun does
+not change that; ``--retry-failed`` tries them again); 5 the only failures are retryable
+(transport, upload host, transient service codes: rerun the same command); 4 a fatal stop
+(credentials, permissions, missing or ambiguous group, service unreachable); 130
+interrupted (the in-flight creates are journaled first, so a rerun resumes exactly).
+
+``--group NAME`` matches group names exactly (the service's filter is a substring match):
+two groups with that name stop the run (exit 4, their ids listed); a group this run had
+to create is checked again after creating, and if an older group of that name appeared
+meanwhile (another process racing us) that one is used and ours deleted while empty.
 
 The default journal is ``.chenyu/<group id>.db`` only for a group id of plain characters;
 any other id (the server chooses it) becomes ``.chenyu/group-<hash>.db``, so no server
@@ -34,24 +41,26 @@ from chenyu_assets._cli_common import (
     EXIT_INTERRUPTED,
     EXIT_ITEMS_FAILED,
     EXIT_OK,
+    EXIT_RETRYABLE,
     at_least,
     out_file,
     plain,
     positive_float,
     readable_file,
 )
+from chenyu_assets._cli_groups import resolve_group
 from chenyu_assets._cli_progress import Stats, ingest_bar, log_item, report_json, summary
 from chenyu_assets._cli_source import add_source_flags, option_values, walk_arguments
 from chenyu_assets._cli_stage import add_stage_flags, stage_of
 from chenyu_assets._core.ratelimit import DEFAULT_MARGIN
 from chenyu_assets.ark import ArkClient
-from chenyu_assets.batch import Event, IngestOptions, S3Stage, open_ingest
+from chenyu_assets.batch import Event, IngestOptions, IngestReport, S3Stage, open_ingest
 from chenyu_assets.batch.checks import hash_and_check, url_problem
 from chenyu_assets.batch.journal_files import check as check_journal
 from chenyu_assets.batch.naming import shard_of
 from chenyu_assets.batch.sources import BadItem, IgnoredItem, SourceItem, open_source
 from chenyu_assets.chenyu import CHENYU_RATES, ChenyuClient
-from chenyu_assets.errors import ConfigurationError, JournalError, MediaCheckError, NotFoundError
+from chenyu_assets.errors import ConfigurationError, JournalError, MediaCheckError
 from chenyu_assets.limits import PROFILES, Rate, load_rates, profile_rates
 
 _SAFE_ID: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
@@ -148,6 +157,12 @@ def add_ingest(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     add_stage_flags(p)
     add_source_flags(p)
+    p.add_argument(
+        "--retry-failed",
+        action="store_true",
+        help="also retry items that failed for their content or were skipped (their Failed "
+        "assets are deleted first); retryable failures are retried by every run",
+    )
     p.add_argument(
         "--dry-run",
         action="store_true",
@@ -314,24 +329,10 @@ def _scaled_floats(rates: Mapping[str, float], scale: float) -> dict[str, float]
     return {k: v * scale for k, v in rates.items()}
 
 
-#: Seconds the ``--group`` lookup (a bounded ListAssetGroups walk) may take.
-GROUP_LOOKUP_DEADLINE = 60.0
-
-
 async def _resolve_group(ark: ArkClient, args: argparse.Namespace) -> str | None:
     """The group's id; None in a dry run whose group does not exist yet (nothing is
     created: the summary says "would create group NAME")."""
-    if args.group_id:
-        with contextlib.suppress(NotFoundError):  # the ingest reports a missing group itself
-            await ark.get_asset_group(str(args.group_id))  # learns its GroupType (§6)
-        return str(args.group_id)
-    name = args.group or "chenyu-assets-ingest"
-    async for group in ark.list_asset_groups(name=name, deadline=GROUP_LOOKUP_DEADLINE):
-        if group.name == name:
-            return group.id
-    if args.dry_run:
-        return None
-    return await ark.create_asset_group(name=name, description="created by chenyu-assets ingest")
+    return await resolve_group(ark, args.group_id, args.group, create=not args.dry_run)
 
 
 def _checked(items: Iterator[SourceItem | BadItem], allow_private: bool) -> Iterator[Any]:
@@ -379,6 +380,7 @@ async def _ingest(
         upload_concurrency=args.upload_concurrency,
         max_processing=args.max_processing,
         dry_run=args.dry_run,
+        retry_failed=args.retry_failed,
         allow_private_urls=args.emulator,
         allow_outside_paths=args.allow_outside_paths,
         stage=stage,
@@ -475,9 +477,16 @@ async def _run(
     summary(console, report, group_id, journal)
     if args.json:
         print(json.dumps(report_json(report, group_id, journal)))
+    return exit_code(report)
+
+
+def exit_code(report: IngestReport) -> int:
+    """4 fatal; 3 a content failure or a skip; 5 only retryable failures; 0 all active."""
     if report.fatal:
         return EXIT_FATAL
-    return EXIT_ITEMS_FAILED if report.failed or report.skipped else EXIT_OK
+    if report.failed > report.retryable or report.skipped:
+        return EXIT_ITEMS_FAILED
+    return EXIT_RETRYABLE if report.retryable else EXIT_OK
 
 
 def _key(item: SourceItem | BadItem) -> str:

@@ -41,7 +41,7 @@ from chenyu_assets import (
     RetryPolicy,
     Timeouts,
 )
-from chenyu_assets.batch import SourceItem, ingest
+from chenyu_assets.batch import IngestOptions, SourceItem, ingest
 
 # Canaries, shaped like nothing the redaction patterns know: only "registered and masked"
 # or "never put in an error" keeps them out.
@@ -404,7 +404,9 @@ async def test_reconciliation_over_a_repeating_listing_stops_the_run_bounded(
         asyncio.timeout(60),
         client("official", server.url) as ark,
     ):
-        report = await ingest(ark, items, group_id="g", journal=tmp_path / "j.db")
+        # the server's script answers one create then listings: no adoption walk first
+        only = IngestOptions(adopt_existing=False)
+        report = await ingest(ark, items, group_id="g", journal=tmp_path / "j.db", options=only)
     assert report.fatal is not None
     assert "repeats page 1" in report.fatal
     assert sum("Action=CreateAsset&" in h for h in server.heads) == 1
@@ -433,7 +435,10 @@ async def test_an_echoed_credential_never_reaches_results_report_or_journal(
         asyncio.timeout(60),
         client("official", server.url) as ark,
     ):
-        report = await ingest(ark, items, group_id="g", journal=journal, on_result=results.append)
+        only = IngestOptions(adopt_existing=False)  # the script
+        report = await ingest(
+            ark, items, group_id="g", journal=journal, on_result=results.append, options=only
+        )
     assert [r.status for r in results] == ["failed"]
     assert "bad url" in (results[0].message or "")
     raw = b"".join(p.read_bytes() for p in tmp_path.iterdir() if p.name.startswith("j.db"))

@@ -857,6 +857,7 @@ async def test_reconciliation_that_can_never_list_stops_the_run_resumably(tmp_pa
                 reconcile_wait=0.2,
                 reconcile_interval=0.05,
                 reconcile_timeout=0.5,
+                adopt_existing=False,  # reconciliation's own listing is under test
             )
             journal = tmp_path / "j.db"
             report = await ingest(ark, items, group_id=group, journal=journal, options=options)

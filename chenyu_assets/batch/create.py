@@ -21,12 +21,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import anyio
-from anyio.abc import ObjectReceiveStream
+from anyio.abc import ObjectReceiveStream, ObjectSendStream
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from chenyu_assets._core.ratelimit import Slots
 from chenyu_assets._core.retry import Decision, classify
 from chenyu_assets.ark import ArkFamilyClient
+from chenyu_assets.batch.adopt import Adoption, Found, delete_failed, may_retry
 from chenyu_assets.batch.checks import asset_type_for
 from chenyu_assets.batch.journal import Entry, ItemState
 from chenyu_assets.batch.journal_thread import JournalThread
@@ -87,6 +88,8 @@ class CreateStage:
     attributes and the four hooks declared here."""
 
     ark: ArkFamilyClient
+    adoption: Adoption
+    _adopted: set[str]
     group_id: str
     journal: JournalThread
     opt: IngestOptions
@@ -124,6 +127,83 @@ class CreateStage:
 
     async def _refresh_url(self, work: Work) -> None:
         """Renew ``work.url`` if it would not stay valid long enough (staged files)."""
+
+    async def retry_if_allowed(self, entry: Entry) -> Entry | None:
+        """A finished row that this run tries again, back to PENDING (its Failed asset
+        deleted first: the service never retries one and the Name stays unique); None when
+        it stays as it is. Retried: ``failed`` rows with a retryable code, and with
+        ``retry_failed`` every ``failed`` or ``skipped`` row."""
+        if self.opt.dry_run or entry.changed:
+            return None
+        if entry.state is ItemState.FAILED:
+            if not may_retry(entry.error_code, retry_failed=self.opt.retry_failed):
+                return None
+        elif not (entry.state is ItemState.SKIPPED and self.opt.retry_failed):
+            return None
+        if entry.asset_id:
+            if self.opt.adopt_existing:  # the group's listing must not predate the delete
+                await self.adoption.forget(entry.name)
+            if await delete_failed(self.ark, entry.asset_id) is not None:
+                return None  # reported as it stands; the next run tries again
+            self.report.deleted_failed += 1
+        await self.journal.call("reset_to_pending", entry.key)
+        self.emit("retried", entry.key, reason=f"retrying an earlier failure ({entry.error_code})")
+        fresh: Entry = await self.journal.call("get", entry.key)
+        return fresh
+
+    async def adopt_if_present(self, work: Work, resume: ObjectSendStream[Work]) -> bool:
+        """Adopt the asset the group already holds under the item's Name (True: handled,
+        nothing is uploaded or created). A Failed one that may be retried is deleted and
+        the item goes on to be created anew (False)."""
+        entry = work.entry
+        if not self.opt.adopt_existing:
+            return False
+        found = await self._find_existing(entry.name)
+        if found is None:
+            return False
+        if found.status == "Failed" and may_retry(
+            found.error_code, retry_failed=self.opt.retry_failed
+        ):
+            problem = await delete_failed(self.ark, found.asset_id)
+            if problem is None:
+                await self.adoption.forget(entry.name)
+                self.report.deleted_failed += 1
+                return False
+            await self.finish_entry(  # still PENDING: the next run tries again
+                entry,
+                "failed",
+                asset_id=found.asset_id,
+                code=found.error_code,
+                message=problem,
+                journal_state=None,
+            )
+            return True
+        await self.journal.call("adopt", entry.key, found.asset_id)
+        self.report.adopted += 1
+        self._adopted.add(entry.key)
+        self.emit("adopted", entry.key, asset_id=found.asset_id, status=found.status)
+        if found.status == "Processing":  # the create stage hands it to the watcher
+            work.entry = await self.journal.call("get", entry.key)
+            await resume.send(work)
+            return True
+        await self._polled(Tracked(entry.key, entry.name, found.asset_id), found.asset(), False)
+        return True
+
+    async def _find_existing(self, name: str) -> Found | None:
+        """The group's asset named ``name`` from the adoption index. The group's listing
+        is retried like reconciliation's (a listing that failed proves nothing): a refusal
+        or ``reconcile_timeout`` s of failures stop the run, every item resumable."""
+        give_up = asyncio.get_running_loop().time() + self.opt.reconcile_timeout
+        while True:
+            try:
+                return await self.adoption.find(name)
+            except (APIError, TransportError) as exc:
+                if classify(exc) is not Decision.RETRY:  # refused, or an answer we can't read
+                    raise Fatal(f"ListAssets refused (listing the group's names): {exc}") from exc
+                if asyncio.get_running_loop().time() >= give_up:
+                    msg = f"cannot list the group's names: ListAssets keeps failing: {exc}"
+                    raise Fatal(msg) from exc
+            await anyio.sleep(self.opt.reconcile_interval)
 
     async def create(self, inbox: ObjectReceiveStream[Work]) -> None:
         watcher = self.ark.watcher

@@ -14,6 +14,7 @@ Each item is a row keyed by its source key, moving through these states::
 
     SKIPPED: the pre-flight refused the item (from PENDING/UPLOADED).
     FAILED:  a definite failure, from any state that is not terminal.
+    adopt:   PENDING/UPLOADED → CREATED when the group already holds the item's Name.
 
 Illegal moves raise ValueError (e.g. ``mark_intent`` from ``UNKNOWN``: an ambiguous create
 must be reconciled, then ``reset_to_pending``, before it may be sent again). An unknown key is
@@ -500,14 +501,22 @@ class Journal:
 
     # --- transitions -------------------------------------------------------------------------
 
-    def _move(self, key: str, to: ItemState, *, bump: bool = False, **values: Any) -> None:
+    def _move(
+        self,
+        key: str,
+        to: ItemState,
+        *,
+        bump: bool = False,
+        allowed: frozenset[ItemState] | None = None,
+        **values: Any,
+    ) -> None:
         """In one transaction: check the move is allowed (and that a given asset id agrees
         with a stored one), then set the state ``to`` and the given columns."""
         with self._tx() as conn:
             entry = self.get(key)
             if entry is None:
                 raise KeyError(key)
-            allowed = _ALLOWED_FROM[to]
+            allowed = _ALLOWED_FROM[to] if allowed is None else allowed
             if entry.state not in allowed:
                 raise ValueError(
                     f"journal item {key!r}: cannot go from {entry.state} to {to} "
@@ -544,6 +553,18 @@ class Journal:
         """CREATING/UNKNOWN → CREATED with the asset id (also when a reconciliation found it).
         Repeating it with the same id is allowed; another id is a ValueError."""
         self._move(key, _S.CREATED, asset_id=asset_id, error_code=None, error_message=None)
+
+    def adopt(self, key: str, asset_id: str) -> None:
+        """PENDING/UPLOADED → CREATED with the id of an asset the group already holds under
+        the item's Name (made by another journal): nothing is sent for it."""
+        self._move(
+            key,
+            _S.CREATED,
+            allowed=frozenset({_S.PENDING, _S.UPLOADED}),
+            asset_id=asset_id,
+            error_code=None,
+            error_message=None,
+        )
 
     def mark_unknown(self, key: str, *, error_code: str | None, message: str | None) -> None:
         """CREATING → UNKNOWN: the send happened and its outcome is not known."""

@@ -47,6 +47,7 @@ from chenyu_assets._core.ratelimit import Slots
 from chenyu_assets._core.retry import Decision, classify
 from chenyu_assets.ark import ArkFamilyClient
 from chenyu_assets.batch import hooks
+from chenyu_assets.batch.adopt import Adoption
 from chenyu_assets.batch.checks import hash_and_check, url_problem
 from chenyu_assets.batch.create import CreateStage, Fatal, Tracked, Work
 from chenyu_assets.batch.fingerprints import register_items, replace_asset
@@ -121,6 +122,8 @@ class Pipeline(CreateStage):
         self._watched_send, self._watched = anyio.create_memory_object_stream[
             tuple[Tracked, "asyncio.Future[Asset]"]
         ](math.inf)
+        self.adoption = Adoption(ark, group_id)
+        self._adopted: set[str] = set()  # adopted keys whose result is not out yet
         self._keys = KeySet() if check_keys else None  # see _unique
         self._names = KeySet()
 
@@ -135,6 +138,9 @@ class Pipeline(CreateStage):
         if result.message:  # server text may echo credentials: masked before any output
             result = dataclasses.replace(result, message=redact_text(result.message))
         self.items.pop(result.key, None)
+        if result.key in self._adopted:
+            self._adopted.discard(result.key)
+            result = dataclasses.replace(result, adopted=True)
         if self.staging is not None:
             self.staging.finished(result.key, result.status == "active")
         self.report.count(result)
@@ -294,6 +300,8 @@ class Pipeline(CreateStage):
             return
         self.emit("queued", entry.key)
         if entry.state in TERMINAL:
+            entry = await self.retry_if_allowed(entry) or entry
+        if entry.state in TERMINAL:
             status: Status = entry.state.value  # type: ignore[assignment]
             if entry.changed and entry.state is ItemState.ACTIVE:
                 if self.opt.replace_changed:
@@ -337,10 +345,15 @@ class Pipeline(CreateStage):
             return
         if item is not None:
             self.items[entry.key] = item
+        work = Work(entry, item)
+        if entry.state in (ItemState.PENDING, ItemState.UPLOADED) and await self.adopt_if_present(
+            work, resume
+        ):
+            return
         if entry.state in (ItemState.CREATED, ItemState.CREATING, ItemState.UNKNOWN):
             await resume.send(Work(entry, item, reconcile=entry.state is not ItemState.CREATED))
         else:
-            await out.send(Work(entry, item))
+            await out.send(work)
 
     async def _replace(self, entry: Entry) -> Entry | None:
         """``replace_changed``: the old asset deleted and the row PENDING (None when the

@@ -4,16 +4,46 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Final, Literal
 
 from chenyu_assets.limits import MAX_PROCESSING
 
 if TYPE_CHECKING:
     from chenyu_assets.batch.staging import S3Stage
 
-__all__ = ["Event", "IngestOptions", "IngestReport", "IngestResult", "StageStats", "Status"]
+__all__ = [
+    "RETRYABLE_CODES",
+    "Event",
+    "IngestOptions",
+    "IngestReport",
+    "IngestResult",
+    "StageStats",
+    "Status",
+    "retryable",
+]
 
 Status = Literal["active", "failed", "skipped", "planned"]
+
+#: Failure codes that say nothing about the content: a rerun tries the item again. Ours
+#: (an upload that did not succeed: the host unreachable, misconfigured or its retry budget
+#: spent; CreateAsset tries all transient) and the service's transient ``Failed`` codes
+#: (api-reference §6), matched on the last dotted part (``InvalidParameter.DownloadFailed``).
+#: Every other code is a verdict on the item (media checks, content codes): retried only
+#: with ``retry_failed``.
+RETRYABLE_CODES: Final = frozenset(
+    {
+        "upload_failed",
+        "create_retries_exhausted",
+        "DownloadFailed",
+        "TranscodingFailed",
+        "InternalError",
+    }
+)
+
+
+def retryable(code: str | None) -> bool:
+    """Whether a failure with this code may succeed when simply tried again."""
+    return code is not None and code.rpartition(".")[2] in RETRYABLE_CODES
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +86,14 @@ class IngestOptions:
     #: where local files are staged: None uploads them to Chenyu (``chenyu=`` client);
     #: an :class:`~chenyu_assets.batch.staging.S3Stage` puts them in your own S3 bucket
     stage: S3Stage | None = None
+    #: also retry the items that failed for their content (``failed``, not ``retryable``)
+    #: and the skipped ones; the retryable ones are retried by every run
+    retry_failed: bool = False
+    #: list the group once before the first create and adopt the assets it already holds
+    #: under the items' Names (see :mod:`chenyu_assets.batch.adopt`); off: a new journal
+    #: creates every item again (only for a group known to be new, or in tests of
+    #: reconciliation itself)
+    adopt_existing: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +108,13 @@ class IngestResult:
     error_code: str | None = None
     message: str | None = None
     resumed: bool = False
+    #: the asset was found in the group by its Name (another journal made it)
+    adopted: bool = False
+
+    @property
+    def retryable(self) -> bool:
+        """A failure that a plain rerun tries again (see :func:`retryable`)."""
+        return self.status == "failed" and retryable(self.error_code)
 
     @property
     def reference(self) -> str | None:
@@ -86,6 +131,8 @@ class IngestResult:
             "error_code": self.error_code,
             "message": self.message,
             "resumed": self.resumed,
+            "adopted": self.adopted,
+            "retryable": self.retryable,
         }
 
 
@@ -123,6 +170,12 @@ class IngestReport:
     planned: int = 0
     resumed: int = 0
     recovered: int = 0
+    #: items whose asset was found in the group by Name instead of created
+    adopted: int = 0
+    #: of ``failed``: those a plain rerun tries again
+    retryable: int = 0
+    #: Failed assets deleted so that their items could be created anew
+    deleted_failed: int = 0
     creates: int = 0
     status_calls: int = 0
     rate_limited: int = 0
@@ -159,6 +212,7 @@ class IngestReport:
             self.active += 1
         elif result.status == "failed":
             self.failed += 1
+            self.retryable += result.retryable
         elif result.status == "skipped":
             self.skipped += 1
         else:
