@@ -25,8 +25,9 @@ import asyncio
 import contextlib
 import json
 import re
+import signal
 import sys
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Coroutine, Iterator, Mapping
 from hashlib import blake2b
 from pathlib import Path
 from typing import Any, Final, TextIO
@@ -247,12 +248,38 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         Path(args.source), allow_outside=args.allow_outside_paths, **walk_arguments(args)
     )
     try:
-        return asyncio.run(_ingest(args, console, items))
+        return asyncio.run(_interruptible(_ingest(args, console, items)))
     except KeyboardInterrupt:
         console.print(
             Text("interrupted: in-flight items were journaled; rerun to resume", "yellow")
         )
         return EXIT_INTERRUPTED
+
+
+async def _interruptible(job: Coroutine[Any, Any, int]) -> int:
+    """Ctrl-C cancels the run through an anyio cancel scope, which keeps re-delivering the
+    cancellation until every task has left (a bare ``task.cancel()``, asyncio.run's own
+    handler, can be absorbed by a task that is inside a shielded scope at that instant, and
+    the run would go on). Shielded create units finish first; a second Ctrl-C stops at once."""
+    loop = asyncio.get_running_loop()
+    with anyio.CancelScope() as scope:
+
+        def again() -> None:
+            raise KeyboardInterrupt
+
+        def first() -> None:
+            scope.cancel()
+            loop.add_signal_handler(signal.SIGINT, again)
+
+        try:
+            loop.add_signal_handler(signal.SIGINT, first)
+        except (NotImplementedError, RuntimeError, ValueError):  # not the main thread
+            return await job
+        try:
+            return await job
+        finally:
+            loop.remove_signal_handler(signal.SIGINT)
+    raise KeyboardInterrupt  # the scope caught the cancellation: interrupted
 
 
 @contextlib.asynccontextmanager
