@@ -163,7 +163,8 @@ async def test_slots_cap_is_shared_and_release_wakes(
     t0 = time.monotonic()
     await sa.release("x1")
     await asyncio.wait_for(waiter, 2)
-    assert time.monotonic() - t0 < 0.5  # the next poll sees it
+    # woken by a poll, not by the 5 s lease running out (a margin a loaded machine keeps)
+    assert time.monotonic() - t0 < 3.0
     assert sb.in_use() == 3
     assert sb.holders() == {"y1", "y2"}
 
@@ -235,7 +236,8 @@ async def test_redis_dies_mid_run_fails_fast_without_fallback(
             t0 = time.monotonic()
             with pytest.raises(LimiterUnavailableError) as err:
                 await bucket.acquire()
-            assert time.monotonic() - t0 < 1.0, attempt
+            # refused fast (timeout=0.5), never a wait or a retry loop: 10x margin for load
+            assert time.monotonic() - t0 < 5.0, attempt
         assert redis_server.url.removesuffix("/0") in str(err.value)
         assert "stopped sending" in str(err.value)
         with pytest.raises(LimiterUnavailableError):
@@ -256,7 +258,7 @@ async def test_unreachable_redis_and_bad_settings() -> None:
         t0 = time.monotonic()
         with pytest.raises(LimiterUnavailableError) as err:
             await limits.limiter("GetAsset", 100.0).acquire()
-        assert time.monotonic() - t0 < 1.0
+        assert time.monotonic() - t0 < 5.0  # a refused connection: fast, even under load
         assert "pw-secret" not in str(err.value)
         assert "***" in str(err.value)
     finally:
