@@ -85,9 +85,10 @@ _WS = re.compile(r"[\s\x00-\x1f\x7f]")
 
 
 def _show(value: object) -> str:
-    """``repr`` of a value for a message, cut to about 80 characters."""
+    """``repr`` of a value for a message, cut to about 80 characters in the middle: the end of
+    a path (the file name) or of an id says the most, so it stays."""
     text = str(value)
-    return repr(text if len(text) <= 80 else text[:77] + "...")
+    return repr(text if len(text) <= 80 else f"{text[:30]}...{text[-47:]}")
 
 
 def _show_url(url: str) -> str:

@@ -109,7 +109,17 @@ def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
             pytest.fail("the redis package is missing; CI installs the dev extra")
         pytest.skip("the redis package is not installed (pip install 'chenyu-assets[redis]')")
     server = RedisServer(binary, tmp_path / "redis")
-    server.start()
+    # The free port is only free when we looked: with tests running in parallel (pytest -n)
+    # another process may take it before redis-server binds it. A first start that exits at
+    # once is retried on a new port; restarts (kill, then start) keep theirs on purpose.
+    for attempt in range(5):
+        try:
+            server.start()
+            break
+        except RuntimeError:
+            if attempt == 4 or server.proc is None or server.proc.poll() is None:
+                raise
+            server.port = _free_port()
     try:
         yield server
     finally:
