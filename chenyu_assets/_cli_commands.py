@@ -17,14 +17,13 @@ from typing import Any, Final, get_args
 from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TaskID, TransferSpeedColumn
 
-from chenyu_assets._cli_common import EXIT_OK, UsageError, at_least, readable_file
+from chenyu_assets._cli_common import EXIT_OK, asset_id_of, at_least, readable_file
 from chenyu_assets._cli_delete import add_delete
 from chenyu_assets._cli_groups import exact_groups
 from chenyu_assets.ark import ArkClient
 from chenyu_assets.chenyu import ChenyuClient
-from chenyu_assets.errors import ConfigurationError, InvalidReferenceError, NotFoundError
+from chenyu_assets.errors import ConfigurationError, NotFoundError
 from chenyu_assets.models.ark import AssetStatus
-from chenyu_assets.refs import parse_asset_reference
 
 _URL_FIELDS = ("url", "signed_url", "content_url", "URL")
 
@@ -113,16 +112,6 @@ def _status(text: str) -> str:
         if status.lower() == text.strip().lower():
             return status
     raise argparse.ArgumentTypeError(f"{text!r} is not one of {', '.join(STATUSES)}")
-
-
-def asset_id_of(text: str) -> str:
-    """An asset id, or the id of an ``asset://`` reference (UsageError if malformed)."""
-    if text[:8].lower() != "asset://":
-        return text
-    try:
-        return parse_asset_reference(text)
-    except InvalidReferenceError as exc:
-        raise UsageError(str(exc)) from None
 
 
 def _run(job: Awaitable[int]) -> int:

@@ -22,7 +22,13 @@ from typing import Final, NoReturn, TextIO
 
 from chenyu_assets._core.logs import redact_text, register_secret
 from chenyu_assets.batch.items import SourceError
-from chenyu_assets.errors import ChenyuAssetsError, JournalError, JournalLockedError
+from chenyu_assets.errors import (
+    ChenyuAssetsError,
+    InvalidReferenceError,
+    JournalError,
+    JournalLockedError,
+)
+from chenyu_assets.refs import parse_asset_reference
 
 __all__ = [
     "EXIT_FATAL",
@@ -125,6 +131,16 @@ def at_least(low: int) -> Callable[[str], int]:
         return value
 
     return parse
+
+
+def asset_id_of(text: str) -> str:
+    """An asset id, or the id of an ``asset://`` reference (UsageError if malformed)."""
+    if text[:8].lower() != "asset://":
+        return text
+    try:
+        return parse_asset_reference(text)
+    except InvalidReferenceError as exc:
+        raise UsageError(str(exc)) from None
 
 
 def positive_float(text: str) -> float:

@@ -14,7 +14,7 @@ import json
 import sys
 from typing import Any
 
-from chenyu_assets._cli_common import EXIT_ITEMS_FAILED, EXIT_OK, UsageError, plain
+from chenyu_assets._cli_common import EXIT_ITEMS_FAILED, EXIT_OK, UsageError, asset_id_of, plain
 from chenyu_assets.ark import ArkClient
 from chenyu_assets.errors import ChenyuAssetsError
 
@@ -38,8 +38,6 @@ def add_delete(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def cmd_delete(args: argparse.Namespace) -> int:
-    from chenyu_assets._cli_commands import asset_id_of
-
     if bool(args.assets) == bool(args.group_id):
         raise UsageError("give asset ids (or asset:// references) or --group-id, not both")
     ids = [asset_id_of(a) for a in args.assets]
