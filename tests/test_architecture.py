@@ -142,7 +142,7 @@ def test_layers_point_down() -> None:
             assert not embeds or name.startswith(_MAY_EMBED_THE_EMULATOR), (name, sorted(imports))
 
 
-#: What ``_core`` may import outside itself: the error tree, the events, the log context, the version.
+#: What ``_core`` may import outside itself: the error tree, events, log context and version.
 _CORE_MAY_USE = {
     "chenyu_assets.errors",
     "chenyu_assets.events",
