@@ -58,8 +58,8 @@ from chenyu_assets.events import watcher_event
 from chenyu_assets.models.ark import Asset
 
 if TYPE_CHECKING:
+    from chenyu_assets._api import StatusAPI
     from chenyu_assets._core.redis_limits import RedisLimits
-    from chenyu_assets.ark import ArkFamilyClient
 
 __all__ = ["Slot", "Watcher", "WatcherEvent", "processing_pool"]
 
@@ -108,7 +108,7 @@ class Watcher:
 
     def __init__(
         self,
-        client: ArkFamilyClient,
+        client: StatusAPI,
         *,
         slots: Slots | None,
         lease: float = 3600.0,
