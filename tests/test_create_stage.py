@@ -58,6 +58,7 @@ async def run_stage(
     *,
     options: IngestOptions = OPTIONS,
     journal_name: str = "journal.db",
+    close_watcher: bool = True,
 ) -> Ran:
     """Register ``n`` URL items and push them through the create stage and the watcher
     (resumed rows in ``creating``/``unknown`` are reconciled first, as the pipeline does)."""
@@ -118,7 +119,8 @@ async def run_stage(
             rows[f"k{i:03d}"] = await facade.get(f"k{i:03d}")
     finally:
         await journal.close()
-        await fake.watcher.aclose()
+        if close_watcher:
+            await fake.watcher.aclose()
     return Ran(results, report, events, rows, loop_time() - started)
 
 
@@ -281,6 +283,34 @@ async def test_status_that_flips_only_on_get_is_found_by_the_stale_check(tmp_pat
     assert fake.watcher.mode == "robust"
     assert fake.calls["CreateAsset"] == 8
     assert fake.calls["GetAsset"] >= 16
+
+
+@virtual
+async def test_two_runs_converge_where_the_server_refuses_a_taken_name(tmp_path: Path) -> None:
+    """Two runs with different journals started together: where the server refuses a
+    second asset with one Name, the run that lost the race adopts the winner's asset."""
+    fake = FakeArk(duplicate_names="refuse")
+    ran: list[Ran] = []
+
+    async def one(name: str) -> None:
+        ran.append(await run_stage(fake, tmp_path, 10, journal_name=name, close_watcher=False))
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(one, "a.db")
+        tg.start_soon(one, "b.db")
+    await fake.watcher.aclose()
+    _one_asset_per_name(fake, 10)
+    assert fake.calls["CreateAsset"] == 20  # each run sent each item once
+    assert (
+        sorted(r.report.creates for r in ran) == [0, 10] or sum(r.report.creates for r in ran) == 10
+    )
+    assert sum(r.report.adopted for r in ran) == 10
+    for r in ran:
+        assert {x.status for x in r.results.values()} == {Outcome.ACTIVE}
+        by_name = {a.name: a.id for a in fake.assets.values()}
+        assert {k: x.asset_id for k, x in r.results.items()} == {
+            k: by_name[asset_name(k)] for k in r.results
+        }
 
 
 def test_outcomes_are_the_journal_and_jsonl_strings() -> None:

@@ -50,6 +50,10 @@ CREATE_TRIES = 5
 #: 400 codes about the request rather than the item (a skewed clock): they stop the run
 #: instead of failing every item in turn.
 REQUEST_LEVEL_CODES = frozenset({"InvalidTimestamp"})
+#: codes (last dotted part) of a server that refuses a second asset with one Name in a
+#: group; the documented service does not (names are not unique there), but where one
+#: does, a create that lost such a race is reconciled by Name and adopts the winner's asset
+DUPLICATE_NAME_CODES = frozenset({"DuplicateName", "NameAlreadyExists", "AlreadyExists"})
 
 
 class Sent(Enum):
@@ -60,6 +64,7 @@ class Sent(Enum):
     THROTTLED = "throttled"  # a 429: nothing created, try again
     FAILED = "failed"  # a 400 on the item: its verdict
     REFUSED = "refused"  # 401/403/404, a request-level 400, a service that stays down
+    DUPLICATE = "duplicate"  # the server refused the Name as taken: adopt the holder
 
 
 class CreateStage:
@@ -164,6 +169,8 @@ class CreateStage:
                 self.sink.emit("retried", entry.key, reason="rate limited")
                 await anyio.sleep(1.0)
                 continue
+            if sent is Sent.DUPLICATE:
+                return await self._taken(entry, value, slot)
             found = await self.reconcile(entry.name, wait=True)  # Sent.AMBIGUOUS
             if found is not None:
                 self.report.recovered += 1
@@ -208,26 +215,47 @@ class CreateStage:
                     entry.key, error_code=type(exc.cause).__name__, message=str(exc)
                 )
                 return Sent.AMBIGUOUS, exc
-            except BadRequestError as exc:
-                if exc.code in REQUEST_LEVEL_CODES:  # not this item's fault: every send fails
-                    await self.journal.reset_to_pending(entry.key)
-                    return Sent.REFUSED, exc
-                await self.journal.mark_done(
-                    entry.key,
-                    ItemState.FAILED,
-                    error_code=exc.code or "InvalidParameter",
-                    message=exc.message,
-                )
-                return Sent.FAILED, exc
-            except (APIError, TransportError) as exc:  # refused: nothing was created
-                await self.journal.reset_to_pending(entry.key)
-                return (Sent.THROTTLED if isinstance(exc, RateLimitError) else Sent.REFUSED), exc
+            except (APIError, TransportError) as exc:  # nothing was created
+                return await self._refused(entry, exc), exc
             self.report.creates += 1
             await self.journal.mark_created(entry.key, asset_id)
             return Sent.CREATED, asset_id
         raise Fatal(
             f"{entry.key}: CreateAsset did not finish within {self.opt.create_unit_timeout:g} s"
         )  # pragma: no cover
+
+    async def _refused(self, entry: Entry, exc: APIError | TransportError) -> Sent:
+        """Journal a refused create (in the shielded unit of :meth:`send`): a taken Name
+        stays to be reconciled, a 400 on the item is its verdict, the rest (a 429, a
+        request-level 400, 401/403/404, a service that stays down) go back to PENDING."""
+        if isinstance(exc, APIError) and _duplicate_name(exc):
+            await self.journal.mark_unknown(entry.key, error_code=exc.code, message=str(exc))
+            return Sent.DUPLICATE
+        if isinstance(exc, BadRequestError) and exc.code not in REQUEST_LEVEL_CODES:
+            await self.journal.mark_done(
+                entry.key,
+                ItemState.FAILED,
+                error_code=exc.code or "InvalidParameter",
+                message=exc.message,
+            )
+            return Sent.FAILED
+        await self.journal.reset_to_pending(entry.key)
+        return Sent.THROTTLED if isinstance(exc, RateLimitError) else Sent.REFUSED
+
+    async def _taken(self, entry: Entry, error: Exception, slot: Slot) -> bool:
+        """A create refused because the group holds the Name (another run won the race):
+        that asset is adopted; absent after the list-lag wait, the refusal is the verdict."""
+        found = await self.reconcile(entry.name, wait=True)
+        if found is not None:
+            self.report.adopted += 1
+            self.sink.adopted(entry.key)
+            self.sink.emit("adopted", entry.key, asset_id=found.id, status=found.status)
+            return await self._found(entry, found, slot)
+        code = error.code if isinstance(error, APIError) else None
+        await self.sink.finish_entry(
+            entry, Outcome.FAILED, code=code or "DuplicateName", message=str(error)
+        )
+        return False
 
     async def _found(self, entry: Entry, asset: Asset, slot: Slot) -> bool:
         await self.journal.mark_created(entry.key, asset.id)
@@ -271,3 +299,8 @@ class CreateStage:
                 if began >= deadline:
                     return None
             await anyio.sleep(self.opt.reconcile_interval)
+
+
+def _duplicate_name(exc: APIError) -> bool:
+    code = (exc.code or "").rpartition(".")[2]
+    return exc.status in (400, 409) and code in DUPLICATE_NAME_CODES

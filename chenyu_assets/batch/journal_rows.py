@@ -179,6 +179,9 @@ class Entry:
     error_message: str | None
     updated_at: float
     changed: bool = False
+    #: not stored either: the asset of a FAILED/SKIPPED row that registering just reset to
+    #: PENDING for new content (the group may still hold it under the item's Name)
+    stale_asset: str | None = None
 
     @property
     def fingerprint(self) -> tuple[int | None, int | None, str | None]:

@@ -36,6 +36,7 @@ T = TypeVar("T")
 _ASSET_MAY_EXIST = frozenset(
     {ItemState.CREATING, ItemState.CREATED, ItemState.UNKNOWN, ItemState.ACTIVE}
 )
+_RESET_WHEN_CHANGED = frozenset({ItemState.FAILED, ItemState.SKIPPED})
 #: what registering a batch gives back: the row of each item (or the BadItem as it was)
 Registered = list[tuple[Entry | BadItem, SourceItem | None]]
 
@@ -259,6 +260,18 @@ def register_batch(
                 item.label,
             )
         )
+    stale: dict[str, str] = {}  # key -> the asset of a finished row new content resets
+    for reg in regs:
+        if reg.size is None:  # a URL item: no fingerprint, never "changed"
+            continue
+        old = journal.get(reg.key)
+        if (
+            old is not None
+            and old.asset_id
+            and old.state in _RESET_WHEN_CHANGED
+            and fingerprint_changed((reg.size, reg.mtime_ns, reg.content_hash), old.fingerprint)
+        ):
+            stale[reg.key] = old.asset_id
     journal.register_many(regs)
     out: Registered = []
     by_key = {r.key: r for r in regs}
@@ -274,5 +287,6 @@ def register_batch(
             entry.changed = fingerprint_changed(
                 (reg.size, reg.mtime_ns, reg.content_hash), entry.fingerprint
             )
+        entry.stale_asset = stale.get(item.key)
         out.append((entry, item))
     return out

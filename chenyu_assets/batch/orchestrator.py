@@ -322,6 +322,8 @@ class Pipeline:
             return
         work = Work(entry, item)
         pending = entry.state in (ItemState.PENDING, ItemState.UPLOADED)
+        if pending and not await self.reuse.drop_stale(entry):
+            return
         if pending and await self.reuse.adopt_if_present(work, resume):
             return
         if entry.state in (ItemState.CREATED, ItemState.CREATING, ItemState.UNKNOWN):

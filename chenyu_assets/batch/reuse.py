@@ -6,6 +6,8 @@
   ``failed`` row with a retryable code, and with ``retry_failed`` every ``failed`` or
   ``skipped`` row, goes back to PENDING, its Failed asset deleted first (the service
   never retries one and the Name stays unique);
+- a row that new content reset while its Failed asset is still in the group
+  (:meth:`Reuse.drop_stale`): that asset is deleted before the new content is created;
 - an asset the group already holds under the item's Name (:meth:`Reuse.adopt_if_present`,
   see :mod:`.adopt`): adopted instead of created.
 """
@@ -74,6 +76,25 @@ class Reuse:
         reason = f"retrying an earlier failure ({entry.error_code})"
         self.sink.emit("retried", entry.key, reason=reason)
         return await self.journal.get(entry.key)
+
+    async def drop_stale(self, entry: Entry) -> bool:
+        """Delete the asset a row had before new content reset it (``Entry.stale_asset``:
+        a Failed asset still holds the item's Name). True: go on and create. When the
+        delete fails the item is reported ``failed`` / ``delete_failed`` (retryable), the
+        old asset id journaled, so that the next run deletes it first."""
+        if entry.stale_asset is None:
+            return True
+        if self.opt.adopt_existing:  # the group's listing must not predate the delete
+            await self.adoption.forget(entry.name)
+        problem = await delete_failed(self.client, entry.stale_asset)
+        if problem is None:
+            self.report.deleted_failed += 1
+            self.sink.emit("retried", entry.key, reason="new content: its Failed asset deleted")
+            return True
+        await self.sink.finish_entry(
+            entry, Outcome.FAILED, asset_id=entry.stale_asset, code="delete_failed", message=problem
+        )
+        return False
 
     async def adopt_if_present(self, work: Work, resume: ObjectSendStream[Work]) -> bool:
         """Adopt the asset the group already holds under the item's Name (True: handled,

@@ -52,14 +52,16 @@ RESULT_STATUSES: Final = frozenset(
 
 #: Failure codes that say nothing about the content: a rerun tries the item again. Ours
 #: (an upload that did not succeed: the host unreachable, misconfigured or its retry budget
-#: spent; CreateAsset tries all transient) and the service's transient ``Failed`` codes
-#: (api-reference §6), matched on the last dotted part (``InvalidParameter.DownloadFailed``).
+#: spent; CreateAsset tries all transient; the old Failed asset of new content could not be
+#: deleted) and the service's transient ``Failed`` codes (api-reference §6), matched on
+#: the last dotted part (``InvalidParameter.DownloadFailed``).
 #: Every other code is a verdict on the item (media checks, content codes): retried only
 #: with ``retry_failed``.
 RETRYABLE_CODES: Final = frozenset(
     {
         "upload_failed",
         "create_retries_exhausted",
+        "delete_failed",
         "DownloadFailed",
         "TranscodingFailed",
         "InternalError",
