@@ -21,7 +21,8 @@ from vclock import virtual
 from chenyu_assets._api import AssetAPI
 from chenyu_assets.batch.create import CreateStage
 from chenyu_assets.batch.fingerprints import register_items
-from chenyu_assets.batch.journal import OUTCOME_OF, STATE_OF, Entry, ItemState, Journal
+from chenyu_assets.batch.journal import Entry, ItemState, Journal
+from chenyu_assets.batch.journal_rows import OUTCOME_OF, STATE_OF
 from chenyu_assets.batch.journal_thread import AsyncJournal, JournalFacade
 from chenyu_assets.batch.naming import asset_name
 from chenyu_assets.batch.results import Results

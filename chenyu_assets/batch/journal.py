@@ -77,12 +77,9 @@ from .journal_rows import (
     _REFRESH_MTIME,
     _SCHEMA,
     _UPSERT,
-    OUTCOME_OF,
     SCHEMA_VERSION,
-    STATE_OF,
     TERMINAL,
     Entry,
-    Fingerprint,
     ItemState,
     Registration,
     _is_bearer_url,
@@ -91,12 +88,9 @@ from .journal_rows import (
 from .journal_rows import ItemState as _S
 
 __all__ = [
-    "OUTCOME_OF",
     "SCHEMA_VERSION",
-    "STATE_OF",
     "TERMINAL",
     "Entry",
-    "Fingerprint",
     "ItemState",
     "Journal",
     "Registration",

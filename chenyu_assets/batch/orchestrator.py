@@ -46,7 +46,8 @@ from chenyu_assets.batch.adopt import Adoption
 from chenyu_assets.batch.checks import hash_and_check, url_problem
 from chenyu_assets.batch.create import CreateStage
 from chenyu_assets.batch.fingerprints import register_items, replace_asset
-from chenyu_assets.batch.journal import OUTCOME_OF, TERMINAL, Entry, ItemState
+from chenyu_assets.batch.journal import TERMINAL, Entry, ItemState
+from chenyu_assets.batch.journal_rows import OUTCOME_OF
 from chenyu_assets.batch.journal_thread import JournalFacade, take
 from chenyu_assets.batch.results import Results
 from chenyu_assets.batch.reuse import Reuse

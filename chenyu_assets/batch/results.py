@@ -15,7 +15,7 @@ from anyio.abc import ObjectSendStream
 
 from chenyu_assets._core.logs import redact_text
 from chenyu_assets.batch import hooks
-from chenyu_assets.batch.journal import STATE_OF
+from chenyu_assets.batch.journal_rows import STATE_OF
 from chenyu_assets.batch.journal_thread import JournalFacade
 from chenyu_assets.batch.types import Event, IngestReport, IngestResult, Outcome
 from chenyu_assets.batch.work import ItemRef
