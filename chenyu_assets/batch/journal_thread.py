@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import ParamSpec, Protocol, TypeVar
 
 from chenyu_assets.batch.journal import (
     Entry,
@@ -33,6 +33,7 @@ from chenyu_assets.batch.sources import BadItem, SourceItem
 __all__ = ["AsyncJournal", "JournalFacade", "Registered", "register_batch", "take"]
 
 T = TypeVar("T")
+P = ParamSpec("P")
 _ASSET_MAY_EXIST = frozenset(
     {ItemState.CREATING, ItemState.CREATED, ItemState.UNKNOWN, ItemState.ACTIVE}
 )
@@ -110,7 +111,8 @@ class AsyncJournal:
     ) -> None:
         self.journal = await self._run(Journal.open, Path(path), run_info=run_info)
 
-    async def _run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    async def _run(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        """``fn(*args, **kwargs)`` on the journal thread (checked against ``fn``'s types)."""
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._pool, partial(fn, *args, **kwargs))
 
