@@ -59,7 +59,7 @@ async def test_replace_changed_retries_a_failing_delete_then_creates_once(tmp_pa
     """``replace_changed`` deletes before it creates: while DeleteAsset fails the item stays
     Active with its old asset (``source_changed``), and the next run replaces it."""
     src = tmp_path / "src"
-    [path] = make_images(src, 1)
+    paths = make_images(src, 3)
     replace = IngestOptions(replace_changed=True)
     async with emulator() as emu:
         ark, chenyu = clients(emu)
@@ -67,18 +67,21 @@ async def test_replace_changed_retries_a_failing_delete_then_creates_once(tmp_pa
             group = await ark.create_asset_group(name="bulk")
             kw = {"group_id": group, "chenyu": chenyu, "journal": tmp_path / "j.db"}
             first = await ingest(ark, src, **kw)
-            path.write_bytes(mediagen.png(700, 500))  # new content
+            for path in paths:
+                path.write_bytes(mediagen.png(700, 500))  # new content
             emu.set_faults([FaultRule(action="DeleteAsset", status=503)])
             blocked = await ingest(ark, src, options=replace, **kw)
             emu.set_faults([])
             again = await ingest(ark, src, options=replace, **kw)
             done = await ingest(ark, src, options=replace, **kw)
-        assert (first.active, first.creates) == (1, 1)
-        assert (blocked.skipped, blocked.creates, blocked.failures) == (1, 0, {"source_changed": 1})
-        assert (again.active, again.creates) == (1, 1)
-        assert (done.active, done.resumed, done.creates) == (1, 1, 0)
+        assert (first.active, first.creates) == (3, 3)
+        assert (blocked.skipped, blocked.creates, blocked.failures) == (3, 0, {"source_changed": 3})
+        # each new content created (never the old, deleted asset adopted from the index)
+        assert (again.active, again.creates, again.adopted) == (3, 3, 0)
+        assert (done.active, done.resumed, done.creates) == (3, 3, 0)
         audit = emu.audit()
-        assert len(audit.assets) == 1  # the old asset gone before the new one was made
+        assert len(audit.assets) == 3  # the old assets gone before the new ones were made
+        assert {a.status for a in audit.assets} == {"Active"}
         assert audit.duplicates() == {}
 
 

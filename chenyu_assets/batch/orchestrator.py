@@ -334,8 +334,11 @@ class Pipeline:
 
     async def _replace(self, entry: Entry) -> Entry | None:
         """``replace_changed``: the old asset deleted and the row PENDING (None when the
-        delete failed: the item is then reported ``source_changed``)."""
+        delete failed: the item is then reported ``source_changed``). The group's name
+        index forgets the old asset first, so that it is never adopted once deleted."""
         try:
+            if self.opt.adopt_existing:
+                await self.reuse.forget(entry.name)
             return await replace_asset(self.ark, self.journal, entry)
         except (AuthenticationError, PermissionDeniedError) as exc:
             raise Fatal(f"DeleteAsset refused: {exc}") from exc

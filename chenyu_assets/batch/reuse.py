@@ -77,6 +77,12 @@ class Reuse:
         self.sink.emit("retried", entry.key, reason=reason)
         return await self.journal.get(entry.key)
 
+    async def forget(self, name: str) -> None:
+        """The asset of ``name`` is about to be deleted: the name index drops it (the
+        group's listing, taken now if not yet, must not predate the delete)."""
+        await self._find_existing(name)  # builds the index, retried like adoption's walk
+        await self.adoption.forget(name)
+
     async def drop_stale(self, entry: Entry) -> bool:
         """Delete the asset a row had before new content reset it (``Entry.stale_asset``:
         a Failed asset still holds the item's Name). True: go on and create. When the
