@@ -19,6 +19,7 @@ from fake_ark import FakeArk, FakeAsset
 from vclock import virtual
 
 from chenyu_assets._api import AssetAPI
+from chenyu_assets.batch.adopt import Adoption
 from chenyu_assets.batch.create import CreateStage
 from chenyu_assets.batch.fingerprints import register_items
 from chenyu_assets.batch.journal import Entry, ItemState, Journal
@@ -26,6 +27,7 @@ from chenyu_assets.batch.journal_rows import OUTCOME_OF, STATE_OF
 from chenyu_assets.batch.journal_thread import AsyncJournal, JournalFacade
 from chenyu_assets.batch.naming import asset_name
 from chenyu_assets.batch.results import Results
+from chenyu_assets.batch.reuse import Reuse
 from chenyu_assets.batch.sources import BadItem, SourceItem
 from chenyu_assets.batch.tracking import Tracker
 from chenyu_assets.batch.types import Event, IngestOptions, IngestReport, IngestResult, Outcome
@@ -60,9 +62,11 @@ async def run_stage(
     options: IngestOptions = OPTIONS,
     journal_name: str = "journal.db",
     close_watcher: bool = True,
+    adopt: bool = False,
 ) -> Ran:
     """Register ``n`` URL items and push them through the create stage and the watcher
-    (resumed rows in ``creating``/``unknown`` are reconciled first, as the pipeline does)."""
+    (resumed rows in ``creating``/``unknown`` are reconciled first, as the pipeline does;
+    with ``adopt``, pending rows go through ``Reuse.adopt_if_present`` first)."""
     loop_time = anyio.current_time
     started = loop_time()
     o = options
@@ -95,6 +99,7 @@ async def run_stage(
         slots=fake.watcher.slots,
         report=report,
     )
+    reuse = Reuse(client, facade, Adoption(client, GROUP), sink, tracker, options=o, report=report)
     try:
         to_create, inbox = anyio.create_memory_object_stream[Work](math.inf)
         for entry, item in await register_items(facade, _items(n)):
@@ -102,7 +107,11 @@ async def run_stage(
             if entry.state in (ItemState.ACTIVE, ItemState.FAILED, ItemState.SKIPPED):
                 continue
             again = entry.state in (ItemState.CREATING, ItemState.UNKNOWN)
-            to_create.send_nowait(Work(entry, item, reconcile=again))
+            work = Work(entry, item, reconcile=again)
+            pending = adopt and entry.state is ItemState.PENDING
+            if pending and await reuse.adopt_if_present(work, to_create):
+                continue
+            to_create.send_nowait(work)
         to_create.close()
         with anyio.fail_after(3600):  # virtual seconds: a hang guard only
             async with anyio.create_task_group() as tg:
@@ -238,9 +247,44 @@ async def test_resumed_rows_are_reconciled_not_created(tmp_path: Path) -> None:
     _one_asset_per_name(fake, 2)
 
 
-def _existing(fake: FakeArk, asset_id: str, name: str) -> FakeAsset:
+def _existing(
+    fake: FakeArk, asset_id: str, name: str, *, ready_in: float = -50.0, code: str | None = None
+) -> FakeAsset:
     now = fake._now()
-    return FakeAsset(asset_id, name, GROUP, "https://media.example/x.png", now - 60, now - 50)
+    url = "https://media.example/x.png"
+    return FakeAsset(asset_id, name, GROUP, url, now - 60, now + ready_in, fail_code=code)
+
+
+@virtual
+async def test_adoption_by_name_of_what_another_journal_left(tmp_path: Path) -> None:
+    """The group holds k000 Active, k001 Processing, k002 Failed for a transient code,
+    k003 Failed for its content: one listing, then k000/k001/k003 are adopted (k001
+    watched to its end), k002's Failed asset is deleted and created anew, k004 created."""
+    fake = FakeArk()
+    left = {
+        "k000": {},
+        "k001": {"ready_in": 3.0},
+        "k002": {"code": "InvalidParameter.DownloadFailed"},
+        "k003": {"code": "InvalidParameter.WidthTooSmall"},
+    }
+    for i, (key, kw) in enumerate(left.items()):
+        asset_id = f"asset-09{i:02d}"
+        fake.assets[asset_id] = _existing(fake, asset_id, asset_name(key), **kw)
+    ran = await run_stage(fake, tmp_path, 5, adopt=True)
+    status = {k: (r.outcome, r.adopted) for k, r in ran.results.items()}
+    assert status == {
+        "k000": (Outcome.ACTIVE, True),
+        "k001": (Outcome.ACTIVE, True),
+        "k002": (Outcome.ACTIVE, False),
+        "k003": (Outcome.FAILED, True),
+        "k004": (Outcome.ACTIVE, False),
+    }
+    assert fake.calls["CreateAsset"] == 2
+    assert fake.calls["DeleteAsset"] == 1
+    assert "asset-0902" not in fake.assets
+    assert ran.report.adopted == 3
+    assert ran.report.deleted_failed == 1
+    _one_asset_per_name(fake, 5)
 
 
 async def _timed(fake: FakeArk, tmp_path: Path, n: int) -> Ran:
