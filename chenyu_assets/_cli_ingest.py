@@ -55,7 +55,7 @@ from chenyu_assets._cli_source import add_source_flags, option_values, walk_argu
 from chenyu_assets._cli_stage import add_stage_flags, stage_of
 from chenyu_assets._core.ratelimit import DEFAULT_MARGIN
 from chenyu_assets.ark import ArkClient
-from chenyu_assets.batch import Event, IngestOptions, IngestReport, S3Stage, open_ingest
+from chenyu_assets.batch import Event, IngestOptions, IngestReport, Outcome, S3Stage, open_ingest
 from chenyu_assets.batch.checks import hash_and_check, url_problem
 from chenyu_assets.batch.journal_files import check as check_journal
 from chenyu_assets.batch.naming import shard_of
@@ -511,9 +511,10 @@ def exit_code(report: IngestReport) -> int:
     """4 fatal; 3 a content failure or a skip; 5 only retryable failures; 0 all active."""
     if report.fatal:
         return EXIT_FATAL
-    if report.failed > report.retryable or report.skipped:
+    counts = report.outcomes()
+    if counts[Outcome.FAILED] or counts[Outcome.SKIPPED]:
         return EXIT_ITEMS_FAILED
-    return EXIT_RETRYABLE if report.retryable else EXIT_OK
+    return EXIT_RETRYABLE if counts[Outcome.RETRYABLE] else EXIT_OK
 
 
 def _key(item: SourceItem | BadItem) -> str:

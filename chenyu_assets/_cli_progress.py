@@ -35,7 +35,7 @@ from chenyu_assets._cli_common import plain
 from chenyu_assets._cli_source import ignored_rows
 from chenyu_assets._core.logs import RedactingFilter, get_logger, redact_text
 from chenyu_assets._logctx import CURRENT_ACTION
-from chenyu_assets.batch import IngestReport
+from chenyu_assets.batch import IngestReport, Outcome
 
 __all__ = ["Stats", "configure_logging", "ingest_bar", "log_item", "report_json", "summary"]
 
@@ -231,10 +231,10 @@ def summary(console: Console, report: IngestReport, group_id: str, journal: Path
     table = Table(title=Text(plain(f"ingest into {group_id}")), show_header=False)
     rows = [
         ("items", report.total),
-        ("active", report.active),
-        ("failed", report.failed),
-        ("  of which retryable (rerun)", report.retryable),
-        ("skipped", report.skipped),
+        (Outcome.ACTIVE.value, report.active),
+        (Outcome.FAILED.value, report.failed),
+        (f"  of which {Outcome.RETRYABLE} (rerun)", report.retryable),
+        (Outcome.SKIPPED.value, report.skipped),
         *ignored_rows(report),
         ("planned (dry run)", report.planned),
         ("already done (resumed)", report.resumed),

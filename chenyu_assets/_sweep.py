@@ -15,7 +15,7 @@ from chenyu_assets.errors import NotFoundError, PaginationError
 from chenyu_assets.models.ark import TERMINAL_STATUSES, Asset
 
 if TYPE_CHECKING:
-    from chenyu_assets.ark import ArkFamilyClient
+    from chenyu_assets._api import StatusAPI
     from chenyu_assets.watcher import Slot
 
 __all__ = ["Sweep", "Watch"]
@@ -54,7 +54,7 @@ class Sweep:
 
     def __init__(
         self,
-        client: ArkFamilyClient,
+        client: StatusAPI,
         *,
         finish: Callable[[Watch, Asset], Awaitable[None]],
         live: Callable[[Watch], bool],

@@ -23,12 +23,7 @@ The tick follows the observed processing time ``P``: ``P/8`` (at least ``min_int
 ``P/24`` (at least ``starved_interval``) while creates wait for a Processing slot, never
 more than ``max_interval``; nothing is sent while nothing is watched.
 
-Slots: ``create_asset`` takes a Processing slot (:class:`~chenyu_assets._core.ratelimit.Slots`,
-local or shared through Redis) before it sends and the watcher gives it back when the asset
-leaves Processing. A slot is held at most ``lease`` seconds (an asset stuck Processing, or
-one nobody waits on whose status the watcher cannot read); a Redis slot of a process that
-dies comes back after the Redis lease. A 429 on CreateAsset while every slot is held, or
-whose message names the Processing cap, is the cap, not the rate: it pauses no limiter.
+Processing slots and the cap-429 rule: see :mod:`chenyu_assets._slots`.
 """
 
 from __future__ import annotations
@@ -42,13 +37,13 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from chenyu_assets._core.logs import get_logger
-from chenyu_assets._core.ratelimit import SlotPool, Slots
+from chenyu_assets._core.ratelimit import Slots
 from chenyu_assets._core.retry import Decision, classify
+from chenyu_assets._slots import CAP_WORDS, Slot, processing_pool
 from chenyu_assets._sweep import Sweep, Watch
 from chenyu_assets.errors import (
     AmbiguousOutcomeError,
     APIError,
-    ConfigurationError,
     RateLimitError,
     RequestTimeoutError,
     TransportError,
@@ -58,8 +53,7 @@ from chenyu_assets.events import watcher_event
 from chenyu_assets.models.ark import Asset
 
 if TYPE_CHECKING:
-    from chenyu_assets._core.redis_limits import RedisLimits
-    from chenyu_assets.ark import ArkFamilyClient
+    from chenyu_assets._api import StatusAPI
 
 __all__ = ["Slot", "Watcher", "WatcherEvent", "processing_pool"]
 
@@ -69,38 +63,8 @@ log = get_logger("chenyu_assets.watcher")
 #: "finished".
 WatcherEvent = Callable[[str, Mapping[str, Any]], None]
 
-#: Words in a 429's message that name the service's in-flight cap, not its rate.
-_CAP_WORDS = ("processing", "in-flight", "in flight", "concurrent")
 #: Finished assets remembered, so that a wait that starts after the end resolves at once.
 RECENT = 4096
-
-
-def processing_pool(
-    slots: Slots | int | None, shared: RedisLimits | None, *, watch: bool
-) -> Slots | None:
-    """A client's Processing slots: ``slots`` of them (through Redis when the limits are
-    shared), the caller's own :class:`Slots`, or none (None, or ``watch=False``)."""
-    if not watch and isinstance(slots, Slots):
-        raise ConfigurationError("watch=False keeps no Processing slots: drop processing_slots")
-    if not watch or slots is None:
-        return None
-    if isinstance(slots, int):
-        return shared.slots(slots) if shared is not None else SlotPool(slots)
-    return slots
-
-
-class Slot:
-    """A Processing slot taken by :meth:`Watcher.reserve`; pass it to ``create_asset``."""
-
-    __slots__ = ("holder", "pool", "released")
-
-    def __init__(self, pool: Slots, holder: str) -> None:
-        self.pool = pool
-        self.holder = holder
-        self.released = False
-
-    def __repr__(self) -> str:
-        return f"<Slot {self.holder}{' released' if self.released else ''}>"
 
 
 class Watcher:
@@ -108,7 +72,7 @@ class Watcher:
 
     def __init__(
         self,
-        client: ArkFamilyClient,
+        client: StatusAPI,
         *,
         slots: Slots | None,
         lease: float = 3600.0,
@@ -315,7 +279,7 @@ class Watcher:
         if endpoint != "CreateAsset":
             return False
         text = (error.message or "").lower()
-        if any(word in text for word in _CAP_WORDS):
+        if any(word in text for word in CAP_WORDS):
             return True
         return self.slots is not None and self.slots.in_use() >= self.slots.limit
 

@@ -9,6 +9,7 @@ from chenyu_assets.batch.types import (
     IngestOptions,
     IngestReport,
     IngestResult,
+    Outcome,
     StageStats,
 )
 
@@ -20,6 +21,7 @@ __all__ = [
     "IngestReport",
     "IngestResult",
     "IngestStream",
+    "Outcome",
     "PathFilter",
     "S3Stage",
     "SourceItem",

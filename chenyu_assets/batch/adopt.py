@@ -25,7 +25,7 @@ from typing import Final
 
 import anyio
 
-from chenyu_assets.ark import ArkFamilyClient
+from chenyu_assets._api import AssetAPI
 from chenyu_assets.batch.types import retryable
 from chenyu_assets.errors import APIError, NotFoundError, TransportError
 from chenyu_assets.models.ark import Asset
@@ -140,7 +140,7 @@ class NameIndex:
 class Adoption:
     """The group's names, listed once, when first asked for (see the module docstring)."""
 
-    def __init__(self, ark: ArkFamilyClient, group_id: str) -> None:
+    def __init__(self, ark: AssetAPI, group_id: str) -> None:
         self._ark = ark
         self._group_id = group_id
         self._index: NameIndex | None = None
@@ -169,7 +169,7 @@ class Adoption:
         return index
 
 
-async def delete_failed(ark: ArkFamilyClient, asset_id: str) -> str | None:
+async def delete_failed(ark: AssetAPI, asset_id: str) -> str | None:
     """Delete a Failed asset before it is created anew (the service never retries one, and
     the Name must stay unique). None when it is gone; else why it could not be deleted."""
     try:

@@ -30,34 +30,14 @@ from pathlib import Path
 
 import anyio
 
-from chenyu_assets.ark import ArkFamilyClient
+from chenyu_assets._api import AssetAPI
 from chenyu_assets.batch.checks import sha256_of
-from chenyu_assets.batch.journal import Entry, ItemState, Journal
-from chenyu_assets.batch.journal_thread import JournalThread, register_batch
+from chenyu_assets.batch.journal import Entry, ItemState
+from chenyu_assets.batch.journal_thread import JournalFacade, Registered
 from chenyu_assets.batch.sources import BadItem, SourceItem
 from chenyu_assets.errors import APIError, NotFoundError, TransportError
 
 __all__ = ["register_items", "replace_asset"]
-
-
-def _needs_hash(journal: Journal | None, batch: list[SourceItem | BadItem]) -> dict[str, Path]:
-    """Items of stage 3 (journal thread): a stored hash, the same size, another mtime."""
-    if journal is None:
-        raise RuntimeError("journal is not open")
-    out: dict[str, Path] = {}
-    for item in batch:
-        if isinstance(item, BadItem) or item.path is None:
-            continue
-        entry = journal.get(item.key)
-        if entry is None or entry.content_hash is None:
-            continue
-        try:
-            st = os.stat(item.path)
-        except OSError:
-            continue
-        if st.st_size == entry.size and st.st_mtime_ns != entry.mtime_ns:
-            out[item.key] = item.path
-    return out
 
 
 def _hash_all(paths: Mapping[str, Path]) -> dict[str, str]:
@@ -72,16 +52,14 @@ def _hash_all(paths: Mapping[str, Path]) -> dict[str, str]:
     return out
 
 
-async def register_items(
-    jt: JournalThread, batch: list[SourceItem | BadItem]
-) -> list[tuple[Entry | BadItem, SourceItem | None]]:
-    """:func:`register_batch` with the staged content check (see the module docstring)."""
-    need = await jt.run(_needs_hash, jt.journal, batch)
+async def register_items(journal: JournalFacade, batch: list[SourceItem | BadItem]) -> Registered:
+    """Register a batch with the staged content check (see the module docstring)."""
+    need = await journal.needs_hash(batch)
     hashes = await anyio.to_thread.run_sync(_hash_all, need) if need else {}
-    return await jt.run(register_batch, jt.journal, batch, hashes)
+    return await journal.register_batch(batch, hashes)
 
 
-async def replace_asset(ark: ArkFamilyClient, jt: JournalThread, entry: Entry) -> Entry:
+async def replace_asset(ark: AssetAPI, journal: JournalFacade, entry: Entry) -> Entry:
     """Delete the old asset of a changed Active item (NotFound: already gone), then reset its
     row to PENDING with the file's size and mtime; the fresh row. APIError/TransportError
     from the delete propagate (the row is left Active: a rerun tries again)."""
@@ -101,8 +79,5 @@ async def replace_asset(ark: ArkFamilyClient, jt: JournalThread, entry: Entry) -
             size, mtime = st.st_size, st.st_mtime_ns
         except OSError:
             pass
-    await jt.call("mark_replaced", entry.key, size=size, mtime_ns=mtime)
-    fresh: Entry | None = await jt.call("get", entry.key)
-    if fresh is None:  # pragma: no cover - the row was just updated
-        raise RuntimeError(f"journal lost {entry.key!r}")
-    return fresh
+    await journal.mark_replaced(entry.key, size=size, mtime_ns=mtime)
+    return await journal.get(entry.key)

@@ -7,7 +7,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from chenyu_assets._core.logs import redact_text
-from chenyu_assets.batch.types import IngestReport, IngestResult
+from chenyu_assets.batch.types import IngestReport, IngestResult, Outcome
 from chenyu_assets.events import (
     CallEvent,
     Hook,
@@ -41,11 +41,20 @@ def item_event(kind: str, key: str | None, data: Mapping[str, Any]) -> ItemEvent
     return ItemEvent(key, phase, asset_id=data.get("asset_id"))
 
 
+#: a result's status -> the phase of its final ItemEvent (the same words)
+_END_PHASES: dict[Outcome, ItemPhase] = {
+    Outcome.ACTIVE: "active",
+    Outcome.FAILED: "failed",
+    Outcome.SKIPPED: "skipped",
+    Outcome.PLANNED: "planned",
+}
+
+
 def result_event(result: IngestResult) -> ItemEvent:
     """The final transition of an item (active / failed / skipped, planned in a dry run)."""
     return ItemEvent(
         result.key,
-        result.status,
+        _END_PHASES[result.status],
         asset_id=result.asset_id,
         error_code=result.error_code,
         resumed=result.resumed,

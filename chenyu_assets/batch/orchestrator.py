@@ -33,26 +33,24 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import math
-import os
-import time
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any, TypeVar
 
 import anyio
 from anyio.abc import ObjectReceiveStream, ObjectSendStream
 
 from chenyu_assets._core.logs import redact_text, redact_url
 from chenyu_assets._core.ratelimit import Slots
-from chenyu_assets._core.retry import Decision, classify
 from chenyu_assets.ark import ArkFamilyClient
 from chenyu_assets.batch import hooks
 from chenyu_assets.batch.adopt import Adoption
 from chenyu_assets.batch.checks import hash_and_check, url_problem
-from chenyu_assets.batch.create import CreateStage, Fatal, Tracked, Work
+from chenyu_assets.batch.create import CreateStage
 from chenyu_assets.batch.fingerprints import register_items, replace_asset
 from chenyu_assets.batch.journal import TERMINAL, Entry, ItemState
-from chenyu_assets.batch.journal_thread import JournalThread, take
+from chenyu_assets.batch.journal_rows import OUTCOME_OF
+from chenyu_assets.batch.journal_thread import JournalFacade, take
+from chenyu_assets.batch.results import Results
+from chenyu_assets.batch.reuse import Reuse
 from chenyu_assets.batch.sources import (
     BadItem,
     IgnoredItem,
@@ -61,7 +59,10 @@ from chenyu_assets.batch.sources import (
     url_has_userinfo,
 )
 from chenyu_assets.batch.staging import S3Staging
-from chenyu_assets.batch.types import Event, IngestOptions, IngestReport, IngestResult, Status
+from chenyu_assets.batch.tracking import Tracker
+from chenyu_assets.batch.types import Event, IngestOptions, IngestReport, IngestResult, Outcome
+from chenyu_assets.batch.upload import Uploads
+from chenyu_assets.batch.work import Fatal, Work
 from chenyu_assets.chenyu import ChenyuClient
 from chenyu_assets.errors import (
     APIError,
@@ -70,23 +71,18 @@ from chenyu_assets.errors import (
     MediaCheckError,
     PermissionDeniedError,
     TransportError,
-    UploadError,
 )
 from chenyu_assets.events import IngestEvent, next_call_id
-from chenyu_assets.models.ark import Asset
 
 __all__ = ["Pipeline"]
 
-#: Uploads of one item per run (each a whole client call with its own retries), and the
-#: pause before the next one (× the try number) while the client's retry budget refills.
-UPLOAD_TRIES = 3
-UPLOAD_PAUSE = 1.0
 
-T = TypeVar("T")
+class Pipeline:
+    """One ingest run (see :func:`open_ingest`): the stages, each given its collaborators.
 
-
-class Pipeline(CreateStage):
-    """One ingest run; see :func:`open_ingest`."""
+    ``results`` is the run's sink, ``tracker`` the watcher side, ``uploads`` the URL
+    provider and upload stage, ``reuse`` retries and adoption, ``creator`` the create
+    stage; this class registers the source, dispatches each row and runs them all."""
 
     def __init__(
         self,
@@ -94,7 +90,7 @@ class Pipeline(CreateStage):
         source: Iterable[SourceItem | BadItem | IgnoredItem],
         *,
         group_id: str,
-        journal: JournalThread,
+        journal: JournalFacade,
         chenyu: ChenyuClient | None,
         options: IngestOptions,
         slots: Slots,
@@ -108,69 +104,53 @@ class Pipeline(CreateStage):
         self.source = source
         self.group_id = group_id
         self.journal = journal
-        self.chenyu = chenyu
         self.opt = options
         self.slots = slots
-        self.on_event = on_event
-        self.results = send_results
         self.report = IngestReport()
-        self.items: dict[str, SourceItem] = {}
-        self._in_flight = 0  # items whose asset is Processing (as far as the run knows)
-        self._unreported = 0  # items handed to the watcher whose end is not reported yet
-        self._idle = anyio.Event()
-        self._idle.set()
-        self._watched_send, self._watched = anyio.create_memory_object_stream[
-            tuple[Tracked, "asyncio.Future[Asset]"]
-        ](math.inf)
-        self.adoption = Adoption(ark, group_id)
-        self._adopted: set[str] = set()  # adopted keys whose result is not out yet
+        on_finished = None
+        if staging is not None:
+            self.report.staging = staging.stats
+
+            def on_finished(result: IngestResult) -> None:
+                staging.finished(result.key, result.status is Outcome.ACTIVE)
+
+        self.results = Results(
+            journal,
+            self.report,
+            send_results,
+            on_event=on_event,
+            hook_set=ark.hooks,
+            on_finished=on_finished,
+        )
+        self.on_event = on_event
+        self.tracker = Tracker(ark, self.results, self.report, group_id=group_id, options=options)
+        self.uploads = Uploads(
+            journal, self.results, options=options, chenyu=chenyu, staging=staging
+        )
+        self.reuse = Reuse(
+            ark,
+            journal,
+            Adoption(ark, group_id),
+            self.results,
+            self.tracker,
+            options=options,
+            report=self.report,
+        )
+        self.creator = CreateStage(
+            ark,
+            journal,
+            self.uploads,
+            self.results,
+            self.tracker,
+            group_id=group_id,
+            options=options,
+            slots=slots,
+            report=self.report,
+        )
         self._keys = KeySet() if check_keys else None  # see _unique
         self._names = KeySet()
-
-    # -- plumbing ----------------------------------------------------------------------
-    def emit(self, kind: str, key: str | None = None, **data: Any) -> None:
-        if self.on_event is not None:
-            self.on_event(Event(kind, key, data))
-        if self.ark.hooks and (event := hooks.item_event(kind, key, data)) is not None:
-            self.ark.hooks.emit(event)
-
-    async def finish(self, result: IngestResult) -> None:
-        if result.message:  # server text may echo credentials: masked before any output
-            result = dataclasses.replace(result, message=redact_text(result.message))
-        self.items.pop(result.key, None)
-        if result.key in self._adopted:
-            self._adopted.discard(result.key)
-            result = dataclasses.replace(result, adopted=True)
-        if self.staging is not None:
-            self.staging.finished(result.key, result.status == "active")
-        self.report.count(result)
-        self.emit("done", result.key, status=result.status, error_code=result.error_code)
-        if self.ark.hooks:
-            self.ark.hooks.emit(hooks.result_event(result))
-        await self.results.send(result)
-
-    async def finish_entry(
-        self,
-        entry: Entry,
-        status: Status,
-        *,
-        asset_id: str | None = None,
-        code: str | None = None,
-        message: str | None = None,
-        journal_state: ItemState | None,
-    ) -> None:
-        if journal_state is not None:
-            await self.journal.call(
-                "mark_done",
-                entry.key,
-                journal_state,
-                asset_id=asset_id,
-                error_code=code,
-                message=message,
-            )
-        await self.finish(
-            IngestResult(entry.key, entry.name, status, entry.source, asset_id, code, message)
-        )
+        self.emit = self.results.emit
+        self.finish = self.results.finish
 
     async def main(self, done: anyio.Event) -> None:
         """All stages, then the watcher until nothing of this run is processing; fatal stops
@@ -196,12 +176,11 @@ class Pipeline(CreateStage):
         base_calls = watcher.status_calls
         try:
             async with anyio.create_task_group() as outer:
-                outer.start_soon(self._collect)
+                outer.start_soon(self.tracker.collect)
                 await self._stages()
-                while self._unreported:
-                    await self._idle.wait()
+                await self.tracker.wait_idle()
                 if self.staging is not None:
-                    await self.staging.cleanup(self)
+                    await self.staging.cleanup(self.results)
                 outer.cancel_scope.cancel()
         except* (Fatal, LimiterUnavailableError) as group:  # a shared limiter lost: stop
             fatal = "; ".join(dict.fromkeys(str(e) for e in _leaves(group)))
@@ -216,7 +195,7 @@ class Pipeline(CreateStage):
             if self.ark.hooks:
                 self.ark.hooks.emit(hooks.ended(run_id, self.group_id, self.report))
             done.set()
-            await self.results.aclose()
+            await self.results.send.aclose()
 
     async def _stages(self) -> None:
         o = self.opt
@@ -229,9 +208,9 @@ class Pipeline(CreateStage):
             for _ in range(o.preflight_concurrency):
                 tg.start_soon(self.preflight, pre_in.clone(), to_up.clone())
             for _ in range(o.upload_concurrency):
-                tg.start_soon(self.upload, up_in.clone(), to_create.clone())
+                tg.start_soon(self.uploads.run, up_in.clone(), to_create.clone())
             for _ in range(o.create_concurrency):
-                tg.start_soon(self.create, create_in.clone())
+                tg.start_soon(self.creator.run, create_in.clone())
             for stream in (pre_in, to_up, up_in, to_create, create_in):
                 stream.close()
 
@@ -291,7 +270,7 @@ class Pipeline(CreateStage):
                 IngestResult(
                     entry.key,
                     "",
-                    "skipped",
+                    Outcome.SKIPPED,
                     entry.key,
                     error_code=entry.reason,
                     message=entry.message,
@@ -300,9 +279,8 @@ class Pipeline(CreateStage):
             return
         self.emit("queued", entry.key)
         if entry.state in TERMINAL:
-            entry = await self.retry_if_allowed(entry) or entry
+            entry = await self.reuse.retry_if_allowed(entry) or entry
         if entry.state in TERMINAL:
-            status: Status = entry.state.value  # type: ignore[assignment]
             if entry.changed and entry.state is ItemState.ACTIVE:
                 if self.opt.replace_changed:
                     replaced = await self._replace(entry)
@@ -313,7 +291,7 @@ class Pipeline(CreateStage):
                     IngestResult(
                         entry.key,
                         entry.name,
-                        "skipped",
+                        Outcome.SKIPPED,
                         entry.source,
                         entry.asset_id,
                         "source_changed",
@@ -331,7 +309,7 @@ class Pipeline(CreateStage):
                 IngestResult(
                     entry.key,
                     entry.name,
-                    status,
+                    OUTCOME_OF[entry.state],
                     entry.source,
                     entry.asset_id,
                     entry.error_code,
@@ -341,14 +319,13 @@ class Pipeline(CreateStage):
             )
             return
         if self.opt.dry_run:
-            await self.finish(IngestResult(entry.key, entry.name, "planned", entry.source))
+            await self.finish(IngestResult(entry.key, entry.name, Outcome.PLANNED, entry.source))
             return
-        if item is not None:
-            self.items[entry.key] = item
         work = Work(entry, item)
-        if entry.state in (ItemState.PENDING, ItemState.UPLOADED) and await self.adopt_if_present(
-            work, resume
-        ):
+        pending = entry.state in (ItemState.PENDING, ItemState.UPLOADED)
+        if pending and not await self.reuse.drop_stale(entry):
+            return
+        if pending and await self.reuse.adopt_if_present(work, resume):
             return
         if entry.state in (ItemState.CREATED, ItemState.CREATING, ItemState.UNKNOWN):
             await resume.send(Work(entry, item, reconcile=entry.state is not ItemState.CREATED))
@@ -357,8 +334,11 @@ class Pipeline(CreateStage):
 
     async def _replace(self, entry: Entry) -> Entry | None:
         """``replace_changed``: the old asset deleted and the row PENDING (None when the
-        delete failed: the item is then reported ``source_changed``)."""
+        delete failed: the item is then reported ``source_changed``). The group's name
+        index forgets the old asset first, so that it is never adopted once deleted."""
         try:
+            if self.opt.adopt_existing:
+                await self.reuse.forget(entry.name)
             return await replace_asset(self.ark, self.journal, entry)
         except (AuthenticationError, PermissionDeniedError) as exc:
             raise Fatal(f"DeleteAsset refused: {exc}") from exc
@@ -389,22 +369,20 @@ class Pipeline(CreateStage):
         if item.url is not None:
             problem = url_problem(item.url, self.opt.allow_private_urls)
             if problem:
-                await self.finish_entry(
+                await self.results.finish_entry(
                     entry,
-                    "skipped",
+                    Outcome.SKIPPED,
                     code="bad_url",
                     message=problem,
-                    journal_state=ItemState.SKIPPED,
                 )
                 return False
             return True
         if item.path is None:
-            await self.finish_entry(
+            await self.results.finish_entry(
                 entry,
-                "skipped",
+                Outcome.SKIPPED,
                 code="no_source",
                 message="item has neither a path nor a URL",
-                journal_state=ItemState.SKIPPED,
             )
             return False
         if not self.opt.preflight:
@@ -414,25 +392,23 @@ class Pipeline(CreateStage):
                 hash_and_check, item.path, item.asset_type
             )
         except MediaCheckError as exc:
-            await self.finish_entry(
-                entry, "skipped", code=exc.reason, message=str(exc), journal_state=ItemState.SKIPPED
+            await self.results.finish_entry(
+                entry, Outcome.SKIPPED, code=exc.reason, message=str(exc)
             )
             return False
         except OSError as exc:
-            await self.finish_entry(
+            await self.results.finish_entry(
                 entry,
-                "skipped",
+                Outcome.SKIPPED,
                 code="unreadable",
                 message=f"{item.path}: {exc.strerror or exc}",
-                journal_state=ItemState.SKIPPED,
             )
             return False
         asset_type = item.asset_type or info.asset_type
         work.item = dataclasses.replace(item, asset_type=asset_type)
         if entry.content_hash != digest:
             # first hash, or the same size and mtime but other bytes (then the row resets)
-            work.entry = await self.journal.call(
-                "register",
+            work.entry = await self.journal.register(
                 entry.key,
                 name=entry.name,
                 source=item.path,
@@ -442,135 +418,6 @@ class Pipeline(CreateStage):
                 label=item.label,
             )
         return True
-
-    async def upload(self, inbox: ObjectReceiveStream[Work], out: ObjectSendStream[Work]) -> None:
-        async with inbox, out:
-            async for work in inbox:
-                if await self._ensure_url(work):
-                    await out.send(work)
-
-    async def _ensure_url(self, work: Work) -> bool:
-        item = work.item
-        if item is None or item.url is not None:
-            return True
-        if self.staging is not None:
-            return await self.staging.ensure(self, work)
-        entry = work.entry
-        fresh_until = time.time() + self.opt.url_min_validity
-        if entry.upload_url and (entry.upload_expires_at or 0) > fresh_until:
-            return True
-        if self.chenyu is None:
-            raise Fatal(
-                "local files need a stage: a Chenyu client (chenyu=...) or an S3 bucket "
-                "(IngestOptions(stage=S3Stage(...)), --stage s3://bucket/prefix)"
-            )
-        if item.path is None:  # pragma: no cover - URL items returned above
-            raise Fatal(f"item {entry.key!r} has no path")
-        for attempt in range(1, UPLOAD_TRIES + 1):
-            try:
-                up = await self.chenyu.upload(item.path, ttl_hours=self.opt.upload_ttl_hours)
-                break
-            except UploadError as exc:
-                await self.finish_entry(
-                    entry,
-                    "skipped",
-                    code=exc.reason,
-                    message=str(exc),
-                    journal_state=ItemState.SKIPPED,
-                )
-                return False
-            except (AuthenticationError, PermissionDeniedError) as exc:
-                raise Fatal(f"upload refused: {exc}") from exc
-            except (APIError, TransportError) as exc:
-                # transient (the client's retries or retry budget ran out): pause and try
-                # again; if it still fails, the item stays resumable for a rerun
-                transient = classify(exc) is Decision.RETRY
-                if transient and attempt < UPLOAD_TRIES:
-                    self.emit("retried", entry.key, reason=f"upload failed: {exc}")
-                    await anyio.sleep(UPLOAD_PAUSE * attempt)
-                    continue
-                await self.finish_entry(
-                    entry,
-                    "failed",
-                    code="upload_failed",
-                    message=str(exc),
-                    journal_state=None if transient else ItemState.FAILED,
-                )
-                return False
-        url = up.signed_url or up.url or up.content_url
-        if not url:
-            await self.finish_entry(
-                entry,
-                "failed",
-                code="upload_failed",
-                message="upload answer has no URL",
-                journal_state=ItemState.FAILED,
-            )
-            return False
-        expires = up.signed_url_expires()
-        if expires is None and up.expires_at is not None:
-            expires = int(up.expires_at.timestamp())
-        await self.journal.call("mark_uploaded", entry.key, url=url, expires_at=expires)
-        work.entry = await self.journal.call("get", entry.key)
-        self.emit("uploaded", entry.key, size=up.size_bytes)
-        return True
-
-    async def _refresh_url(self, work: Work) -> None:
-        if self.staging is not None:
-            await self.staging.refresh(self, work)
-
-    async def _polled(self, tracked: Tracked, asset: Asset, timed_out: bool) -> None:
-        entry_stub = Entry(
-            tracked.key,
-            self._source_of(tracked.key),
-            None,
-            None,
-            None,
-            None,
-            tracked.name,
-            None,
-            None,
-            ItemState.CREATED,
-            asset.id,
-            None,
-            None,
-            0,
-            None,
-            None,
-            0.0,
-        )
-        self.emit("polled", tracked.key, status=asset.status)
-        if timed_out:
-            await self.finish_entry(
-                entry_stub,
-                "failed",
-                asset_id=asset.id,
-                code="processing_timeout",
-                message=f"still {asset.status} after the timeout",
-                journal_state=ItemState.FAILED,
-            )
-        elif asset.status == "Active":
-            await self.finish_entry(
-                entry_stub, "active", asset_id=asset.id, journal_state=ItemState.ACTIVE
-            )
-        else:
-            err = asset.error
-            await self.finish_entry(
-                entry_stub,
-                "failed",
-                asset_id=asset.id,
-                code=(err.code if err else None) or "Failed",
-                message=err.message if err else None,
-                journal_state=ItemState.FAILED,
-            )
-
-    def _source_of(self, key: str) -> str:
-        item = self.items.get(key)
-        if item is None:
-            return key
-        if item.path is not None:  # as the journal shows it: undecodable bytes as \xNN
-            return os.fsencode(item.path).decode("utf-8", "backslashreplace")
-        return item.url or key
 
 
 def _leaves(group: BaseExceptionGroup[Exception]) -> Iterator[BaseException]:

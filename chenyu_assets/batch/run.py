@@ -18,8 +18,7 @@ from chenyu_assets._core.logs import get_logger
 from chenyu_assets._core.ratelimit import SlotPool, Slots
 from chenyu_assets.ark import ArkFamilyClient
 from chenyu_assets.batch.filters import PathFilter
-from chenyu_assets.batch.journal import Journal
-from chenyu_assets.batch.journal_thread import JournalThread
+from chenyu_assets.batch.journal_thread import AsyncJournal
 from chenyu_assets.batch.orchestrator import Pipeline
 from chenyu_assets.batch.sources import BadItem, IgnoredItem, SourceItem, open_source
 from chenyu_assets.batch.staging import S3Staging
@@ -100,7 +99,7 @@ async def open_ingest(
     if journal is None:
         tmp = tempfile.TemporaryDirectory(prefix="chenyu-ingest-")
         journal = Path(tmp.name) / "journal.db"
-    jt = JournalThread()
+    jt = AsyncJournal()
     info = {"group_id": group_id, **(run_info or {})}
     stack = AsyncExitStack()
     try:
@@ -108,7 +107,7 @@ async def open_ingest(
         if opts.stage is not None:  # the S3 client (and aiobotocore) only when asked for
             client = opts.stage.client(pool=max(2, opts.upload_concurrency + 2))
             staging = S3Staging(opts.stage, await stack.enter_async_context(client))
-        jt.journal = await jt.run(Journal.open, Path(journal), run_info=info)
+        await jt.open(journal, run_info=info)
         send, receive = anyio.create_memory_object_stream[IngestResult](opts.queue_size)
         run = Pipeline(
             ark,
@@ -123,8 +122,6 @@ async def open_ingest(
             check_keys=not unique_keys,
             staging=staging,
         )
-        if staging is not None:
-            run.report.staging = staging.stats
         stream = IngestStream(run, receive)
         started, finished = time.time(), False
         try:
@@ -138,7 +135,7 @@ async def open_ingest(
             with anyio.CancelScope(shield=True):
                 record = run_record(run.report, started, finished, opts.dry_run)
                 try:
-                    await jt.call("set_meta", "last_run", json.dumps(record))
+                    await jt.set_meta("last_run", json.dumps(record))
                 except Exception as exc:  # the run's own outcome matters more
                     log.warning("could not store the run record in the journal: %s", exc)
     finally:

@@ -1,7 +1,7 @@
 """Staging: how a local file becomes a URL that CreateAsset can fetch.
 
 Two ways (``IngestOptions.stage``): ``None`` — upload it to Chenyu (a signed URL from the
-Chenyu upload, see :meth:`Pipeline._ensure_url`) — or an :class:`S3Stage`: put it in the
+Chenyu upload, see :class:`~.upload.Uploads`) — or an :class:`S3Stage`: put it in the
 user's own S3-compatible bucket and hand CreateAsset a SigV4 **presigned GET URL** (never a
 public-read ACL).
 
@@ -26,15 +26,15 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlsplit
 
 import anyio
 
 from chenyu_assets._core.retry import Decision, classify
-from chenyu_assets.batch.create import Fatal, Work
-from chenyu_assets.batch.journal import ItemState
-from chenyu_assets.batch.types import StageStats
+from chenyu_assets.batch.journal_thread import JournalFacade
+from chenyu_assets.batch.types import IngestOptions, Outcome, StageStats
+from chenyu_assets.batch.work import EventSink, Fatal, Work
 from chenyu_assets.errors import (
     APIError,
     AuthenticationError,
@@ -46,7 +46,6 @@ from chenyu_assets.errors import (
 )
 
 if TYPE_CHECKING:
-    from chenyu_assets.batch.orchestrator import Pipeline
     from chenyu_assets.s3 import S3Client
 
 __all__ = ["S3Stage", "S3Staging"]
@@ -55,6 +54,14 @@ __all__ = ["S3Stage", "S3Staging"]
 #: try is itself a bounded botocore retry loop (``S3Stage.max_attempts``).
 STAGE_TRIES = 3
 STAGE_PAUSE = 1.0
+
+
+class StageContext(Protocol):
+    """What staging reports to and journals through (the run's upload stage)."""
+
+    journal: JournalFacade
+    sink: EventSink
+    opt: IngestOptions
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,7 +146,7 @@ class S3Staging:
         self._users: dict[bytes, int] = {}  # sha256 -> unfinished items of the run using it
         self._active: set[bytes] = set()  # sha256 of items that became Active
 
-    async def ensure(self, pipe: Pipeline, work: Work) -> bool:
+    async def ensure(self, pipe: StageContext, work: Work) -> bool:
         """Stage ``work``'s file and give it a presigned URL; False when the item ended."""
         entry, item = work.entry, work.item
         assert item is not None
@@ -149,12 +156,11 @@ class S3Staging:
             try:
                 sha = await anyio.to_thread.run_sync(_sha256, item.path)
             except OSError as exc:
-                await pipe.finish_entry(
+                await pipe.sink.finish_entry(
                     entry,
-                    "skipped",
+                    Outcome.SKIPPED,
                     code="unreadable",
                     message=f"{item.path}: {exc.strerror or exc}",
-                    journal_state=ItemState.SKIPPED,
                 )
                 return False
         bucket, key = self.stage.bucket, self.stage.key_for(sha)
@@ -163,21 +169,16 @@ class S3Staging:
                 await self._put(item.path, bucket, key, sha)
                 break
             except UploadError as exc:
-                await pipe.finish_entry(
-                    entry,
-                    "skipped",
-                    code=exc.reason,
-                    message=str(exc),
-                    journal_state=ItemState.SKIPPED,
+                await pipe.sink.finish_entry(
+                    entry, Outcome.SKIPPED, code=exc.reason, message=str(exc)
                 )
                 return False
             except OSError as exc:
-                await pipe.finish_entry(
+                await pipe.sink.finish_entry(
                     entry,
-                    "skipped",
+                    Outcome.SKIPPED,
                     code="unreadable",
                     message=f"{item.path}: {exc.strerror or exc}",
-                    journal_state=ItemState.SKIPPED,
                 )
                 return False
             except (AuthenticationError, PermissionDeniedError, ConfigurationError) as exc:
@@ -187,15 +188,15 @@ class S3Staging:
             except (APIError, TransportError) as exc:
                 transient = classify(exc) is Decision.RETRY
                 if transient and attempt < STAGE_TRIES:
-                    pipe.emit("retried", entry.key, reason=f"staging failed: {exc}")
+                    pipe.sink.emit("retried", entry.key, reason=f"staging failed: {exc}")
                     await anyio.sleep(STAGE_PAUSE * attempt)
                     continue
-                await pipe.finish_entry(
+                await pipe.sink.finish_entry(
                     entry,
-                    "failed",
+                    Outcome.FAILED,
                     code="upload_failed",
                     message=str(exc),
-                    journal_state=None if transient else ItemState.FAILED,
+                    record=not transient,
                 )
                 return False
         await self._presign(work, bucket, key)
@@ -203,11 +204,9 @@ class S3Staging:
         if self._digest.get(entry.key) != raw:
             self._digest[entry.key] = raw
             self._users[raw] = self._users.get(raw, 0) + 1
-        await pipe.journal.call(
-            "mark_uploaded", entry.key, url=f"s3://{bucket}/{key}", expires_at=None
-        )
-        work.entry = await pipe.journal.call("get", entry.key)
-        pipe.emit("uploaded", entry.key, size=work.entry.size)
+        await pipe.journal.mark_uploaded(entry.key, url=f"s3://{bucket}/{key}", expires_at=None)
+        work.entry = await pipe.journal.get(entry.key)
+        pipe.sink.emit("uploaded", entry.key, size=work.entry.size)
         return True
 
     async def _put(self, path: Path, bucket: str, key: str, sha: str) -> None:
@@ -238,7 +237,7 @@ class S3Staging:
         work.url_expires = now + ttl
         self.stats.presigned += 1
 
-    async def refresh(self, pipe: Pipeline, work: Work) -> None:
+    async def refresh(self, pipe: StageContext, work: Work) -> None:
         """Presign ``work``'s URL again when less than ``url_min_validity`` of it is left."""
         if work.url is None or work.url_expires is None:
             return
@@ -249,7 +248,7 @@ class S3Staging:
             return
         await self._presign(work, parts.netloc, parts.path.lstrip("/"))
         self.stats.refreshed += 1
-        pipe.emit("url_refreshed", work.entry.key)
+        pipe.sink.emit("url_refreshed", work.entry.key)
 
     def finished(self, key: str, active: bool) -> None:
         raw = self._digest.pop(key, None)
@@ -261,7 +260,7 @@ class S3Staging:
         if active and self.stage.cleanup:
             self._active.add(raw)
 
-    async def cleanup(self, pipe: Pipeline) -> None:
+    async def cleanup(self, sink: EventSink) -> None:
         """Delete the objects of items that became Active (when ``cleanup``), except
         those an unfinished item of this run still needs."""
         for raw in sorted(self._active - self._users.keys()):
@@ -269,7 +268,7 @@ class S3Staging:
             try:
                 await self.client.delete(self.stage.bucket, key)
             except (APIError, TransportError) as exc:
-                pipe.emit("cleanup_failed", None, object=key, reason=str(exc))
+                sink.emit("cleanup_failed", None, object=key, reason=str(exc))
                 continue
             self.stats.deleted += 1
         self._active.clear()

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Final, Literal
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any, Final
 
 from chenyu_assets.limits import MAX_PROCESSING
 
@@ -17,23 +18,50 @@ __all__ = [
     "IngestOptions",
     "IngestReport",
     "IngestResult",
+    "Outcome",
     "StageStats",
     "Status",
     "retryable",
 ]
 
-Status = Literal["active", "failed", "skipped", "planned"]
+
+class Outcome(StrEnum):
+    """How an item ended: one table for the engine, the journal's terminal states, the
+    JSONL and the CLI summary (the values are what they store and print).
+
+    A result's ``status`` is ``ACTIVE``, ``FAILED``, ``SKIPPED`` or ``PLANNED`` (a dry
+    run); :attr:`IngestResult.outcome` refines ``FAILED`` into ``RETRYABLE`` (a plain
+    rerun tries it again: the JSONL keeps ``"status": "failed"`` with ``"retryable":
+    true``). ``ADOPTED`` is not an end but a count: items found in the group by Name
+    (``IngestResult.adopted``)."""
+
+    ACTIVE = "active"
+    FAILED = "failed"
+    RETRYABLE = "retryable"
+    SKIPPED = "skipped"
+    PLANNED = "planned"
+    ADOPTED = "adopted"
+
+
+#: the ``status`` of a result (kept as a name: ``Status`` was a Literal of these values)
+Status = Outcome
+#: the values a result's ``status`` takes
+RESULT_STATUSES: Final = frozenset(
+    {Outcome.ACTIVE, Outcome.FAILED, Outcome.SKIPPED, Outcome.PLANNED}
+)
 
 #: Failure codes that say nothing about the content: a rerun tries the item again. Ours
 #: (an upload that did not succeed: the host unreachable, misconfigured or its retry budget
-#: spent; CreateAsset tries all transient) and the service's transient ``Failed`` codes
-#: (api-reference §6), matched on the last dotted part (``InvalidParameter.DownloadFailed``).
+#: spent; CreateAsset tries all transient; the old Failed asset of new content could not be
+#: deleted) and the service's transient ``Failed`` codes (api-reference §6), matched on
+#: the last dotted part (``InvalidParameter.DownloadFailed``).
 #: Every other code is a verdict on the item (media checks, content codes): retried only
 #: with ``retry_failed``.
 RETRYABLE_CODES: Final = frozenset(
     {
         "upload_failed",
         "create_retries_exhausted",
+        "delete_failed",
         "DownloadFailed",
         "TranscodingFailed",
         "InternalError",
@@ -102,7 +130,7 @@ class IngestResult:
 
     key: str
     name: str
-    status: Status
+    status: Outcome
     source: str
     asset_id: str | None = None
     error_code: str | None = None
@@ -111,20 +139,31 @@ class IngestResult:
     #: the asset was found in the group by its Name (another journal made it)
     adopted: bool = False
 
+    def __post_init__(self) -> None:
+        if self.status not in RESULT_STATUSES:
+            raise ValueError(f"a result's status is one of {sorted(RESULT_STATUSES)}")
+        object.__setattr__(self, "status", Outcome(self.status))  # a plain str is accepted
+
     @property
     def retryable(self) -> bool:
         """A failure that a plain rerun tries again (see :func:`retryable`)."""
-        return self.status == "failed" and retryable(self.error_code)
+        return self.status is Outcome.FAILED and retryable(self.error_code)
+
+    @property
+    def outcome(self) -> Outcome:
+        """``status``, with a retryable failure as ``RETRYABLE``."""
+        return Outcome.RETRYABLE if self.retryable else self.status
 
     @property
     def reference(self) -> str | None:
-        return f"asset://{self.asset_id}" if self.asset_id and self.status == "active" else None
+        active = self.status is Outcome.ACTIVE
+        return f"asset://{self.asset_id}" if self.asset_id and active else None
 
     def to_json(self) -> dict[str, Any]:
         return {
             "key": self.key,
             "name": self.name,
-            "status": self.status,
+            "status": self.status.value,
             "source": self.source,
             "asset_id": self.asset_id,
             "reference": self.reference,
@@ -208,14 +247,22 @@ class IngestReport:
     def count(self, result: IngestResult) -> None:
         self.total += 1
         self.resumed += result.resumed
-        if result.status == "active":
-            self.active += 1
-        elif result.status == "failed":
-            self.failed += 1
-            self.retryable += result.retryable
-        elif result.status == "skipped":
-            self.skipped += 1
-        else:
-            self.planned += 1
-        if result.status in ("failed", "skipped") and result.error_code:
+        outcome = result.outcome
+        if outcome is Outcome.RETRYABLE:  # of the failed ones
+            self.retryable += 1
+            outcome = Outcome.FAILED
+        setattr(self, outcome.value, getattr(self, outcome.value) + 1)
+        if outcome in (Outcome.FAILED, Outcome.SKIPPED) and result.error_code:
             self.failures[result.error_code] = self.failures.get(result.error_code, 0) + 1
+
+    def outcomes(self) -> dict[Outcome, int]:
+        """Items per outcome (``FAILED`` here excludes the ``RETRYABLE`` ones; ``ADOPTED``
+        overlaps the others): what the summary and the exit code read."""
+        return {
+            Outcome.ACTIVE: self.active,
+            Outcome.FAILED: self.failed - self.retryable,
+            Outcome.RETRYABLE: self.retryable,
+            Outcome.SKIPPED: self.skipped,
+            Outcome.PLANNED: self.planned,
+            Outcome.ADOPTED: self.adopted,
+        }

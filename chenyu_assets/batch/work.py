@@ -1,0 +1,95 @@
+"""What moves between the stages of an ingest, and the seams the stages are built on.
+
+Each stage is a class *given* its collaborators: the client (:class:`~chenyu_assets._api.AssetAPI`),
+the journal (:class:`~chenyu_assets.batch.journal_thread.JournalFacade`), where results and
+progress go (:class:`EventSink`), and, for the create stage, where a local file's URL comes
+from (:class:`UrlProvider`). Nothing is filled in by a subclass.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from chenyu_assets.batch.journal import Entry
+from chenyu_assets.batch.sources import SourceItem
+from chenyu_assets.batch.types import IngestResult, Outcome
+
+__all__ = ["EventSink", "Fatal", "ItemRef", "Tracked", "UrlProvider", "Work"]
+
+
+class Fatal(Exception):
+    """Stop all new work; the journal is consistent."""
+
+
+@dataclass(frozen=True, slots=True)
+class Tracked:
+    """An item whose asset the watcher watches."""
+
+    key: str
+    name: str
+    asset_id: str
+    source: str
+
+
+class ItemRef(Protocol):
+    """What a result names: a journal :class:`Entry` or a :class:`Tracked` item."""
+
+    @property
+    def key(self) -> str: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def source(self) -> str: ...
+
+
+class Work:
+    """One item moving through the stages. ``url``/``url_expires``: a presigned URL of a
+    staged file, kept in memory only (see :mod:`chenyu_assets.batch.staging`)."""
+
+    __slots__ = ("entry", "item", "reconcile", "url", "url_expires")
+
+    def __init__(self, entry: Entry, item: SourceItem | None, *, reconcile: bool = False) -> None:
+        self.entry = entry
+        self.item = item
+        self.reconcile = reconcile
+        self.url: str | None = None
+        self.url_expires: float | None = None
+
+
+class EventSink(Protocol):
+    """Where the stages report: progress events, and each item's end."""
+
+    def emit(self, kind: str, key: str | None = None, **data: Any) -> None: ...
+
+    async def finish(self, result: IngestResult) -> None: ...
+
+    async def finish_entry(
+        self,
+        item: ItemRef,
+        outcome: Outcome,
+        *,
+        asset_id: str | None = None,
+        code: str | None = None,
+        message: str | None = None,
+        record: bool = True,
+    ) -> None:
+        """The result of ``item``; with ``record`` its journal row is finished first (as
+        the terminal state of ``outcome``), else it stays resumable for the next run."""
+        ...
+
+    def adopted(self, key: str) -> None:
+        """``key``'s asset was adopted from the group: its result says so."""
+        ...
+
+
+class UrlProvider(Protocol):
+    """A URL CreateAsset can fetch for a local file (uploaded to Chenyu, or staged in S3)."""
+
+    async def ensure(self, work: Work) -> bool:
+        """Give ``work`` a URL (journaled); False when the item ended instead."""
+        ...
+
+    async def refresh(self, work: Work) -> None:
+        """Renew ``work.url`` if it would not stay valid long enough (staged files)."""
+        ...
