@@ -5,40 +5,15 @@ fake (the create-stage tests use one), since nothing in the engine reaches past 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import TYPE_CHECKING, Protocol
 
+from chenyu_assets._sweep import StatusAPI
+
 if TYPE_CHECKING:
-    from chenyu_assets._core.pagination import AsyncPaginator, Paging
-    from chenyu_assets.models.ark import Asset
-    from chenyu_assets.watcher import Slot, Watcher
+    from chenyu_assets._slots import Slot
+    from chenyu_assets.watcher import Watcher
 
 __all__ = ["AssetAPI", "StatusAPI"]
-
-
-class StatusAPI(Protocol):
-    """What the status sweep reads: one asset, and listings (``.pages()`` of them)."""
-
-    async def get_asset(
-        self, asset_id: str, *, project_name: str | None = None, deadline: float | None = None
-    ) -> Asset: ...
-
-    def list_assets(
-        self,
-        *,
-        group_ids: Sequence[str] | None = None,
-        statuses: Sequence[str] | None = None,
-        name: str | None = None,
-        group_type: str | None = None,
-        page_size: int = 100,
-        page_number: int = 1,
-        sort_by: str | None = None,
-        sort_order: str | None = None,
-        project_name: str | None = None,
-        deadline: float | None = None,
-        paging: Paging = "auto",
-        next_token: str | None = None,
-    ) -> AsyncPaginator[Asset]: ...
 
 
 class AssetAPI(StatusAPI, Protocol):

@@ -5,20 +5,20 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from chenyu_assets._core.logs import get_logger
 from chenyu_assets.errors import NotFoundError, PaginationError
 from chenyu_assets.models.ark import TERMINAL_STATUSES, Asset
 
 if TYPE_CHECKING:
-    from chenyu_assets._api import StatusAPI
-    from chenyu_assets.watcher import Slot
+    from chenyu_assets._core.pagination import AsyncPaginator, Paging
+    from chenyu_assets._slots import Slot
 
-__all__ = ["Sweep", "Watch"]
+__all__ = ["StatusAPI", "Sweep", "Watch"]
 
 log = get_logger("chenyu_assets.watcher")
 
@@ -26,6 +26,31 @@ log = get_logger("chenyu_assets.watcher")
 _GET_CONCURRENCY = 8
 #: A frozen UpdateTime is only concluded from an asset seen processing this long after create.
 _FROZEN_PROOF = 1.5
+
+
+class StatusAPI(Protocol):
+    """What the status sweep reads: one asset, and listings (``.pages()`` of them)."""
+
+    async def get_asset(
+        self, asset_id: str, *, project_name: str | None = None, deadline: float | None = None
+    ) -> Asset: ...
+
+    def list_assets(
+        self,
+        *,
+        group_ids: Sequence[str] | None = None,
+        statuses: Sequence[str] | None = None,
+        name: str | None = None,
+        group_type: str | None = None,
+        page_size: int = 100,
+        page_number: int = 1,
+        sort_by: str | None = None,
+        sort_order: str | None = None,
+        project_name: str | None = None,
+        deadline: float | None = None,
+        paging: Paging = "auto",
+        next_token: str | None = None,
+    ) -> AsyncPaginator[Asset]: ...
 
 
 @dataclass(slots=True, eq=False)

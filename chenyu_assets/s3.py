@@ -28,6 +28,7 @@ from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import anyio
 
@@ -46,7 +47,7 @@ from chenyu_assets.errors import (
     UploadError,
 )
 
-__all__ = ["MAX_PRESIGN_SECONDS", "MIN_PART_SIZE", "S3Client", "StagedObject"]
+__all__ = ["MAX_PRESIGN_SECONDS", "MIN_PART_SIZE", "S3Client", "S3Stage", "StagedObject"]
 
 log = get_logger("chenyu_assets.s3")
 
@@ -335,3 +336,66 @@ def env_endpoint() -> str | None:
 
 def env_region() -> str | None:
     return os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or None
+
+
+@dataclass(frozen=True, slots=True)
+class S3Stage:
+    """Stage local files in ``s3://bucket/prefix`` (see the module docstring).
+
+    ``endpoint_url`` / ``region`` None: the AWS chain decides (``AWS_ENDPOINT_URL_S3``,
+    ``AWS_ENDPOINT_URL``, ``AWS_REGION``, ``AWS_DEFAULT_REGION``, the profile). Credentials
+    always come from the AWS chain (environment, ``profile`` / ``AWS_PROFILE``, ~/.aws, roles).
+    ``url_ttl``: seconds a presigned URL lives (at most 7 days; it must cover the service's
+    queue and processing time). ``addressing_style``: ``virtual`` for Volcengine TOS.
+    """
+
+    bucket: str
+    prefix: str = ""
+    endpoint_url: str | None = None
+    region: str | None = None
+    profile: str | None = None
+    addressing_style: str = "auto"
+    url_ttl: float = 12 * 3600.0
+    part_size: int = 8 * 1024 * 1024
+    cleanup: bool = False
+    max_attempts: int = 5
+    connect_timeout: float = 10.0
+    read_timeout: float = 60.0
+    #: seconds one S3 operation (a HEAD, a PUT, one part, with botocore's retries) may take
+    deadline: float = 300.0
+
+    @classmethod
+    def from_uri(cls, uri: str, **kw: Any) -> S3Stage:
+        """``s3://bucket/prefix`` (the prefix may be empty)."""
+        parts = urlsplit(uri)
+        if parts.scheme != "s3" or not parts.netloc or parts.query or parts.fragment:
+            raise ConfigurationError("--stage must look like s3://bucket/prefix")
+        return cls(bucket=parts.netloc, prefix=parts.path.strip("/"), **kw)
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.url_ttl <= MAX_PRESIGN_SECONDS:
+            raise ConfigurationError("S3Stage.url_ttl must be 1 s .. 7 days (SigV4's maximum)")
+        if self.part_size < MIN_PART_SIZE:
+            raise ConfigurationError("S3Stage.part_size must be at least 5 MiB")
+        if self.addressing_style not in ("auto", "virtual", "path"):
+            raise ConfigurationError("S3Stage.addressing_style must be auto, virtual or path")
+        if self.deadline <= 0:
+            raise ConfigurationError("S3Stage.deadline must be positive")
+        if self.max_attempts < 1:
+            raise ConfigurationError("S3Stage.max_attempts must be at least 1")
+
+    def key_for(self, sha256: str) -> str:
+        return f"{self.prefix}/{sha256}" if self.prefix else sha256
+
+    def client(self, *, pool: int = 10) -> S3Client:
+        return S3Client(
+            endpoint_url=self.endpoint_url,
+            region=self.region,
+            profile=self.profile,
+            addressing_style=self.addressing_style,
+            max_attempts=self.max_attempts,
+            connect_timeout=self.connect_timeout,
+            read_timeout=self.read_timeout,
+            max_pool_connections=pool,
+            deadline=self.deadline,
+        )

@@ -34,13 +34,13 @@ import contextlib
 import itertools
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from chenyu_assets._core.logs import get_logger
 from chenyu_assets._core.ratelimit import Slots
 from chenyu_assets._core.retry import Decision, classify
 from chenyu_assets._slots import CAP_WORDS, Slot, processing_pool
-from chenyu_assets._sweep import Sweep, Watch
+from chenyu_assets._sweep import StatusAPI, Sweep, Watch
 from chenyu_assets.errors import (
     AmbiguousOutcomeError,
     APIError,
@@ -51,9 +51,6 @@ from chenyu_assets.errors import (
 )
 from chenyu_assets.events import watcher_event
 from chenyu_assets.models.ark import Asset
-
-if TYPE_CHECKING:
-    from chenyu_assets._api import StatusAPI
 
 __all__ = ["Slot", "Watcher", "WatcherEvent", "processing_pool"]
 

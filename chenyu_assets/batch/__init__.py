@@ -3,7 +3,6 @@
 from chenyu_assets.batch.filters import PathFilter
 from chenyu_assets.batch.run import IngestStream, ingest, open_ingest
 from chenyu_assets.batch.sources import BadItem, IgnoredItem, SourceItem, open_source
-from chenyu_assets.batch.staging import S3Stage
 from chenyu_assets.batch.types import (
     Event,
     IngestOptions,
@@ -12,6 +11,7 @@ from chenyu_assets.batch.types import (
     Outcome,
     StageStats,
 )
+from chenyu_assets.s3 import S3Stage
 
 __all__ = [
     "BadItem",

@@ -24,9 +24,8 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Protocol
 from urllib.parse import urlsplit
 
 import anyio
@@ -44,9 +43,7 @@ from chenyu_assets.errors import (
     TransportError,
     UploadError,
 )
-
-if TYPE_CHECKING:
-    from chenyu_assets.s3 import S3Client
+from chenyu_assets.s3 import S3Client, S3Stage
 
 __all__ = ["S3Stage", "S3Staging"]
 
@@ -62,73 +59,6 @@ class StageContext(Protocol):
     journal: JournalFacade
     sink: EventSink
     opt: IngestOptions
-
-
-@dataclass(frozen=True, slots=True)
-class S3Stage:
-    """Stage local files in ``s3://bucket/prefix`` (see the module docstring).
-
-    ``endpoint_url`` / ``region`` None: the AWS chain decides (``AWS_ENDPOINT_URL_S3``,
-    ``AWS_ENDPOINT_URL``, ``AWS_REGION``, ``AWS_DEFAULT_REGION``, the profile). Credentials
-    always come from the AWS chain (environment, ``profile`` / ``AWS_PROFILE``, ~/.aws, roles).
-    ``url_ttl``: seconds a presigned URL lives (at most 7 days; it must cover the service's
-    queue and processing time). ``addressing_style``: ``virtual`` for Volcengine TOS.
-    """
-
-    bucket: str
-    prefix: str = ""
-    endpoint_url: str | None = None
-    region: str | None = None
-    profile: str | None = None
-    addressing_style: str = "auto"
-    url_ttl: float = 12 * 3600.0
-    part_size: int = 8 * 1024 * 1024
-    cleanup: bool = False
-    max_attempts: int = 5
-    connect_timeout: float = 10.0
-    read_timeout: float = 60.0
-    #: seconds one S3 operation (a HEAD, a PUT, one part, with botocore's retries) may take
-    deadline: float = 300.0
-
-    @classmethod
-    def from_uri(cls, uri: str, **kw: Any) -> S3Stage:
-        """``s3://bucket/prefix`` (the prefix may be empty)."""
-        parts = urlsplit(uri)
-        if parts.scheme != "s3" or not parts.netloc or parts.query or parts.fragment:
-            raise ConfigurationError("--stage must look like s3://bucket/prefix")
-        return cls(bucket=parts.netloc, prefix=parts.path.strip("/"), **kw)
-
-    def __post_init__(self) -> None:
-        from chenyu_assets.s3 import MAX_PRESIGN_SECONDS, MIN_PART_SIZE
-
-        if not 1 <= self.url_ttl <= MAX_PRESIGN_SECONDS:
-            raise ConfigurationError("S3Stage.url_ttl must be 1 s .. 7 days (SigV4's maximum)")
-        if self.part_size < MIN_PART_SIZE:
-            raise ConfigurationError("S3Stage.part_size must be at least 5 MiB")
-        if self.addressing_style not in ("auto", "virtual", "path"):
-            raise ConfigurationError("S3Stage.addressing_style must be auto, virtual or path")
-        if self.deadline <= 0:
-            raise ConfigurationError("S3Stage.deadline must be positive")
-        if self.max_attempts < 1:
-            raise ConfigurationError("S3Stage.max_attempts must be at least 1")
-
-    def key_for(self, sha256: str) -> str:
-        return f"{self.prefix}/{sha256}" if self.prefix else sha256
-
-    def client(self, *, pool: int = 10) -> S3Client:
-        from chenyu_assets.s3 import S3Client
-
-        return S3Client(
-            endpoint_url=self.endpoint_url,
-            region=self.region,
-            profile=self.profile,
-            addressing_style=self.addressing_style,
-            max_attempts=self.max_attempts,
-            connect_timeout=self.connect_timeout,
-            read_timeout=self.read_timeout,
-            max_pool_connections=pool,
-            deadline=self.deadline,
-        )
 
 
 class S3Staging:

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, Final
 from chenyu_assets.limits import MAX_PROCESSING
 
 if TYPE_CHECKING:
-    from chenyu_assets.batch.staging import S3Stage
+    from chenyu_assets.s3 import S3Stage
 
 __all__ = [
     "RETRYABLE_CODES",
@@ -112,7 +112,7 @@ class IngestOptions:
     upload_ttl_hours: int = 48
     create_unit_timeout: float = 120.0
     #: where local files are staged: None uploads them to Chenyu (``chenyu=`` client);
-    #: an :class:`~chenyu_assets.batch.staging.S3Stage` puts them in your own S3 bucket
+    #: an :class:`~chenyu_assets.s3.S3Stage` puts them in your own S3 bucket
     stage: S3Stage | None = None
     #: also retry the items that failed for their content (``failed``, not ``retryable``)
     #: and the skipped ones; the retryable ones are retried by every run
