@@ -206,12 +206,11 @@ class Transport:
         path = "/" + tail
         started = asyncio.get_running_loop().time()
         payload = _payload(data)
-        call_bound = asyncio.timeout(deadline)
-        phase_bound = asyncio.timeout(None)
-        clock = Clock(phase_bound, self.timeouts)
+        bound = asyncio.timeout(None)  # the Clock moves it (phases and the deadline)
+        clock = Clock(bound, self.timeouts, deadline)
         failure: ChenyuAssetsError | None = None
         try:
-            async with call_bound, phase_bound:
+            async with bound:
                 if payload is None:
                     clock.sent()
                 else:
@@ -224,11 +223,13 @@ class Transport:
                     headers=headers,
                     data=payload,
                     allow_redirects=False,
-                    proxy=self._proxy(url) if self._owns_session else None,
+                    proxy=self._proxy(url) if self._proxies and self._owns_session else None,
                 ) as resp:
                     clock.answered()
-                    self._check_head(resp, method, host, path)
-                    body = await self._read_body(resp, method, path)
+                    if self._check_head(resp, method, host, path):
+                        body = await resp.read()  # its declared length, checked: bounded
+                    else:
+                        body = await self._read_body(resp, method, path)
                     response = Response(
                         status=resp.status,
                         headers=resp.headers,
@@ -240,7 +241,7 @@ class Transport:
         except aiohttp.ClientError as exc:  # before TimeoutError: socket timeouts are both
             failure = _map_client_error(exc, method, host, path)
         except TimeoutError:
-            if phase_bound.expired():
+            if clock.expired_by == "phase":
                 failure = RequestTimeoutError(
                     clock.describe(), method=method, path=path, host=host, sent=True
                 )
@@ -266,9 +267,10 @@ class Transport:
             )
         return response
 
-    def _check_head(self, resp: aiohttp.ClientResponse, method: str, host: str, path: str) -> None:
+    def _check_head(self, resp: aiohttp.ClientResponse, method: str, host: str, path: str) -> bool:
         """Refuse, before reading the body: a redirect, an encoding we did not offer, a
-        declared length over the cap."""
+        declared length over the cap. True when the body is bounded by its declared length
+        (identity encoding, Content-Length within the cap): it can be read in one go."""
         if 300 <= resp.status < 400:
             location = redact_url(resp.headers.get("Location", ""), every_query_value=True)
             raise RedirectError(
@@ -298,6 +300,7 @@ class Transport:
                 path=path,
                 retryable=False,
             )
+        return declared is not None and encoding in ("", "identity")
 
     async def _read_body(self, resp: aiohttp.ClientResponse, method: str, path: str) -> bytes:
         chunks: list[bytes] = []
@@ -366,13 +369,19 @@ class _BytesPayload(aiohttp.payload.BytesPayload):
 
     async def write_with_length(self, writer: Any, content_length: int | None) -> None:
         self.transport = getattr(writer, "transport", None)
-        view = memoryview(self._value)
-        if content_length is not None:
-            view = view[:content_length]
-        for offset in range(0, len(view), _SLICE):
+        value = self._value
+        if content_length is not None and content_length < len(value):
+            value = value[:content_length]
+        if len(value) <= _SLICE:  # one write: no slicing
             if self.clock is not None:
                 self.clock.progress()
-            await writer.write(view[offset : offset + _SLICE])
+            await writer.write(value)
+        else:
+            view = memoryview(value)
+            for offset in range(0, len(view), _SLICE):
+                if self.clock is not None:
+                    self.clock.progress()
+                await writer.write(view[offset : offset + _SLICE])
         self.sent = True
         if self.clock is not None:
             self.clock.sent()
