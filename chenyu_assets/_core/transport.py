@@ -30,7 +30,7 @@ import struct
 import urllib.request
 from collections.abc import AsyncIterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import aiohttp
 from multidict import CIMultiDict, CIMultiDictProxy
@@ -55,7 +55,7 @@ __all__ = ["USER_AGENT", "Response", "Timeouts", "Transport"]
 USER_AGENT = f"chenyu-assets/{__version__}"
 log = get_logger("chenyu_assets.http")
 
-Body = bytes | AsyncIterable[bytes] | None
+Body = bytes | AsyncIterable[bytes | bytearray] | None
 
 
 #: The largest API answer read, in bytes. The biggest answers these APIs give are list pages
@@ -66,7 +66,9 @@ MAX_RESPONSE_BYTES: int = 4 * 1024 * 1024
 #: Content-Encodings we offer (aiohttp's ``Accept-Encoding``) and can decode; any other is
 #: refused rather than handed on undecoded.
 _ENCODINGS = frozenset({"", "identity", "gzip", "x-gzip", "deflate"})
-_SLICE = 256 * 1024  # a bytes body is written in slices, so its idle bound sees progress
+#: A body is written in slices of this size: its idle bound sees progress, and the
+#: transport's buffer (aiohttp drains it past 64 KiB) never holds a copy of a whole chunk.
+_SLICE = 64 * 1024
 
 
 @dataclass(slots=True)
@@ -319,30 +321,18 @@ class Transport:
         return b"".join(chunks)
 
 
-class _Ticking:
-    """An async iterator over a body's chunks that tells the attempt's clock of each one
-    taken (the previous one was written): the idle bound of the send."""
-
-    def __init__(self, source: AsyncIterable[bytes], owner: _StreamPayload) -> None:
-        self._it = source.__aiter__()
-        self._owner = owner
-
-    def __aiter__(self) -> _Ticking:
-        return self
-
-    async def __anext__(self) -> bytes:
-        chunk = await self._it.__anext__()
-        if self._owner.clock is not None:
-            self._owner.clock.progress()
-        return chunk
-
-
 class _StreamPayload(aiohttp.payload.AsyncIterablePayload):
     """A streamed body that remembers the connection it is written to (see _discard) and
-    reports its progress to the attempt's clock."""
+    reports its progress to the attempt's clock.
 
-    def __init__(self, value: AsyncIterable[bytes]) -> None:
-        super().__init__(_Ticking(value, self))
+    Memory: one chunk of the source at a time. Each chunk is written in ``_SLICE`` pieces
+    (aiohttp drains the connection once more than 64 KiB is pending), so the transport's
+    buffer holds at most about two slices and never a copy of a whole chunk; the chunk is
+    let go before the next one is asked for (aiohttp's own loop keeps the previous chunk
+    alive while the next one is read: two chunks per upload)."""
+
+    def __init__(self, value: AsyncIterable[bytes | bytearray]) -> None:
+        super().__init__(cast(AsyncIterable[bytes], value))  # iterated by our write only
         self.source = value
         self.transport: Any = None
         self.sent = False
@@ -350,10 +340,47 @@ class _StreamPayload(aiohttp.payload.AsyncIterablePayload):
 
     async def write_with_length(self, writer: Any, content_length: int | None) -> None:
         self.transport = getattr(writer, "transport", None)
-        await super().write_with_length(writer, content_length)
+        source, self._iter = self._iter, None
+        if source is None:  # already written once: nothing left to send
+            return
+        self._consumed = True
+        remaining = content_length
+        while True:
+            try:
+                chunk = await anext(source)
+            except StopAsyncIteration:
+                break
+            if remaining is not None:  # bytes past the declared length are not sent
+                if len(chunk) > remaining:
+                    chunk = chunk[:remaining]
+                remaining -= len(chunk)
+            await _write_sliced(writer, chunk, self.clock, copy=True)
+            chunk = b""  # let it go before the source reads the next one
         self.sent = True
         if self.clock is not None:
             self.clock.sent()
+
+
+async def _write_sliced(
+    writer: Any, data: bytes | bytearray, clock: Clock | None, *, copy: bool = False
+) -> None:
+    """``data`` written in ``_SLICE`` pieces, each reported to ``clock`` (the idle bound).
+
+    ``copy``: each piece is written as a copy, so nothing the transport keeps pins ``data``
+    (from Python 3.12 a transport buffers the objects it is given, not copies: a view of a
+    chunk left unsent would keep the whole chunk alive while the next one is read)."""
+    if len(data) <= _SLICE:
+        if clock is not None:
+            clock.progress()
+        if data:
+            await writer.write(bytes(data) if copy else data)
+        return
+    view = memoryview(data)
+    for offset in range(0, len(view), _SLICE):
+        if clock is not None:
+            clock.progress()
+        piece = view[offset : offset + _SLICE]
+        await writer.write(piece.tobytes() if copy else piece)
 
 
 class _BytesPayload(aiohttp.payload.BytesPayload):
@@ -372,16 +399,7 @@ class _BytesPayload(aiohttp.payload.BytesPayload):
         value = self._value
         if content_length is not None and content_length < len(value):
             value = value[:content_length]
-        if len(value) <= _SLICE:  # one write: no slicing
-            if self.clock is not None:
-                self.clock.progress()
-            await writer.write(value)
-        else:
-            view = memoryview(value)
-            for offset in range(0, len(view), _SLICE):
-                if self.clock is not None:
-                    self.clock.progress()
-                await writer.write(view[offset : offset + _SLICE])
+        await _write_sliced(writer, value, self.clock)
         self.sent = True
         if self.clock is not None:
             self.clock.sent()
