@@ -14,7 +14,8 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from chenyu_assets._core.transport import Timeouts, Transport, _no_proxy
+from chenyu_assets._core import proxies
+from chenyu_assets._core.transport import Timeouts, Transport
 from chenyu_assets.errors import RequestTimeoutError
 from tests.vclock import run_virtual
 
@@ -104,7 +105,7 @@ async def test_without_proxy_variables_requests_go_direct(monkeypatch: pytest.Mo
     ],
 )
 def test_no_proxy_matching(host: str, no_proxy: str, bypassed: bool) -> None:
-    assert _no_proxy(host, no_proxy) is bypassed
+    assert proxies.no_proxy(host, no_proxy) is bypassed
 
 
 # -- the attempt's bounds, on virtual time (exact whatever the machine's load) -------------

@@ -12,11 +12,8 @@ headers, credentials included), and every response is read and released before
 RedirectError`); an answer over ``max_response_bytes`` or in an encoding we did not offer
 is refused (``ResponseFormatError``, not retried).
 
-Proxies: the standard variables (``HTTPS_PROXY``, ``HTTP_PROXY``, ``NO_PROXY``, any case)
-are read once, when the session opens, and the choice is remembered per scheme and host.
-aiohttp's ``trust_env=True`` would read them, and ``~/.netrc``, on every request (the
-largest per-request cost in a profile), and a netrc entry for an API host would clash with
-the client's own ``Authorization`` header. A caller's own session keeps its own settings.
+Proxies: the standard variables are read once, when the session opens
+(:mod:`~chenyu_assets._core.proxies`); a caller's own session keeps its own settings.
 """
 
 from __future__ import annotations
@@ -27,15 +24,15 @@ import logging
 import socket
 import ssl
 import struct
-import urllib.request
 from collections.abc import AsyncIterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
 
 import aiohttp
-from multidict import CIMultiDict, CIMultiDictProxy
+from multidict import CIMultiDictProxy
 
 from chenyu_assets._core.logs import get_logger, redact_url
+from chenyu_assets._core.proxies import ProxyTable
 from chenyu_assets._core.timeouts import Clock, Timeouts
 from chenyu_assets._version import __version__
 from chenyu_assets.errors import (
@@ -88,17 +85,6 @@ class Response:
         return self.headers.get("Content-Type", "").split(";", 1)[0].strip().lower()
 
 
-def _no_proxy(hostname: str, no_proxy: str) -> bool:
-    """``NO_PROXY`` as curl reads it: ``*``, or host names matched exactly or as a domain
-    suffix (``example.com`` and ``.example.com`` both cover ``api.example.com``)."""
-    for entry in (e.strip().lower() for e in no_proxy.split(",")):
-        name = entry.rsplit(":", 1)[0] if entry.count(":") == 1 else entry  # drop a port
-        name = name.strip("[]").lstrip(".")
-        if entry == "*" or (name and (hostname == name or hostname.endswith("." + name))):
-            return True
-    return False
-
-
 class Transport:
     """A thin, safe wrapper over one ``aiohttp.ClientSession``.
 
@@ -125,8 +111,7 @@ class Transport:
         self._ca_bundle = ca_bundle
         self._max_response_bytes = max_response_bytes
         self._user_agent = user_agent
-        self._proxies: dict[str, str] = {}
-        self._proxy_for: dict[tuple[str, str], str | None] = {}
+        self._proxies = ProxyTable()
 
     def __repr__(self) -> str:
         state = "open" if self._session is not None and not self._session.closed else "closed"
@@ -158,21 +143,7 @@ class Transport:
             auto_decompress=True,
         )
         self._owns_session = True
-        self._proxies = urllib.request.getproxies_environment()
-        self._proxy_for.clear()
-
-    def _proxy(self, url: str) -> str | None:
-        """The proxy for ``url`` from the variables read at open (None: direct)."""
-        scheme, _, rest = url.partition("://")
-        host = rest.split("/", 1)[0].split("?", 1)[0].rsplit("@", 1)[-1]
-        key = (scheme, host)
-        if key not in self._proxy_for:
-            proxy = self._proxies.get(scheme)
-            hostname = host.rsplit(":", 1)[0].strip("[]").lower() if host else ""
-            if proxy and _no_proxy(hostname, self._proxies.get("no", "")):
-                proxy = None
-            self._proxy_for[key] = proxy
-        return self._proxy_for[key]
+        self._proxies.load()
 
     async def close(self) -> None:
         session, self._session = self._session, None
@@ -225,7 +196,9 @@ class Transport:
                     headers=headers,
                     data=payload,
                     allow_redirects=False,
-                    proxy=self._proxy(url) if self._proxies and self._owns_session else None,
+                    proxy=self._proxies.for_url(url)
+                    if self._proxies and self._owns_session
+                    else None,
                 ) as resp:
                     clock.answered()
                     if self._check_head(resp, method, host, path):
@@ -474,13 +447,3 @@ def _map_client_error(
     if isinstance(exc, aiohttp.InvalidURL):
         return ConfigurationError(f"invalid URL for {method} {path}")
     return ConnectionLostError(text, **where)
-
-
-def merge_headers(*parts: Mapping[str, str] | None) -> CIMultiDict[str]:
-    """Case-insensitive merge, later parts win."""
-    merged: CIMultiDict[str] = CIMultiDict()
-    for part in parts:
-        if part:
-            for k, v in part.items():
-                merged[k] = v
-    return merged
