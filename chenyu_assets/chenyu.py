@@ -3,11 +3,11 @@
 ``upload`` streams a file from disk as the multipart ``file`` part: ``Content-Length`` is
 known up front, and every attempt re-reads the file from a (path, size, mtime) snapshot,
 so a retried upload never sends a half-used body and a file edited mid-upload raises
-``UploadError``. Each upload in flight holds about two chunks (one being read, one in the
-socket's write buffer), so upload memory is about ``2 × max_concurrent_uploads ×
-chunk_size`` (8 MiB by default) plus allocator overhead; measured: 8 concurrent 100 MiB
-uploads with 1 MiB chunks grow RSS by 26–33 MB (plain aiohttp alike), with 256 KiB chunks
-by 10–13 MB at the same throughput.
+``UploadError``. Each upload in flight holds one chunk (read into a fresh buffer on the
+loop's thread, written in 64 KiB slices, let go before the next read), so the client's
+memory grows by at most about ``max_concurrent_uploads × (chunk_size + 0.25 MiB)`` plus
+about 2 MB; measured: 8 concurrent 100 MiB uploads with 1 MiB chunks grow RSS by about
+12 MB (plain aiohttp with an aiofiles generator: 28–30 MB).
 
 An upload is retried after a reset or a 5xx even though it is a create: the worst case is
 an orphan *temporary* asset that expires with its TTL, never a duplicate library asset.

@@ -90,7 +90,14 @@ def load_json(resp: Response) -> Any:
             problem = f"answer nests deeper than {MAX_DEPTH} levels"
         except ValueError:
             data = _UNSET
-    if problem is None and data is not _UNSET and _too_deep(data):
+    # Nesting is at most the number of containers, at most the number of ``{`` and ``[``
+    # in the text (counted at C speed): most answers have too few to need the walk.
+    if (
+        problem is None
+        and data is not _UNSET
+        and text.count("{") + text.count("[") > MAX_DEPTH
+        and _too_deep(data)
+    ):
         problem = f"answer nests deeper than {MAX_DEPTH} levels"
     if problem is not None:  # raised outside the handlers: nothing chained
         raise ResponseFormatError(

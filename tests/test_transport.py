@@ -14,7 +14,10 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from chenyu_assets._core.transport import Transport, _no_proxy
+from chenyu_assets._core import proxies
+from chenyu_assets._core.transport import Timeouts, Transport
+from chenyu_assets.errors import RequestTimeoutError
+from tests.vclock import run_virtual
 
 pytestmark = pytest.mark.anyio
 
@@ -102,4 +105,78 @@ async def test_without_proxy_variables_requests_go_direct(monkeypatch: pytest.Mo
     ],
 )
 def test_no_proxy_matching(host: str, no_proxy: str, bypassed: bool) -> None:
-    assert _no_proxy(host, no_proxy) is bypassed
+    assert proxies.no_proxy(host, no_proxy) is bypassed
+
+
+# -- the attempt's bounds, on virtual time (exact whatever the machine's load) -------------
+
+CHUNKS = 40
+PIECE = 16 * 1024
+
+
+async def _paced_body(
+    gap: float, stall_at: int | None = None, stall: float = 0.0
+) -> AsyncIterator[bytes]:
+    """A body produced slowly: a piece every ``gap`` s, once ``stall`` s before piece
+    ``stall_at`` (a generated file, a slow disk)."""
+    for n in range(CHUNKS):
+        await asyncio.sleep(stall if n == stall_at else gap)
+        yield b"x" * PIECE
+
+
+def _send_paced(
+    monkeypatch: pytest.MonkeyPatch,
+    timeouts: Timeouts,
+    *,
+    deadline: float | None = None,
+    stall_at: int | None = None,
+    stall: float = 0.0,
+) -> tuple[int | BaseException, float]:
+    """Upload the paced body; (status or the error raised, virtual seconds it took)."""
+    _clear_proxy_env(monkeypatch)
+
+    async def main() -> tuple[int | BaseException, float]:
+        async with recording_server() as (api, _), Transport(timeouts=timeouts) as transport:
+            loop = asyncio.get_running_loop()
+            started = loop.time()
+            try:
+                response = await transport.request(
+                    "POST",
+                    f"{api}/upload",
+                    headers={"Content-Length": str(CHUNKS * PIECE)},
+                    data=_paced_body(0.2, stall_at, stall),
+                    deadline=deadline,
+                )
+            except RequestTimeoutError as exc:
+                return exc, loop.time() - started
+            return response.status, loop.time() - started
+
+    return run_virtual(main)[0]
+
+
+def test_a_body_that_keeps_progressing_outlasts_every_phase_bound(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # 8 s of body, a piece every 0.2 s: far past connect + write (2 s, when the attempt's
+    # one timer first fires) and total, never idle for Timeouts.write
+    timeouts = Timeouts(connect=1, write=1, headers=1, total=1, read=1)
+    outcome, took = _send_paced(monkeypatch, timeouts)
+    assert outcome == 200
+    assert took == pytest.approx(CHUNKS * 0.2, abs=0.05)
+
+
+def test_a_body_that_stalls_ends_at_the_write_bound(monkeypatch: pytest.MonkeyPatch) -> None:
+    timeouts = Timeouts(connect=1, write=1, headers=1, total=1, read=1)
+    outcome, took = _send_paced(monkeypatch, timeouts, stall_at=20, stall=5.0)
+    assert isinstance(outcome, RequestTimeoutError)
+    assert "Timeouts.write" in str(outcome)
+    assert took == pytest.approx(20 * 0.2 + 1.0, abs=0.05)  # the last piece + the bound
+
+
+def test_the_calls_deadline_ends_a_progressing_body(monkeypatch: pytest.MonkeyPatch) -> None:
+    timeouts = Timeouts(connect=1, write=1, headers=1, total=1, read=1)
+    outcome, took = _send_paced(monkeypatch, timeouts, deadline=3.0)
+    assert isinstance(outcome, RequestTimeoutError)
+    assert "remaining 3 s" in str(outcome)
+    assert "Timeouts." not in str(outcome)
+    assert took == pytest.approx(3.0, abs=0.05)

@@ -1,7 +1,8 @@
 """A multipart/form-data body whose file part is streamed from disk.
 
 The body is rebuilt for every attempt from a snapshot of (path, size, mtime): memory per
-upload is one chunk (``chunk_size``, 1 MiB by default), ``Content-Length`` is known
+upload is one chunk (``chunk_size``, 1 MiB by default: each is let go before the next is
+read, and the transport writes it in small slices), ``Content-Length`` is known
 before the first byte is sent, and a file that changes size or mtime during the upload
 raises :class:`~chenyu_assets.errors.UploadError` instead of sending a torn file.
 Progress is reported per chunk and rewound (a negative report) when an attempt restarts,
@@ -164,7 +165,7 @@ class MultipartFile:
         """Take back the progress reported by an attempt that did not finish."""
         self._progress(-self._reported)
 
-    async def stream(self) -> AsyncIterator[bytes]:
+    async def stream(self) -> AsyncIterator[bytes | bytearray]:
         """A fresh body for one attempt (call once per attempt)."""
         self.rewind()
         yield self._head
@@ -173,12 +174,21 @@ class MultipartFile:
             async with aiofiles.open(self.snap.path, "rb") as f:
                 self._check_unchanged(os.fstat(f.fileno()))
                 while sent < self.snap.size:
-                    chunk = await f.read(min(self._chunk, self.snap.size - sent))
-                    if not chunk:
+                    # A fresh buffer per chunk (never reused: nothing may change bytes
+                    # handed to the transport), allocated here, on the loop's thread: a
+                    # read allocating in the thread pool strands freed chunks in those
+                    # threads' malloc arenas (measured, 8 uploads of 1 MiB chunks: RSS
+                    # +20 MB that way, +11 MB this way).
+                    chunk = bytearray(min(self._chunk, self.snap.size - sent))
+                    n = await f.readinto(chunk)
+                    if not n:
                         break
-                    sent += len(chunk)
+                    if n < len(chunk):
+                        del chunk[n:]
+                    sent += n
                     yield chunk
-                    self._progress(len(chunk))
+                    del chunk  # written: let it go before the next one is read
+                    self._progress(n)
                 self._check_unchanged(os.fstat(f.fileno()))
         except OSError as exc:
             # Left to aiohttp, an OSError from the body would become a retryable

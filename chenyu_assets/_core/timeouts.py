@@ -44,26 +44,76 @@ class Timeouts:
 
 
 class Clock:
-    """The phases of one attempt, each bounded by one rescheduled ``asyncio.timeout``:
+    """The phases of one attempt and the call's own deadline, behind one ``asyncio.timeout``:
     sending (idle: every chunk taken moves the bound), waiting for the headers, and the
-    whole answer (both counted from the end of the body)."""
+    whole answer (both counted from the end of the body).
 
-    __slots__ = ("_bound", "_loop", "_sent_at", "_timeouts", "phase")
+    The bound moves at every phase change and every chunk, but its timer does not: one
+    loop timer is armed at the earliest instant the attempt may have to end, and only
+    re-armed when a bound moves *earlier* than it, or when it fires and the bound in force
+    has since moved later. A quick request costs one timer, not one per phase and chunk.
+    ``expired_by`` tells which bound ended the attempt: ``"phase"`` or ``"deadline"``.
+    """
 
-    def __init__(self, bound: asyncio.Timeout, timeouts: Timeouts) -> None:
+    __slots__ = (
+        "_armed",
+        "_bound",
+        "_cap",
+        "_handle",
+        "_loop",
+        "_sent_at",
+        "_timeouts",
+        "_when",
+        "expired_by",
+        "phase",
+    )
+
+    def __init__(
+        self, bound: asyncio.Timeout, timeouts: Timeouts, deadline: float | None = None
+    ) -> None:
         self._bound = bound
         self._timeouts = timeouts
         self._loop = asyncio.get_running_loop()
+        self._cap = math.inf if deadline is None else self._loop.time() + deadline
+        self._when = math.inf  # the phase's bound (loop time)
+        self._armed = math.inf  # when the timer fires
+        self._handle: asyncio.TimerHandle | None = None
         self._sent_at: float | None = None
+        self.expired_by: str | None = None
         self.phase = "start"
+        if deadline is not None:
+            self._arm(self._cap)
+
+    def _arm(self, when: float) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+        self._armed = when
+        self._handle = self._loop.call_at(when, self._fire)
 
     def _set(self, when: float) -> None:
-        if self.phase != "done":  # aiohttp's writer task may outlive the attempt
-            self._bound.reschedule(when)
+        if self.phase == "done":  # aiohttp's writer task may outlive the attempt
+            return
+        self._when = when
+        if when < self._armed:
+            self._arm(when)
+
+    def _fire(self) -> None:
+        self._handle, self._armed = None, math.inf
+        if self.phase == "done" or self._bound.expired():
+            return
+        due = min(self._when, self._cap)
+        if due > self._loop.time():  # the bound moved later since the timer was armed
+            self._arm(due)
+            return
+        self.expired_by = "deadline" if self._cap <= self._when else "phase"
+        self._bound.reschedule(self._loop.time())  # expires now: the attempt is cancelled
 
     def done(self) -> None:
         """The attempt is over: later progress reports (from the writer task) are ignored."""
         self.phase = "done"
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
 
     def start_sending(self) -> None:
         self.phase = "write"

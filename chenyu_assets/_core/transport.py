@@ -12,11 +12,8 @@ headers, credentials included), and every response is read and released before
 RedirectError`); an answer over ``max_response_bytes`` or in an encoding we did not offer
 is refused (``ResponseFormatError``, not retried).
 
-Proxies: the standard variables (``HTTPS_PROXY``, ``HTTP_PROXY``, ``NO_PROXY``, any case)
-are read once, when the session opens, and the choice is remembered per scheme and host.
-aiohttp's ``trust_env=True`` would read them, and ``~/.netrc``, on every request (the
-largest per-request cost in a profile), and a netrc entry for an API host would clash with
-the client's own ``Authorization`` header. A caller's own session keeps its own settings.
+Proxies: the standard variables are read once, when the session opens
+(:mod:`~chenyu_assets._core.proxies`); a caller's own session keeps its own settings.
 """
 
 from __future__ import annotations
@@ -27,15 +24,15 @@ import logging
 import socket
 import ssl
 import struct
-import urllib.request
 from collections.abc import AsyncIterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import aiohttp
-from multidict import CIMultiDict, CIMultiDictProxy
+from multidict import CIMultiDictProxy
 
 from chenyu_assets._core.logs import get_logger, redact_url
+from chenyu_assets._core.proxies import ProxyTable
 from chenyu_assets._core.timeouts import Clock, Timeouts
 from chenyu_assets._version import __version__
 from chenyu_assets.errors import (
@@ -55,7 +52,7 @@ __all__ = ["USER_AGENT", "Response", "Timeouts", "Transport"]
 USER_AGENT = f"chenyu-assets/{__version__}"
 log = get_logger("chenyu_assets.http")
 
-Body = bytes | AsyncIterable[bytes] | None
+Body = bytes | AsyncIterable[bytes | bytearray] | None
 
 
 #: The largest API answer read, in bytes. The biggest answers these APIs give are list pages
@@ -66,7 +63,9 @@ MAX_RESPONSE_BYTES: int = 4 * 1024 * 1024
 #: Content-Encodings we offer (aiohttp's ``Accept-Encoding``) and can decode; any other is
 #: refused rather than handed on undecoded.
 _ENCODINGS = frozenset({"", "identity", "gzip", "x-gzip", "deflate"})
-_SLICE = 256 * 1024  # a bytes body is written in slices, so its idle bound sees progress
+#: A body is written in slices of this size: its idle bound sees progress, and the
+#: transport's buffer (aiohttp drains it past 64 KiB) never holds a copy of a whole chunk.
+_SLICE = 64 * 1024
 
 
 @dataclass(slots=True)
@@ -84,17 +83,6 @@ class Response:
     @property
     def content_type(self) -> str:
         return self.headers.get("Content-Type", "").split(";", 1)[0].strip().lower()
-
-
-def _no_proxy(hostname: str, no_proxy: str) -> bool:
-    """``NO_PROXY`` as curl reads it: ``*``, or host names matched exactly or as a domain
-    suffix (``example.com`` and ``.example.com`` both cover ``api.example.com``)."""
-    for entry in (e.strip().lower() for e in no_proxy.split(",")):
-        name = entry.rsplit(":", 1)[0] if entry.count(":") == 1 else entry  # drop a port
-        name = name.strip("[]").lstrip(".")
-        if entry == "*" or (name and (hostname == name or hostname.endswith("." + name))):
-            return True
-    return False
 
 
 class Transport:
@@ -123,8 +111,7 @@ class Transport:
         self._ca_bundle = ca_bundle
         self._max_response_bytes = max_response_bytes
         self._user_agent = user_agent
-        self._proxies: dict[str, str] = {}
-        self._proxy_for: dict[tuple[str, str], str | None] = {}
+        self._proxies = ProxyTable()
 
     def __repr__(self) -> str:
         state = "open" if self._session is not None and not self._session.closed else "closed"
@@ -156,21 +143,7 @@ class Transport:
             auto_decompress=True,
         )
         self._owns_session = True
-        self._proxies = urllib.request.getproxies_environment()
-        self._proxy_for.clear()
-
-    def _proxy(self, url: str) -> str | None:
-        """The proxy for ``url`` from the variables read at open (None: direct)."""
-        scheme, _, rest = url.partition("://")
-        host = rest.split("/", 1)[0].split("?", 1)[0].rsplit("@", 1)[-1]
-        key = (scheme, host)
-        if key not in self._proxy_for:
-            proxy = self._proxies.get(scheme)
-            hostname = host.rsplit(":", 1)[0].strip("[]").lower() if host else ""
-            if proxy and _no_proxy(hostname, self._proxies.get("no", "")):
-                proxy = None
-            self._proxy_for[key] = proxy
-        return self._proxy_for[key]
+        self._proxies.load()
 
     async def close(self) -> None:
         session, self._session = self._session, None
@@ -206,12 +179,11 @@ class Transport:
         path = "/" + tail
         started = asyncio.get_running_loop().time()
         payload = _payload(data)
-        call_bound = asyncio.timeout(deadline)
-        phase_bound = asyncio.timeout(None)
-        clock = Clock(phase_bound, self.timeouts)
+        bound = asyncio.timeout(None)  # the Clock moves it (phases and the deadline)
+        clock = Clock(bound, self.timeouts, deadline)
         failure: ChenyuAssetsError | None = None
         try:
-            async with call_bound, phase_bound:
+            async with bound:
                 if payload is None:
                     clock.sent()
                 else:
@@ -224,11 +196,15 @@ class Transport:
                     headers=headers,
                     data=payload,
                     allow_redirects=False,
-                    proxy=self._proxy(url) if self._owns_session else None,
+                    proxy=self._proxies.for_url(url)
+                    if self._proxies and self._owns_session
+                    else None,
                 ) as resp:
                     clock.answered()
-                    self._check_head(resp, method, host, path)
-                    body = await self._read_body(resp, method, path)
+                    if self._check_head(resp, method, host, path):
+                        body = await resp.read()  # its declared length, checked: bounded
+                    else:
+                        body = await self._read_body(resp, method, path)
                     response = Response(
                         status=resp.status,
                         headers=resp.headers,
@@ -240,7 +216,7 @@ class Transport:
         except aiohttp.ClientError as exc:  # before TimeoutError: socket timeouts are both
             failure = _map_client_error(exc, method, host, path)
         except TimeoutError:
-            if phase_bound.expired():
+            if clock.expired_by == "phase":
                 failure = RequestTimeoutError(
                     clock.describe(), method=method, path=path, host=host, sent=True
                 )
@@ -266,9 +242,10 @@ class Transport:
             )
         return response
 
-    def _check_head(self, resp: aiohttp.ClientResponse, method: str, host: str, path: str) -> None:
+    def _check_head(self, resp: aiohttp.ClientResponse, method: str, host: str, path: str) -> bool:
         """Refuse, before reading the body: a redirect, an encoding we did not offer, a
-        declared length over the cap."""
+        declared length over the cap. True when the body is bounded by its declared length
+        (identity encoding, Content-Length within the cap): it can be read in one go."""
         if 300 <= resp.status < 400:
             location = redact_url(resp.headers.get("Location", ""), every_query_value=True)
             raise RedirectError(
@@ -298,6 +275,7 @@ class Transport:
                 path=path,
                 retryable=False,
             )
+        return declared is not None and encoding in ("", "identity")
 
     async def _read_body(self, resp: aiohttp.ClientResponse, method: str, path: str) -> bytes:
         chunks: list[bytes] = []
@@ -316,30 +294,18 @@ class Transport:
         return b"".join(chunks)
 
 
-class _Ticking:
-    """An async iterator over a body's chunks that tells the attempt's clock of each one
-    taken (the previous one was written): the idle bound of the send."""
-
-    def __init__(self, source: AsyncIterable[bytes], owner: _StreamPayload) -> None:
-        self._it = source.__aiter__()
-        self._owner = owner
-
-    def __aiter__(self) -> _Ticking:
-        return self
-
-    async def __anext__(self) -> bytes:
-        chunk = await self._it.__anext__()
-        if self._owner.clock is not None:
-            self._owner.clock.progress()
-        return chunk
-
-
 class _StreamPayload(aiohttp.payload.AsyncIterablePayload):
     """A streamed body that remembers the connection it is written to (see _discard) and
-    reports its progress to the attempt's clock."""
+    reports its progress to the attempt's clock.
 
-    def __init__(self, value: AsyncIterable[bytes]) -> None:
-        super().__init__(_Ticking(value, self))
+    Memory: one chunk of the source at a time. Each chunk is written in ``_SLICE`` pieces
+    (aiohttp drains the connection once more than 64 KiB is pending), so the transport's
+    buffer holds at most about two slices and never a copy of a whole chunk; the chunk is
+    let go before the next one is asked for (aiohttp's own loop keeps the previous chunk
+    alive while the next one is read: two chunks per upload)."""
+
+    def __init__(self, value: AsyncIterable[bytes | bytearray]) -> None:
+        super().__init__(cast(AsyncIterable[bytes], value))  # iterated by our write only
         self.source = value
         self.transport: Any = None
         self.sent = False
@@ -347,10 +313,47 @@ class _StreamPayload(aiohttp.payload.AsyncIterablePayload):
 
     async def write_with_length(self, writer: Any, content_length: int | None) -> None:
         self.transport = getattr(writer, "transport", None)
-        await super().write_with_length(writer, content_length)
+        source, self._iter = self._iter, None
+        if source is None:  # already written once: nothing left to send
+            return
+        self._consumed = True
+        remaining = content_length
+        while True:
+            try:
+                chunk = await anext(source)
+            except StopAsyncIteration:
+                break
+            if remaining is not None:  # bytes past the declared length are not sent
+                if len(chunk) > remaining:
+                    chunk = chunk[:remaining]
+                remaining -= len(chunk)
+            await _write_sliced(writer, chunk, self.clock, copy=True)
+            chunk = b""  # let it go before the source reads the next one
         self.sent = True
         if self.clock is not None:
             self.clock.sent()
+
+
+async def _write_sliced(
+    writer: Any, data: bytes | bytearray, clock: Clock | None, *, copy: bool = False
+) -> None:
+    """``data`` written in ``_SLICE`` pieces, each reported to ``clock`` (the idle bound).
+
+    ``copy``: each piece is written as a copy, so nothing the transport keeps pins ``data``
+    (from Python 3.12 a transport buffers the objects it is given, not copies: a view of a
+    chunk left unsent would keep the whole chunk alive while the next one is read)."""
+    if len(data) <= _SLICE:
+        if clock is not None:
+            clock.progress()
+        if data:
+            await writer.write(bytes(data) if copy else data)
+        return
+    view = memoryview(data)
+    for offset in range(0, len(view), _SLICE):
+        if clock is not None:
+            clock.progress()
+        piece = view[offset : offset + _SLICE]
+        await writer.write(piece.tobytes() if copy else piece)
 
 
 class _BytesPayload(aiohttp.payload.BytesPayload):
@@ -366,13 +369,10 @@ class _BytesPayload(aiohttp.payload.BytesPayload):
 
     async def write_with_length(self, writer: Any, content_length: int | None) -> None:
         self.transport = getattr(writer, "transport", None)
-        view = memoryview(self._value)
-        if content_length is not None:
-            view = view[:content_length]
-        for offset in range(0, len(view), _SLICE):
-            if self.clock is not None:
-                self.clock.progress()
-            await writer.write(view[offset : offset + _SLICE])
+        value = self._value
+        if content_length is not None and content_length < len(value):
+            value = value[:content_length]
+        await _write_sliced(writer, value, self.clock)
         self.sent = True
         if self.clock is not None:
             self.clock.sent()
@@ -447,13 +447,3 @@ def _map_client_error(
     if isinstance(exc, aiohttp.InvalidURL):
         return ConfigurationError(f"invalid URL for {method} {path}")
     return ConnectionLostError(text, **where)
-
-
-def merge_headers(*parts: Mapping[str, str] | None) -> CIMultiDict[str]:
-    """Case-insensitive merge, later parts win."""
-    merged: CIMultiDict[str] = CIMultiDict()
-    for part in parts:
-        if part:
-            for k, v in part.items():
-                merged[k] = v
-    return merged
