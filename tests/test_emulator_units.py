@@ -15,12 +15,10 @@ from chenyu_assets.emulator import (
     RequestRecord,
 )
 from chenyu_assets.emulator.chenyu import clean_filename
-from chenyu_assets.emulator.envelopes import ApiError, code_for_status
+from chenyu_assets.emulator.config import RateLimiter
+from chenyu_assets.emulator.content import UrlSigner, parse_sample_path
 from chenyu_assets.emulator.faults import FaultEngine
-from chenyu_assets.emulator.fetch import parse_sample_path
-from chenyu_assets.emulator.limits import RateLimiter
-from chenyu_assets.emulator.params import unflatten_query
-from chenyu_assets.emulator.signed import UrlSigner
+from chenyu_assets.emulator.wire import ApiError, code_for_status, unflatten_query
 
 
 def rec(

@@ -29,15 +29,15 @@ from chenyu_assets.emulator.audit import (
     RejectedUpload,
     RequestRecord,
 )
-from chenyu_assets.emulator.clock import Clock
 from chenyu_assets.emulator.config import (
     DEMO_ACCESS_KEY,
     DEMO_API_KEY,
     DEMO_SECRET_KEY,
     Account,
+    Clock,
     EmulatorConfig,
-    FaultRule,
 )
+from chenyu_assets.emulator.faults import FaultRule
 from chenyu_assets.emulator.server import Emulator
 
 __all__ = [

@@ -35,18 +35,14 @@ from aiohttp import BodyPartReader, web
 from aiohttp.http_exceptions import HttpProcessingError
 
 from chenyu_assets import media
-from chenyu_assets.emulator.ark import body_timeout
-from chenyu_assets.emulator.auth import bearer_account
 from chenyu_assets.emulator.config import Account
-from chenyu_assets.emulator.envelopes import ApiError, Meta, dumps, error_body, new_request_id
-from chenyu_assets.emulator.pipeline import Call, Sent, json_response, run
-from chenyu_assets.emulator.state import STATE, EmulatorState
+from chenyu_assets.emulator.pipeline import STATE, Call, EmulatorState, Sent, bearer_account, run
 from chenyu_assets.emulator.store import UploadRec
+from chenyu_assets.emulator.wire import ApiError, Meta, body_timeout, error_response, new_request_id
+from chenyu_assets.spec import CHENYU_MEDIA_TYPES, CHENYU_PURPOSES
 
-__all__ = ["add_routes"]
+__all__ = ["clean_filename", "content_handler", "get_handler", "upload_handler"]
 
-PREFIX = "/api/open/v2"
-MEDIA_TYPES = ("image", "video", "audio", "file")
 _CHUNK = 256 * 1024
 _HEAD = 4096
 _FIELD_MAX = 1024
@@ -179,7 +175,7 @@ async def _refuse_and_close(call: Call, err: ApiError, received: int, reason: st
     the body is never read: at most a short bounded drain)."""
     request, meta = call.request, call.meta
     call.state.audit.upload_rejected(call.account.name, received, reason)
-    resp = json_response(meta, err.status, dumps(error_body(meta, err)), {})
+    resp = error_response(meta, err)
     resp.force_close()
     with contextlib.suppress(ConnectionError):
         await resp.prepare(request)
@@ -263,11 +259,11 @@ def _record(
     if size == 0:
         raise _bad("the file is empty")
     media_type = fields.get("media_type") or media.media_type_for(head, filename)
-    if media_type not in MEDIA_TYPES:
-        raise _bad(f"media_type must be one of {', '.join(MEDIA_TYPES)}")
-    purpose = fields.get("purpose") or "temp_input"
-    if purpose != "temp_input":
-        raise _bad("purpose must be temp_input")
+    if media_type not in CHENYU_MEDIA_TYPES:
+        raise _bad(f"media_type must be one of {', '.join(CHENYU_MEDIA_TYPES)}")
+    purpose = fields.get("purpose") or CHENYU_PURPOSES[0]
+    if purpose not in CHENYU_PURPOSES:
+        raise _bad(f"purpose must be {' or '.join(CHENYU_PURPOSES)}")
     ttl_text = fields.get("ttl_hours", "").strip() or "48"
     max_ttl = call.state.config.max_ttl_hours
     if not ttl_text.isascii() or not ttl_text.isdigit() or not 1 <= int(ttl_text) <= max_ttl:
@@ -352,7 +348,7 @@ async def content_handler(request: web.Request) -> web.StreamResponse:
         refusal = state.signer.check("chenyu", asset_id, request.query, state.clock.now())
         if refusal is not None:
             raise ApiError("AccessDenied", refusal)
-        owner = None if upload is None else _account_named(state, upload.account)
+        owner = None if upload is None else state.account_named(upload.account)
         if owner is None:
             raise ApiError("NotFound", "the asset does not exist", status=404)
         return owner
@@ -370,14 +366,3 @@ async def content_handler(request: web.Request) -> web.StreamResponse:
         return Sent(web.FileResponse(path, headers=headers), 200)
 
     return await run(request, state, _meta(state, "content", "GetContent"), authenticate, handler)
-
-
-def _account_named(state: EmulatorState, name: str) -> Account | None:
-    return next((a for a in state.config.accounts if a.name == name), None)
-
-
-def add_routes(app: web.Application) -> None:
-    """Register the Chenyu routes."""
-    app.router.add_post(f"{PREFIX}/assets", upload_handler)
-    app.router.add_get(f"{PREFIX}/assets/{{asset_id}}", get_handler)
-    app.router.add_get("/assets/{asset_id}/content", content_handler)

@@ -1,4 +1,5 @@
-"""Emulator settings: accounts, fault rules and the one config object.
+"""Emulator settings (accounts, the one config object), the clock they scale and the
+rate limiter they parametrize.
 
 Every knob lives in :class:`EmulatorConfig`. The object is *live*: the running emulator
 reads it on every request, so ``emu.config.time_scale = 10`` or
@@ -15,24 +16,29 @@ Fault delays (``latency``, ``list_lag``) are real seconds.
 
 from __future__ import annotations
 
+import math
+import time
+from collections import deque
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Literal
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from chenyu_assets.limits import ACTION_RATES, MAX_PROCESSING, Rate
+from chenyu_assets.emulator.faults import FaultRule
+from chenyu_assets.limits import Rate
+from chenyu_assets.spec import ACTION_RATES, MAX_PROCESSING
 
 __all__ = [
     "DEMO_ACCESS_KEY",
     "DEMO_API_KEY",
     "DEMO_SECRET_KEY",
-    "FAMILIES",
-    "FAULT_KINDS",
+    "LIVE_FIELDS",
     "Account",
+    "Clock",
     "EmulatorConfig",
-    "Family",
-    "FaultKind",
     "FaultRule",
+    "RateLimiter",
 ]
 
 #: The demo account's credentials. Fixed and public on purpose: the emulator is a local
@@ -40,24 +46,6 @@ __all__ = [
 DEMO_ACCESS_KEY = "AKLTZW11bGF0b3ItZGVtby1hY2Nlc3Mta2V5"
 DEMO_SECRET_KEY = "ZW11bGF0b3ItZGVtby1zZWNyZXQta2V5LW5vdC1zZWNyZXQ="  # noqa: S105 - public demo
 DEMO_API_KEY = "cy_0123456789abcdef0123456789abcdef"
-
-Family = Literal["chenyu", "ark", "gateway", "avatar", "content"]
-#: The request families the emulator records (``content`` is a signed-URL download).
-FAMILIES: tuple[Family, ...] = ("chenyu", "ark", "gateway", "avatar", "content")
-
-FaultKind = Literal[
-    "http_error", "reset", "close", "truncate", "hang", "latency", "list_lag", "stuck"
-]
-FAULT_KINDS: tuple[FaultKind, ...] = (
-    "http_error",
-    "reset",
-    "close",
-    "truncate",
-    "hang",
-    "latency",
-    "list_lag",
-    "stuck",
-)
 
 
 class Account(BaseModel):
@@ -82,46 +70,6 @@ class Account(BaseModel):
         return value
 
 
-class FaultRule(BaseModel):
-    """One injected misbehaviour, matched per request after authentication.
-
-    ``kind``:
-      * ``http_error`` answer ``status`` with a family error envelope (``body="json"``) or an
-        HTML page (``body="html"``), plus ``Retry-After: retry_after`` when set;
-      * ``reset`` abort the TCP connection (RST) without an answer;
-      * ``close`` send the status line and headers (full ``Content-Length``) then close;
-      * ``truncate`` send the headers and half of the JSON body, then close;
-      * ``hang`` never answer (until the client goes away or the emulator stops);
-      * ``latency`` sleep ``delay`` seconds, then answer normally;
-      * ``list_lag`` ListAssets / ListAssetGroups hide items created in the last ``delay`` s;
-      * ``stuck`` the asset created by this CreateAsset stays ``Processing`` forever.
-
-    ``phase="after"`` commits the request's effect first and then misbehaves (for
-    http_error, reset, close, truncate, hang, latency). ``max_count`` bounds how often the
-    rule fires; ``probability`` is drawn from the emulator's one seeded RNG.
-    """
-
-    model_config = ConfigDict(extra="forbid")
-
-    action: str = "*"
-    kind: FaultKind = "http_error"
-    probability: float = Field(default=1.0, ge=0.0, le=1.0)
-    phase: Literal["before", "after"] = "before"
-    status: int = Field(default=503, ge=100, le=599)
-    body: Literal["json", "html"] = "json"
-    retry_after: str | None = None
-    delay: float = Field(default=0.0, ge=0.0)
-    max_count: int | None = Field(default=None, ge=0)
-    family: Family | None = None
-
-    @field_validator("retry_after")
-    @classmethod
-    def _header_safe(cls, value: str | None) -> str | None:
-        if value is not None and any(ch in value for ch in "\r\n\0"):
-            raise ValueError("retry_after must be a single header line")
-        return value
-
-
 def _default_accounts() -> list[Account]:
     return [Account()]
 
@@ -133,23 +81,10 @@ def _default_rates() -> dict[str, float | str]:
 class EmulatorConfig(BaseModel):
     """All emulator settings; see the module docstring for how time is scaled.
 
-    The last group of fields bounds what a stranger can make the server spend when it is
-    reachable from elsewhere (``chenyu-assets serve --host 0.0.0.0``). Each default is safe
-    for a shared machine; each is validated (positive, with a ceiling where a bigger value
-    would defeat the bound):
-
-    * ``max_sample_pixels`` (4096 x 4096): a bigger generated image is a 400;
-    * ``sample_cache_bytes`` (64 MiB): the generated-media cache, LRU, in bytes;
-    * ``header_timeout`` (15 s): time to send a complete request header block, else 408;
-    * ``body_idle_timeout`` (60 s): longest wait for the next byte of a request body, else
-      408;
-    * ``keepalive_timeout`` (75 s): an idle kept-alive connection is closed after it;
-    * ``max_connections_per_peer`` (64) / ``max_connections_per_loopback`` (2048): open
-      connections per remote address (IPv6: per ``/64``), else 503 and closed;
-    * ``max_multipart_parts`` (16): parts of one upload form, else 400;
-    * ``max_form_field_bytes`` (16 KiB): non-file bytes of one upload form, else 413.
-
-    In a ``serve --config FILE`` they are plain JSON fields.
+    The last group of fields (after "hardening") bounds what a stranger can make the server
+    spend when it is reachable from elsewhere (``chenyu-assets serve --host 0.0.0.0``); each
+    default is safe for a shared machine and each is validated (positive, with a ceiling
+    where a bigger value would defeat the bound).
     """
 
     model_config = ConfigDict(validate_assignment=True, extra="forbid")
@@ -164,9 +99,7 @@ class EmulatorConfig(BaseModel):
     #: drawn from an RNG seeded with ``seed``, divided by ``time_scale``.
     processing_delay: float = Field(default=2.0, ge=0.0)
     processing_jitter: float = Field(default=0.5, ge=0.0)
-    #: The server's rate-limit model (alias ``limit_model``): ``sliding`` (strict, default),
-    #: ``fixed`` (windows aligned to the emulator clock), ``bucket`` / ``bucket:B`` (token
-    #: bucket of B tokens, default 2), ``token_bucket`` (a bucket of ``limit`` tokens).
+    #: The server's rate-limit model (alias ``limit_model``); see :class:`RateLimiter`.
     window: str = Field(
         default="sliding",
         pattern=r"^(sliding|fixed|bucket(:[1-9][0-9]{0,3})?|token_bucket)$",
@@ -252,3 +185,253 @@ class EmulatorConfig(BaseModel):
             if len(set(values)) != len(values):
                 raise ValueError(f"accounts must have distinct {field} values")
         return self
+
+
+#: Settings ``POST /_emulator/config`` may change.
+LIVE_FIELDS = frozenset(
+    {
+        "time_scale",
+        "processing_delay",
+        "processing_jitter",
+        "window",
+        "max_skew_seconds",
+        "clock_offset_seconds",
+        "list_lag",
+        "enforce_limits",
+        "validate_media",
+        "rates",
+        "max_processing",
+        "signed_url_seconds",
+    }
+)
+
+
+class Clock:
+    """Scaled, shiftable time for one emulator.
+
+    Three readings, all derived from one injectable monotonic source and one wall source:
+
+    * :meth:`Clock.elapsed` — real seconds since the emulator started (audit timestamps,
+      rate-limit windows, list lag);
+    * :meth:`Clock.now` — emulated Unix time: starts at the real wall time, runs
+      ``time_scale`` times faster, is shifted by ``clock_offset_seconds`` and by
+      :meth:`Clock.advance` (asset TTLs, signed-URL expiry, CreateTime/UpdateTime);
+    * :meth:`Clock.signing_now` — real wall time plus ``clock_offset_seconds`` (the ``X-Date``
+      skew check; not scaled, so a sped-up emulator still accepts honest clients).
+
+    ``scale`` and ``offset`` are callables so the clock follows the live config; a change of
+    scale applies from the previous reading on, so emulated time never jumps.
+    """
+
+    __slots__ = (
+        "_advanced",
+        "_anchor_elapsed",
+        "_anchor_emulated",
+        "_mono",
+        "_mono0",
+        "_offset",
+        "_scale",
+        "_wall",
+    )
+
+    def __init__(
+        self,
+        *,
+        scale: Callable[[], float] = lambda: 1.0,
+        offset: Callable[[], float] = lambda: 0.0,
+        monotonic: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
+    ) -> None:
+        self._mono = monotonic
+        self._wall = wall
+        self._scale = scale
+        self._offset = offset
+        self._mono0 = monotonic()
+        self._anchor_elapsed = 0.0
+        self._anchor_emulated = wall()
+        self._advanced = 0.0
+
+    def elapsed(self) -> float:
+        """Real (unscaled) seconds since the clock was created."""
+        return self._mono() - self._mono0
+
+    def now(self) -> float:
+        """Emulated Unix time in seconds."""
+        elapsed = self.elapsed()
+        # Re-anchor at every reading: a scale change applies from the previous reading on,
+        # and emulated time never jumps or runs backwards.
+        self._anchor_emulated += (elapsed - self._anchor_elapsed) * self._scale()
+        self._anchor_elapsed = elapsed
+        return self._anchor_emulated + self._advanced + self._offset()
+
+    def signing_now(self) -> datetime:
+        """Real wall time plus the configured offset, for request-signature skew checks."""
+        return datetime.fromtimestamp(self._wall() + self._offset(), tz=UTC)
+
+    def advance(self, seconds: float) -> None:
+        """Jump emulated time forward (tests: expire TTLs and signed URLs at once)."""
+        if seconds < 0:
+            raise ValueError("the emulated clock only moves forward")
+        self._advanced += seconds
+
+    def __repr__(self) -> str:
+        return f"Clock(elapsed={self.elapsed():.3f}, scale={self._scale()})"
+
+
+# -- the server's rate limits ---------------------------------------------------------------
+
+
+_DEFAULT_BURST = 2
+
+
+class _Sliding:
+    __slots__ = ("times",)
+
+    def __init__(self) -> None:
+        self.times: deque[float] = deque()
+
+    def try_take(self, now: float, limit: int, window: float) -> bool:
+        times = self.times
+        while times and times[0] <= now - window:
+            times.popleft()
+        if len(times) >= limit:
+            return False
+        times.append(now)
+        return True
+
+    def give_back(self) -> None:
+        if self.times:
+            self.times.pop()
+
+
+class _Fixed:
+    __slots__ = ("count", "index")
+
+    def __init__(self) -> None:
+        self.index = -1
+        self.count = 0
+
+    def try_take(self, now: float, limit: int, window: float) -> bool:
+        index = math.floor(now / window)
+        if index != self.index:
+            self.index, self.count = index, 0
+        if self.count >= limit:
+            return False
+        self.count += 1
+        return True
+
+    def give_back(self) -> None:
+        self.count = max(0, self.count - 1)
+
+
+class _Bucket:
+    __slots__ = ("burst", "last", "tokens")
+
+    def __init__(self, burst: int | None) -> None:
+        self.burst = burst
+        self.tokens = math.inf  # full, whatever the capacity turns out to be
+        self.last = -math.inf
+
+    def try_take(self, now: float, limit: int, window: float) -> bool:
+        capacity = float(self.burst or limit)
+        elapsed = max(0.0, now - self.last) if self.last > -math.inf else 0.0
+        self.tokens = min(capacity, self.tokens + elapsed * limit / window)
+        self.last = now
+        if self.tokens >= 1.0 - 1e-9:
+            self.tokens -= 1.0
+            return True
+        return False
+
+    def give_back(self) -> None:
+        self.tokens += 1.0
+
+
+def parse_model(text: str) -> tuple[str, int | None]:
+    """``"bucket:3"`` -> ("bucket", 3); ``"token_bucket"`` -> ("bucket", None: burst = limit)."""
+    name, _, burst = text.partition(":")
+    if name == "token_bucket":
+        return "bucket", None
+    if name == "bucket":
+        return "bucket", int(burst) if burst else _DEFAULT_BURST
+    return name, None
+
+
+class RateLimiter:
+    """Accept-or-refuse decisions per ``(account, action)``.
+
+    ``EmulatorConfig.window`` (alias ``limit_model``) picks how a real service might count:
+
+    * ``sliding`` (default, strict): accepted only if fewer than ``limit`` requests were
+      accepted in the trailing window, i.e. no window ``(t - W, t]`` ever holds more;
+    * ``fixed``: at most ``limit`` per fixed window ``[k·W, (k+1)·W)`` of the emulator's clock
+      (so two windows' worth can pass within ``W`` across a boundary);
+    * ``bucket[:B]``: a token bucket of ``B`` tokens (default 2), refilled at ``limit / W``
+      per second, starting full; ``token_bucket`` (the old name) is a bucket of ``limit`` tokens.
+
+    A rate is ``EmulatorConfig.rates[action]``: requests per second, or ``"N/s"`` /
+    ``"N/min"``; a key ``"ACCOUNT/ACTION"`` gives that account its own rate. ``time_scale``
+    multiplies every limit. A refused request never consumes capacity, and nothing is queued:
+    the caller answers 429 at once. :meth:`RateLimiter.refund` gives back an acceptance the
+    handler later turned into a 429 (the in-flight cap, which the store counts).
+
+    ``rates``, ``scale`` and ``strategy`` (the model) are read on every call so the limiter
+    follows the live config. Actions absent from ``rates`` are not limited.
+    """
+
+    __slots__ = ("_rates", "_scale", "_states", "_strategy")
+
+    def __init__(
+        self,
+        *,
+        rates: Callable[[], Mapping[str, float | str]],
+        scale: Callable[[], float],
+        strategy: Callable[[], str],
+    ) -> None:
+        self._rates = rates
+        self._scale = scale
+        self._strategy = strategy
+        self._states: dict[tuple[str, str, str], _Sliding | _Fixed | _Bucket] = {}
+
+    def rate(self, action: str, account: str | None = None) -> Rate | None:
+        """``action``'s rate for ``account`` now (scaled), or None when unlimited."""
+        rates = self._rates()
+        spec = rates.get(f"{account}/{action}") if account is not None else None
+        if spec is None:
+            spec = rates.get(action)
+        if spec is None:
+            return None
+        rate = Rate.parse(spec)
+        return Rate(max(1, math.floor(rate.limit * self._scale() + 1e-9)), rate.window)
+
+    def capacity(self, action: str, account: str | None = None) -> int | None:
+        """Requests per window for ``action`` now, or None when unlimited."""
+        rate = self.rate(action, account)
+        return None if rate is None else rate.limit
+
+    def try_acquire(self, account: str, action: str, now: float) -> bool:
+        """Take one place at emulator time ``now`` (seconds); False means answer 429."""
+        rate = self.rate(action, account)
+        if rate is None:
+            return True
+        model = self._strategy()
+        key = (model, account, action)
+        state = self._states.get(key)
+        if state is None:
+            name, burst = parse_model(model)
+            if name == "sliding":
+                state = _Sliding()
+            elif name == "fixed":
+                state = _Fixed()
+            else:
+                state = _Bucket(burst)
+            self._states[key] = state
+        return state.try_take(now, rate.limit, rate.window)
+
+    def refund(self, account: str, action: str, now: float) -> None:
+        """Give back the most recent acceptance (the request was refused after all)."""
+        state = self._states.get((self._strategy(), account, action))
+        if state is not None:
+            state.give_back()
+
+    def __repr__(self) -> str:
+        return f"RateLimiter(model={self._strategy()!r}, states={len(self._states)})"

@@ -12,21 +12,16 @@ from typing import Any, Literal
 from aiohttp import web
 
 from chenyu_assets._core.logs import get_logger, register_secret
-from chenyu_assets.emulator.app import build_app
 from chenyu_assets.emulator.audit import Audit, AuditLog
-from chenyu_assets.emulator.clock import Clock
-from chenyu_assets.emulator.config import Account, EmulatorConfig, FaultRule
-from chenyu_assets.emulator.faults import FaultEngine
-from chenyu_assets.emulator.fetch import Fetcher
-from chenyu_assets.emulator.gateway import PREFIX as GATEWAY_PREFIX
+from chenyu_assets.emulator.config import Account, Clock, EmulatorConfig, RateLimiter
+from chenyu_assets.emulator.content import SampleMedia, SampleSpec, UrlSigner
+from chenyu_assets.emulator.faults import FaultEngine, FaultRule
 from chenyu_assets.emulator.guard import GuardedSite, PeerCounter, http_logger
-from chenyu_assets.emulator.limits import RateLimiter
-from chenyu_assets.emulator.persist import Persistence, SqlitePersistence
-from chenyu_assets.emulator.processing import Processor
-from chenyu_assets.emulator.samples import SampleMedia, SampleSpec
-from chenyu_assets.emulator.signed import UrlSigner
-from chenyu_assets.emulator.state import EmulatorState
-from chenyu_assets.emulator.store import Store
+from chenyu_assets.emulator.pipeline import EmulatorState
+from chenyu_assets.emulator.processing import Fetcher, Processor
+from chenyu_assets.emulator.routes import build_app
+from chenyu_assets.emulator.store import Persistence, SqlitePersistence, Store
+from chenyu_assets.spec import CHENYU_PREFIX, GATEWAY_PREFIX
 
 __all__ = ["Emulator"]
 
@@ -250,7 +245,7 @@ class Emulator:
     @property
     def chenyu_url(self) -> str:
         """Base URL of the Chenyu open API v2."""
-        return self.url + "/api/open/v2"
+        return self.url + CHENYU_PREFIX
 
     @property
     def gateway_url(self) -> str:
