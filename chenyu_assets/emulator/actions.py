@@ -111,6 +111,16 @@ def _asset(call: Call, project: str, asset_id: str) -> AssetRec:
     return rec
 
 
+def _update(call: Call, rec: T, save: Callable[[T], None], **changes: str | None) -> dict[str, Any]:
+    """Set the fields that were sent, move UpdateTime, persist: ``{}``."""
+    for field, value in changes.items():
+        if value is not None:
+            setattr(rec, field, value)
+    rec.update_time = call.state.clock.now()
+    save(rec)
+    return {}
+
+
 def _unique_id(prefix: str, now: float, taken: Callable[[str], bool]) -> str:
     while True:
         candidate = new_ark_id(prefix, now)
@@ -161,13 +171,7 @@ def update_asset_group(call: Call, p: Params) -> dict[str, Any]:
     name = p.text("Name", max_len=NAME_MAX, allow_empty=False)
     description = p.text("Description", max_len=DESCRIPTION_MAX)
     rec = _group(call, _project(p), group_id)
-    if name is not None:
-        rec.name = name
-    if description is not None:
-        rec.description = description
-    rec.update_time = call.state.clock.now()
-    call.state.store.save_group(rec)
-    return {}
+    return _update(call, rec, call.state.store.save_group, name=name, description=description)
 
 
 def delete_asset_group(call: Call, p: Params) -> dict[str, Any]:
@@ -258,12 +262,9 @@ def update_asset(call: Call, p: Params) -> dict[str, Any]:
     """UpdateAsset: only Name changes."""
     asset_id = p.need_text("Id")
     name = p.text("Name", max_len=NAME_MAX)
-    rec = _asset(call, _project(p), asset_id)
-    if name is not None:
-        rec.name = name
-    rec.update_time = call.state.clock.now()
-    call.state.store.save_asset(rec)
-    return {}
+    return _update(
+        call, _asset(call, _project(p), asset_id), call.state.store.save_asset, name=name
+    )
 
 
 def delete_asset(call: Call, p: Params) -> dict[str, Any]:

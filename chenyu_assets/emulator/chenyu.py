@@ -345,13 +345,8 @@ async def content_handler(request: web.Request) -> web.StreamResponse:
             if upload is None or upload.account != account.name:
                 raise ApiError("NotFound", "the asset does not exist", status=404)
             return account
-        refusal = state.signer.check("chenyu", asset_id, request.query, state.clock.now())
-        if refusal is not None:
-            raise ApiError("AccessDenied", refusal)
-        owner = None if upload is None else state.account_named(upload.account)
-        if owner is None:
-            raise ApiError("NotFound", "the asset does not exist", status=404)
-        return owner
+        owner = None if upload is None else upload.account
+        return state.signed_owner("chenyu", asset_id, request.query, owner)
 
     async def handler(call: Call) -> Sent:
         upload = state.store.get_upload(asset_id)

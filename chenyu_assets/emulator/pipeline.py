@@ -31,7 +31,7 @@ from chenyu_assets._core.logs import get_logger
 from chenyu_assets._core.signing import SignatureError, VerifiedRequest, verify_request
 from chenyu_assets.emulator.audit import Audit, AuditLog
 from chenyu_assets.emulator.config import Account, Clock, EmulatorConfig, RateLimiter
-from chenyu_assets.emulator.content import SampleMedia, UrlSigner
+from chenyu_assets.emulator.content import SampleMedia, UrlKind, UrlSigner
 from chenyu_assets.emulator.faults import FAULTS, FaultEngine, FaultRule, misbehave
 from chenyu_assets.emulator.processing import Fetcher, Processor
 from chenyu_assets.emulator.store import AssetRec, Store, UploadRec
@@ -86,6 +86,19 @@ class EmulatorState:
     def account_named(self, name: str) -> Account | None:
         """The account called ``name`` (None: it is no longer configured)."""
         return next((a for a in self.config.accounts if a.name == name), None)
+
+    def signed_owner(
+        self, kind: UrlKind, asset_id: str, query: Mapping[str, str], owner: str | None
+    ) -> Account:
+        """The account ``owner`` of the asset a signed content URL names: AccessDenied for
+        a bad or expired signature, NotFound for an unknown asset or owner."""
+        refusal = self.signer.check(kind, asset_id, query, self.clock.now())
+        if refusal is not None:
+            raise ApiError("AccessDenied", refusal)
+        account = None if owner is None else self.account_named(owner)
+        if account is None:
+            raise ApiError("NotFound", "the asset does not exist", status=404)
+        return account
 
     def chenyu_content_url(self, upload: UploadRec) -> str:
         """The unsigned content address of a Chenyu upload."""

@@ -39,6 +39,7 @@ import random
 import secrets
 import socket
 from collections.abc import Callable, Collection
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import aiohttp
@@ -118,28 +119,19 @@ class _GuardedResolver(AbstractResolver):
         await self._inner.close()
 
 
+@dataclass(eq=False, kw_only=True)
 class Fetcher:
     """Resolves CreateAsset URLs to bytes (see the module docstring for the rules)."""
 
-    def __init__(
-        self,
-        *,
-        store: Store,
-        signer: UrlSigner,
-        samples: SampleMedia,
-        blob_dir: Path,
-        now: Callable[[], float],
-        allowlist: Callable[[], Collection[str]],
-        timeout: Callable[[], float],
-    ) -> None:
-        self._store = store
-        self._signer = signer
-        self._samples = samples
-        self._blob_dir = blob_dir
-        self._now = now
-        self._allowlist = allowlist
-        self._timeout = timeout
-        self.local_authorities: set[str] = set()
+    store: Store
+    signer: UrlSigner
+    samples: SampleMedia
+    blob_dir: Path
+    now: Callable[[], float]
+    allowlist: Callable[[], Collection[str]]
+    timeout: Callable[[], float]
+    #: ``host:port`` names of this emulator (set once it is bound)
+    local_authorities: set[str] = field(default_factory=set)
 
     async def fetch(self, url_text: str, max_bytes: int) -> bytes:
         """The body behind ``url_text`` (at most ``max_bytes``), or FetchError."""
@@ -164,7 +156,7 @@ class Fetcher:
         spec = parse_sample_path(path, url.query)
         if spec is not None:
             try:
-                data, _mime = await asyncio.to_thread(self._samples.get, spec)
+                data, _mime = await asyncio.to_thread(self.samples.get, spec)
             except ValueError as exc:  # over the emulator's sample pixel cap
                 raise FetchError(f"the sample is refused: {exc}") from None
             return self._capped(data, max_bytes)
@@ -180,21 +172,21 @@ class Fetcher:
         """The blob behind one of our signed content URLs, if the URL is valid now."""
         parts = url.path.split("/")
         query = url.query  # a multidict: a repeated parameter stays visible to the check
-        now = self._now()
+        now = self.now()
         if len(parts) == 4 and parts[1] == "assets" and parts[3] == "content":
-            upload = self._store.get_upload(parts[2])
-            if upload is None or self._signer.check("chenyu", parts[2], query, now):
+            upload = self.store.get_upload(parts[2])
+            if upload is None or self.signer.check("chenyu", parts[2], query, now):
                 return None
             if upload.expires_time <= now:
                 return None
-            return self._blob_dir / upload.stored_filename
+            return self.blob_dir / upload.stored_filename
         if len(parts) == 5 and parts[1:3] == ["ark", "assets"] and parts[4] == "content":
-            asset = self._store.asset_by_id(parts[3])
+            asset = self.store.asset_by_id(parts[3])
             if asset is None or asset.blob is None:
                 return None
-            if self._signer.check("ark", parts[3], query, now):
+            if self.signer.check("ark", parts[3], query, now):
                 return None
-            return self._blob_dir / asset.blob
+            return self.blob_dir / asset.blob
         return None
 
     @staticmethod
@@ -206,7 +198,7 @@ class Fetcher:
     # -- remote -----------------------------------------------------------------------------
 
     async def _remote(self, url: URL, max_bytes: int) -> bytes:
-        allow = _AllowList(self._allowlist())
+        allow = _AllowList(self.allowlist())
         if not allow.allows(url):
             raise FetchError(f"the host {_authority(url)} is not reachable from the service")
         literal = _literal_ip(url.host or "")
@@ -217,7 +209,7 @@ class Fetcher:
         ):
             raise FetchError("the URL points at a non-public address")
         connector = aiohttp.TCPConnector(resolver=_GuardedResolver(allow), limit=4)
-        timeout = aiohttp.ClientTimeout(total=self._timeout())
+        timeout = aiohttp.ClientTimeout(total=self.timeout())
         try:
             async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
                 for _hop in range(_MAX_REDIRECTS + 1):

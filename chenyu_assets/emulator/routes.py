@@ -239,14 +239,9 @@ async def _ark_content(request: web.Request) -> web.StreamResponse:
     asset_id = request.match_info["asset_id"]
 
     async def authenticate() -> Account:
-        refusal = state.signer.check("ark", asset_id, request.query, state.clock.now())
-        if refusal is not None:
-            raise ApiError("AccessDenied", refusal)
         asset = state.store.asset_by_id(asset_id)
-        owner = None if asset is None else state.account_named(asset.account)
-        if owner is None:
-            raise ApiError("NotFound", "the asset does not exist", status=404)
-        return owner
+        owner = None if asset is None else asset.account
+        return state.signed_owner("ark", asset_id, request.query, owner)
 
     async def handler(call: Call) -> Sent:
         asset = state.store.asset_by_id(asset_id)

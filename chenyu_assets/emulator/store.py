@@ -112,6 +112,16 @@ _ASSET_COLS = _columns(AssetRec)
 _UPLOAD_COLS = _columns(UploadRec)
 
 Scope = tuple[str, str]
+_R = TypeVar("_R", GroupRec, AssetRec)
+
+
+def _scoped(rec: _R | None, account: str, project: str) -> _R | None:
+    """``rec`` if it belongs to this account and project."""
+    if rec is None or rec.account != account or rec.project != project:
+        return None
+    return rec
+
+
 _M = TypeVar("_M", AuditGroup, AuditAsset, AuditUpload)
 
 
@@ -183,7 +193,7 @@ class Store:
     def add_group(self, rec: GroupRec) -> None:
         """Insert a new group."""
         self._index_group(rec)
-        self._persist.upsert("groups", _GROUP_COLS, self._row(rec, _GROUP_COLS))
+        self.save_group(rec)
 
     def save_group(self, rec: GroupRec) -> None:
         """Persist a changed group."""
@@ -191,10 +201,7 @@ class Store:
 
     def get_group(self, account: str, project: str, group_id: str) -> GroupRec | None:
         """The group if it exists in this account and project."""
-        rec = self._groups.get(group_id)
-        if rec is None or rec.account != account or rec.project != project:
-            return None
-        return rec
+        return _scoped(self._groups.get(group_id), account, project)
 
     def groups(self, account: str, project: str) -> Iterator[GroupRec]:
         """The groups of one scope, oldest first."""
@@ -222,7 +229,7 @@ class Store:
     def add_asset(self, rec: AssetRec) -> None:
         """Insert a new asset (counts toward the in-flight cap while Processing)."""
         self._index_asset(rec)
-        self._persist.upsert("assets", _ASSET_COLS, self._row(rec, _ASSET_COLS))
+        self.save_asset(rec)
 
     def save_asset(self, rec: AssetRec) -> None:
         """Persist a changed asset (not its status: use :meth:`finish_asset`)."""
@@ -253,10 +260,7 @@ class Store:
 
     def get_asset(self, account: str, project: str, asset_id: str) -> AssetRec | None:
         """The asset if it exists in this account and project."""
-        rec = self._assets.get(asset_id)
-        if rec is None or rec.account != account or rec.project != project:
-            return None
-        return rec
+        return _scoped(self._assets.get(asset_id), account, project)
 
     def asset_by_id(self, asset_id: str) -> AssetRec | None:
         """Any asset by id (internal use: processing, signed content URLs)."""
