@@ -38,7 +38,7 @@ from chenyu_assets.emulator.config import (
     EmulatorConfig,
 )
 from chenyu_assets.emulator.faults import FaultRule
-from chenyu_assets.emulator.server import Emulator
+from chenyu_assets.emulator.serve import Emulator
 
 __all__ = [
     "DEMO_ACCESS_KEY",

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hmac
+import secrets
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -27,14 +28,14 @@ from typing import Any
 
 from aiohttp import web
 
-from chenyu_assets._core.logs import get_logger
+from chenyu_assets._core.logs import get_logger, register_secret
 from chenyu_assets._core.signing import SignatureError, VerifiedRequest, verify_request
 from chenyu_assets.emulator.audit import Audit, AuditLog
 from chenyu_assets.emulator.config import Account, Clock, EmulatorConfig, RateLimiter
 from chenyu_assets.emulator.content import SampleMedia, UrlKind, UrlSigner
 from chenyu_assets.emulator.faults import FAULTS, FaultEngine, FaultRule, misbehave
 from chenyu_assets.emulator.processing import Fetcher, Processor
-from chenyu_assets.emulator.store import AssetRec, Store, UploadRec
+from chenyu_assets.emulator.store import AssetRec, Persistence, Store, UploadRec
 from chenyu_assets.emulator.wire import (
     ApiError,
     Meta,
@@ -57,6 +58,7 @@ __all__ = [
 ]
 
 logger = get_logger("chenyu_assets.emulator")
+_SECRET_META = "url_signing_secret"  # noqa: S105 - a metadata key name
 
 
 @dataclass(eq=False)
@@ -77,6 +79,61 @@ class EmulatorState:
     shutdown: asyncio.Event = field(default_factory=asyncio.Event)
     #: ``http://host:port`` of the running server (set once it is bound).
     base_url: str = ""
+
+    @classmethod
+    def build(
+        cls, cfg: EmulatorConfig, persist: Persistence, blob_dir: Path, clock: Clock | None
+    ) -> EmulatorState:
+        """Every part of one emulator, wired to the live ``cfg``."""
+        for account in cfg.accounts:  # masked in every log record of the package
+            register_secret(account.secret_key)
+            register_secret(account.api_key)
+        store = Store(persist)
+        secret_hex = store.meta(_SECRET_META)
+        if secret_hex is None:
+            secret_hex = secrets.token_hex(32)
+            store.set_meta(_SECRET_META, secret_hex)
+        signer = UrlSigner(bytes.fromhex(secret_hex))
+        clock = clock or Clock(
+            scale=lambda: cfg.time_scale, offset=lambda: cfg.clock_offset_seconds
+        )
+        samples = SampleMedia(
+            max_pixels=lambda: cfg.max_sample_pixels, cache_bytes=lambda: cfg.sample_cache_bytes
+        )
+        audit = AuditLog(cfg.audit_max_requests)
+        fetcher = Fetcher(
+            store=store,
+            signer=signer,
+            samples=samples,
+            blob_dir=blob_dir,
+            now=clock.now,
+            allowlist=lambda: cfg.fetch_allowlist,
+            timeout=lambda: cfg.fetch_timeout,
+        )
+        processor = Processor(
+            store=store,
+            clock=clock,
+            config=lambda: cfg,
+            fetcher=fetcher,
+            audit=audit,
+            blob_dir=blob_dir,
+            seed=cfg.seed,
+        )
+        return cls(
+            config=cfg,
+            clock=clock,
+            store=store,
+            limiter=RateLimiter(
+                rates=lambda: cfg.rates, scale=lambda: cfg.time_scale, strategy=lambda: cfg.window
+            ),
+            faults=FaultEngine(cfg.seed, cfg.faults),
+            audit=audit,
+            signer=signer,
+            samples=samples,
+            fetcher=fetcher,
+            processor=processor,
+            blob_dir=blob_dir,
+        )
 
     def snapshot(self) -> Audit:
         """An :class:`Audit` of everything so far."""
