@@ -15,9 +15,9 @@ from chenyu_assets.emulator import (
     RequestRecord,
 )
 from chenyu_assets.emulator.chenyu import clean_filename
-from chenyu_assets.emulator.config import RateLimiter
 from chenyu_assets.emulator.content import UrlSigner, parse_sample_path
 from chenyu_assets.emulator.faults import FaultEngine
+from chenyu_assets.emulator.guard import RateLimiter
 from chenyu_assets.emulator.wire import ApiError, code_for_status, unflatten_query
 
 
@@ -256,7 +256,7 @@ def test_processing_delays_are_seeded_and_scaled() -> None:
 
 
 def test_audit_log_keeps_the_newest_records() -> None:
-    from chenyu_assets.emulator.audit import AuditLog
+    from chenyu_assets.emulator.config import AuditLog
 
     log = AuditLog(max_records=3)
     for i in range(5):

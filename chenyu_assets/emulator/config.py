@@ -1,5 +1,5 @@
-"""Emulator settings (accounts, the one config object), the clock they scale and the
-rate limiter they parametrize.
+"""The emulator's public data: its settings (accounts, the one config object), the clock
+they scale, and its audit trail (:class:`Audit` snapshots of the live :class:`AuditLog`).
 
 Every knob lives in :class:`EmulatorConfig`. The object is *live*: the running emulator
 reads it on every request, so ``emu.config.time_scale = 10`` or
@@ -12,14 +12,18 @@ Time: ``time_scale`` speeds the emulated service up. Durations the *service* dec
 are multiplied by it. Request signatures (``X-Date``) are always checked against the real
 clock shifted by ``clock_offset_seconds``, so a fast emulator never rejects honest clients.
 Fault delays (``latency``, ``list_lag``) are real seconds.
+
+The audit: :class:`AuditLog` records cheaply on the hot path; :class:`Audit` is a snapshot
+of it and the store, also served as JSON at ``GET /_emulator/audit``. Its timestamps ``t``
+are real seconds since the emulator started.
 """
 
 from __future__ import annotations
 
-import math
+import bisect
 import time
-from collections import deque
-from collections.abc import Callable, Mapping
+from collections import Counter, defaultdict, deque
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -35,10 +39,16 @@ __all__ = [
     "DEMO_SECRET_KEY",
     "LIVE_FIELDS",
     "Account",
+    "Audit",
+    "AuditAsset",
+    "AuditGroup",
+    "AuditLog",
+    "AuditUpload",
     "Clock",
     "EmulatorConfig",
     "FaultRule",
-    "RateLimiter",
+    "RejectedUpload",
+    "RequestRecord",
 ]
 
 #: The demo account's credentials. Fixed and public on purpose: the emulator is a local
@@ -70,14 +80,6 @@ class Account(BaseModel):
         return value
 
 
-def _default_accounts() -> list[Account]:
-    return [Account()]
-
-
-def _default_rates() -> dict[str, float | str]:
-    return dict(ACTION_RATES)
-
-
 class EmulatorConfig(BaseModel):
     """All emulator settings; see the module docstring for how time is scaled.
 
@@ -99,7 +101,7 @@ class EmulatorConfig(BaseModel):
     #: drawn from an RNG seeded with ``seed``, divided by ``time_scale``.
     processing_delay: float = Field(default=2.0, ge=0.0)
     processing_jitter: float = Field(default=0.5, ge=0.0)
-    #: The server's rate-limit model (alias ``limit_model``); see :class:`RateLimiter`.
+    #: The server's rate-limit model (alias ``limit_model``): see ``guard.RateLimiter``.
     window: str = Field(
         default="sliding",
         pattern=r"^(sliding|fixed|bucket(:[1-9][0-9]{0,3})?|token_bucket)$",
@@ -107,7 +109,7 @@ class EmulatorConfig(BaseModel):
     )
     max_skew_seconds: float = Field(default=900.0, ge=0.0)
     clock_offset_seconds: float = 0.0
-    accounts: list[Account] = Field(default_factory=_default_accounts, min_length=1)
+    accounts: list[Account] = Field(default_factory=lambda: [Account()], min_length=1)
     #: ``host[:port]`` names CreateAsset may fetch over the network. A name without a port
     #: allows only the scheme's default port. Nothing else is ever contacted.
     fetch_allowlist: tuple[str, ...] = ()
@@ -119,7 +121,9 @@ class EmulatorConfig(BaseModel):
     validate_media: bool = True
     #: Rates per action (before ``time_scale``): requests per second, or ``"N/s"`` /
     #: ``"N/min"``; a key ``"ACCOUNT/ACTION"`` sets one account's own rate.
-    rates: dict[str, float | str] = Field(default_factory=_default_rates)
+    rates: dict[str, float | str] = Field(
+        default_factory=lambda: dict[str, float | str](ACTION_RATES)
+    )
     max_processing: int = Field(default=MAX_PROCESSING, ge=1)
     #: Misbehaviours a real service may have (api-reference §6): ListAssets ignores
     #: ``SortBy``/``SortOrder`` (each answer's order is a seeded shuffle), and ``UpdateTime``
@@ -139,29 +143,23 @@ class EmulatorConfig(BaseModel):
 
     # -- hardening: the emulator as a server others can reach (see README, Security) ------
     #: Largest generated *image* sample, in pixels (``width * height``); a bigger one is a
-    #: 400. 4096 x 4096 costs about +120 MB of peak memory (BMP/TIFF: a 48 MiB canvas plus a
-    #: 48 MiB file) instead of +460 MB at 8192 x 8192, and still allows every vendor edge
-    #: case (a 6000 x 2401 image at the side limit is 14.4 MP). Video and audio samples
-    #: allocate no pixels; their sides stay within 8192.
+    #: 400 (the memory this bounds: README, Security). Video and audio samples allocate no
+    #: pixels; their sides stay within 8192.
     max_sample_pixels: int = Field(default=4096 * 4096, ge=1, le=8192 * 8192)
     #: Bytes of generated samples kept in the LRU cache; a sample bigger than this is
     #: served but not kept. Samples are rendered one at a time.
     sample_cache_bytes: int = Field(default=64 * 1024 * 1024, ge=0)
-    #: Seconds a connection may take to send a complete request header block, counted from
-    #: the moment it is accepted and from the first byte of each later request on a
-    #: kept-alive connection. Past it the emulator answers 408 and closes the connection.
+    #: Seconds to send a complete request header block, from the connection's accept (or a
+    #: kept-alive request's first byte); past it: 408 and the connection is closed.
     header_timeout: float = Field(default=15.0, gt=0.0, le=3600.0)
     #: Seconds a request body may go without a byte arriving (JSON bodies and uploads);
     #: past it the answer is 408 (uploads: and the connection is closed).
     body_idle_timeout: float = Field(default=60.0, gt=0.0, le=3600.0)
-    #: Seconds an idle kept-alive connection (no request under way) stays open (read when
-    #: the server starts; the other bounds here are read live).
+    #: Seconds an idle kept-alive connection stays open (read at start; the rest: live).
     keepalive_timeout: float = Field(default=75.0, gt=0.0, le=3600.0)
-    #: Open connections one remote (non-loopback) address may hold; the next one gets a 503
-    #: and is closed before anything is read, so one peer cannot take every socket.
+    #: Open connections one remote address may hold; the next one gets a 503 and is closed.
     max_connections_per_peer: int = Field(default=64, ge=1)
-    #: The same cap for a loopback address (this machine's own clients: an SDK client pools
-    #: up to 100 connections, and tests and benchmarks run several clients at once).
+    #: The same for a loopback address (an SDK client alone pools up to 100 connections).
     max_connections_per_loopback: int = Field(default=2048, ge=1)
     #: Parts one multipart upload may have (the file plus a few small fields); more is 400.
     max_multipart_parts: int = Field(default=16, ge=1, le=10_000)
@@ -207,20 +205,14 @@ LIVE_FIELDS = frozenset(
 
 
 class Clock:
-    """Scaled, shiftable time for one emulator.
-
-    Three readings, all derived from one injectable monotonic source and one wall source:
-
-    * :meth:`Clock.elapsed` — real seconds since the emulator started (audit timestamps,
-      rate-limit windows, list lag);
-    * :meth:`Clock.now` — emulated Unix time: starts at the real wall time, runs
-      ``time_scale`` times faster, is shifted by ``clock_offset_seconds`` and by
-      :meth:`Clock.advance` (asset TTLs, signed-URL expiry, CreateTime/UpdateTime);
-    * :meth:`Clock.signing_now` — real wall time plus ``clock_offset_seconds`` (the ``X-Date``
-      skew check; not scaled, so a sped-up emulator still accepts honest clients).
-
-    ``scale`` and ``offset`` are callables so the clock follows the live config; a change of
-    scale applies from the previous reading on, so emulated time never jumps.
+    """Scaled, shiftable time for one emulator, from one injectable monotonic source and one
+    wall source: :meth:`elapsed` (real seconds since start: audit, rate windows, list lag),
+    :meth:`now` (emulated Unix time: starts at the wall time, runs ``time_scale`` times faster,
+    shifted by ``clock_offset_seconds`` and :meth:`advance`: TTLs, signed URLs, Create/Update
+    times) and :meth:`signing_now` (wall time plus the offset, unscaled: the ``X-Date`` skew
+    check, so a sped-up emulator still accepts honest clients). ``scale`` and ``offset`` are
+    callables that follow the live config; a scale change applies from the previous reading
+    on, so emulated time never jumps.
     """
 
     __slots__ = (
@@ -278,160 +270,179 @@ class Clock:
         return f"Clock(elapsed={self.elapsed():.3f}, scale={self._scale()})"
 
 
-# -- the server's rate limits ---------------------------------------------------------------
+class RequestRecord(BaseModel):
+    """One handled request.
 
-
-_DEFAULT_BURST = 2
-
-
-class _Sliding:
-    __slots__ = ("times",)
-
-    def __init__(self) -> None:
-        self.times: deque[float] = deque()
-
-    def try_take(self, now: float, limit: int, window: float) -> bool:
-        times = self.times
-        while times and times[0] <= now - window:
-            times.popleft()
-        if len(times) >= limit:
-            return False
-        times.append(now)
-        return True
-
-    def give_back(self) -> None:
-        if self.times:
-            self.times.pop()
-
-
-class _Fixed:
-    __slots__ = ("count", "index")
-
-    def __init__(self) -> None:
-        self.index = -1
-        self.count = 0
-
-    def try_take(self, now: float, limit: int, window: float) -> bool:
-        index = math.floor(now / window)
-        if index != self.index:
-            self.index, self.count = index, 0
-        if self.count >= limit:
-            return False
-        self.count += 1
-        return True
-
-    def give_back(self) -> None:
-        self.count = max(0, self.count - 1)
-
-
-class _Bucket:
-    __slots__ = ("burst", "last", "tokens")
-
-    def __init__(self, burst: int | None) -> None:
-        self.burst = burst
-        self.tokens = math.inf  # full, whatever the capacity turns out to be
-        self.last = -math.inf
-
-    def try_take(self, now: float, limit: int, window: float) -> bool:
-        capacity = float(self.burst or limit)
-        elapsed = max(0.0, now - self.last) if self.last > -math.inf else 0.0
-        self.tokens = min(capacity, self.tokens + elapsed * limit / window)
-        self.last = now
-        if self.tokens >= 1.0 - 1e-9:
-            self.tokens -= 1.0
-            return True
-        return False
-
-    def give_back(self) -> None:
-        self.tokens += 1.0
-
-
-def parse_model(text: str) -> tuple[str, int | None]:
-    """``"bucket:3"`` -> ("bucket", 3); ``"token_bucket"`` -> ("bucket", None: burst = limit)."""
-    name, _, burst = text.partition(":")
-    if name == "token_bucket":
-        return "bucket", None
-    if name == "bucket":
-        return "bucket", int(burst) if burst else _DEFAULT_BURST
-    return name, None
-
-
-class RateLimiter:
-    """Accept-or-refuse decisions per ``(account, action)``.
-
-    ``EmulatorConfig.window`` (alias ``limit_model``) picks how a real service might count:
-
-    * ``sliding`` (default, strict): accepted only if fewer than ``limit`` requests were
-      accepted in the trailing window, i.e. no window ``(t - W, t]`` ever holds more;
-    * ``fixed``: at most ``limit`` per fixed window ``[k·W, (k+1)·W)`` of the emulator's clock
-      (so two windows' worth can pass within ``W`` across a boundary);
-    * ``bucket[:B]``: a token bucket of ``B`` tokens (default 2), refilled at ``limit / W``
-      per second, starting full; ``token_bucket`` (the old name) is a bucket of ``limit`` tokens.
-
-    A rate is ``EmulatorConfig.rates[action]``: requests per second, or ``"N/s"`` /
-    ``"N/min"``; a key ``"ACCOUNT/ACTION"`` gives that account its own rate. ``time_scale``
-    multiplies every limit. A refused request never consumes capacity, and nothing is queued:
-    the caller answers 429 at once. :meth:`RateLimiter.refund` gives back an acceptance the
-    handler later turned into a 429 (the in-flight cap, which the store counts).
-
-    ``rates``, ``scale`` and ``strategy`` (the model) are read on every call so the limiter
-    follows the live config. Actions absent from ``rates`` are not limited.
+    ``status`` is the HTTP status sent, 0 when no answer was sent (reset, hang, cut off);
+    ``code`` is the vendor error code, ``fault:<kind>`` when an injected fault decided the
+    outcome, or None on success.
     """
 
-    __slots__ = ("_rates", "_scale", "_states", "_strategy")
+    t: float
+    family: str
+    action: str
+    account: str | None
+    status: int
+    code: str | None = None
 
-    def __init__(
+
+class AuditGroup(BaseModel):
+    """An asset group as it is now."""
+
+    id: str
+    name: str
+    account: str
+    project: str
+    group_type: str
+    created_t: float | None = None
+
+
+class AuditAsset(BaseModel):
+    """An Ark asset as it is now (``created_t`` / ``finished_t`` in audit seconds; None
+    for assets restored from a previous run)."""
+
+    id: str
+    name: str
+    group_id: str
+    account: str
+    project: str
+    status: str
+    asset_type: str
+    url: str
+    error_code: str | None = None
+    created_t: float | None = None
+    finished_t: float | None = None
+
+
+class AuditUpload(BaseModel):
+    """A stored Chenyu upload."""
+
+    asset_id: str
+    account: str
+    size: int
+    sha256: str
+    stored_filename: str
+    original_filename: str
+    media_type: str
+
+
+class RejectedUpload(BaseModel):
+    """A Chenyu upload refused while streaming, with how much of the file was read."""
+
+    account: str
+    bytes_received: int
+    reason: str
+
+
+class Audit(BaseModel):
+    """A snapshot of the emulator's audit trail and state."""
+
+    requests: list[RequestRecord] = Field(default_factory=list)
+    groups: list[AuditGroup] = Field(default_factory=list)
+    assets: list[AuditAsset] = Field(default_factory=list)
+    uploads: list[AuditUpload] = Field(default_factory=list)
+    rejected_uploads: list[RejectedUpload] = Field(default_factory=list)
+    #: Requests refused by the emulator's own limits (rate or in-flight cap), by action.
+    rejected_429: dict[str, int] = Field(default_factory=dict)
+    #: Peak number of assets Processing at once, by account.
+    max_processing: dict[str, int] = Field(default_factory=dict)
+
+    def count(self, action: str, status: int | None = None, *, family: str | None = None) -> int:
+        """Requests for ``action`` (optionally with this HTTP status / family)."""
+        return sum(
+            1
+            for r in self.requests
+            if r.action == action
+            and (status is None or r.status == status)
+            and (family is None or r.family == family)
+        )
+
+    def max_in_window(self, action: str, window: float = 1.0, account: str | None = None) -> int:
+        """Most accepted (2xx) ``action`` requests inside any window of ``window`` seconds."""
+        times = sorted(
+            r.t
+            for r in self.requests
+            if r.action == action
+            and 200 <= r.status < 300
+            and (account is None or r.account == account)
+        )
+        best = 0
+        for i, start in enumerate(times):
+            end = bisect.bisect_left(times, start + window, lo=i)
+            best = max(best, end - i)
+        return best
+
+    def duplicates(self, account: str | None = None) -> dict[str, list[str]]:
+        """Asset names used more than once within one group: name -> asset ids."""
+        by_group: dict[tuple[str, str], list[str]] = defaultdict(list)
+        for asset in self.assets:
+            if account is None or asset.account == account:
+                by_group[(asset.group_id, asset.name)].append(asset.id)
+        result: dict[str, list[str]] = {}
+        for (_group, name), ids in by_group.items():
+            if len(ids) > 1:
+                result.setdefault(name, []).extend(ids)
+        return result
+
+
+class AuditLog:
+    """The live recorder behind :class:`Audit` snapshots."""
+
+    __slots__ = ("_processing_peak", "_rejected_429", "_rejected_uploads", "_requests")
+
+    def __init__(self, max_records: int | None = None) -> None:
+        #: only the newest ``max_records`` requests are kept (a long-running ``serve``)
+        self._requests: deque[RequestRecord] = deque(maxlen=max_records)
+        self._rejected_429: Counter[str] = Counter()
+        self._processing_peak: dict[str, int] = {}
+        self._rejected_uploads: list[RejectedUpload] = []
+
+    def record(
         self,
         *,
-        rates: Callable[[], Mapping[str, float | str]],
-        scale: Callable[[], float],
-        strategy: Callable[[], str],
+        t: float,
+        family: str,
+        action: str,
+        account: str | None,
+        status: int,
+        code: str | None,
     ) -> None:
-        self._rates = rates
-        self._scale = scale
-        self._strategy = strategy
-        self._states: dict[tuple[str, str, str], _Sliding | _Fixed | _Bucket] = {}
+        """Append one request outcome."""
+        self._requests.append(
+            RequestRecord.model_construct(
+                t=t, family=family, action=action, account=account, status=status, code=code
+            )
+        )
 
-    def rate(self, action: str, account: str | None = None) -> Rate | None:
-        """``action``'s rate for ``account`` now (scaled), or None when unlimited."""
-        rates = self._rates()
-        spec = rates.get(f"{account}/{action}") if account is not None else None
-        if spec is None:
-            spec = rates.get(action)
-        if spec is None:
-            return None
-        rate = Rate.parse(spec)
-        return Rate(max(1, math.floor(rate.limit * self._scale() + 1e-9)), rate.window)
+    def rejected_by_limit(self, action: str) -> None:
+        """Count a 429 the emulator's own limits produced."""
+        self._rejected_429[action] += 1
 
-    def capacity(self, action: str, account: str | None = None) -> int | None:
-        """Requests per window for ``action`` now, or None when unlimited."""
-        rate = self.rate(action, account)
-        return None if rate is None else rate.limit
+    def processing_level(self, account: str, level: int) -> None:
+        """Note how many assets ``account`` has Processing right now (keeps the peak)."""
+        if level > self._processing_peak.get(account, 0):
+            self._processing_peak[account] = level
 
-    def try_acquire(self, account: str, action: str, now: float) -> bool:
-        """Take one place at emulator time ``now`` (seconds); False means answer 429."""
-        rate = self.rate(action, account)
-        if rate is None:
-            return True
-        model = self._strategy()
-        key = (model, account, action)
-        state = self._states.get(key)
-        if state is None:
-            name, burst = parse_model(model)
-            if name == "sliding":
-                state = _Sliding()
-            elif name == "fixed":
-                state = _Fixed()
-            else:
-                state = _Bucket(burst)
-            self._states[key] = state
-        return state.try_take(now, rate.limit, rate.window)
+    def upload_rejected(self, account: str, bytes_received: int, reason: str) -> None:
+        """Note an upload refused while streaming."""
+        self._rejected_uploads.append(
+            RejectedUpload(account=account, bytes_received=bytes_received, reason=reason)
+        )
 
-    def refund(self, account: str, action: str, now: float) -> None:
-        """Give back the most recent acceptance (the request was refused after all)."""
-        state = self._states.get((self._strategy(), account, action))
-        if state is not None:
-            state.give_back()
-
-    def __repr__(self) -> str:
-        return f"RateLimiter(model={self._strategy()!r}, states={len(self._states)})"
+    def snapshot(
+        self,
+        *,
+        groups: list[AuditGroup],
+        assets: list[AuditAsset],
+        uploads: list[AuditUpload],
+    ) -> Audit:
+        """Freeze the current state into an :class:`Audit`."""
+        return Audit.model_construct(
+            requests=list(self._requests),
+            groups=groups,
+            assets=assets,
+            uploads=uploads,
+            rejected_uploads=list(self._rejected_uploads),
+            rejected_429=dict(self._rejected_429),
+            max_processing=dict(self._processing_peak),
+        )

@@ -30,10 +30,10 @@ from aiohttp import web
 
 from chenyu_assets._core.logs import get_logger, register_secret
 from chenyu_assets._core.signing import SignatureError, VerifiedRequest, verify_request
-from chenyu_assets.emulator.audit import Audit, AuditLog
-from chenyu_assets.emulator.config import Account, Clock, EmulatorConfig, RateLimiter
+from chenyu_assets.emulator.config import Account, Audit, AuditLog, Clock, EmulatorConfig
 from chenyu_assets.emulator.content import SampleMedia, UrlKind, UrlSigner
 from chenyu_assets.emulator.faults import FAULTS, FaultEngine, FaultRule, misbehave
+from chenyu_assets.emulator.guard import RateLimiter
 from chenyu_assets.emulator.processing import Fetcher, Processor
 from chenyu_assets.emulator.store import AssetRec, Persistence, Store, UploadRec
 from chenyu_assets.emulator.wire import (

@@ -49,8 +49,7 @@ from yarl import URL
 
 from chenyu_assets import media
 from chenyu_assets._core.logs import get_logger
-from chenyu_assets.emulator.audit import AuditLog
-from chenyu_assets.emulator.config import Clock, EmulatorConfig
+from chenyu_assets.emulator.config import AuditLog, Clock, EmulatorConfig
 from chenyu_assets.emulator.content import SampleMedia, UrlSigner, parse_sample_path
 from chenyu_assets.emulator.store import AssetRec, Store
 from chenyu_assets.errors import MediaCheckError

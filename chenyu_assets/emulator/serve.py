@@ -29,8 +29,7 @@ from aiohttp import web
 from pydantic import ValidationError
 
 from chenyu_assets._core.logs import get_logger
-from chenyu_assets.emulator.audit import Audit
-from chenyu_assets.emulator.config import Account, Clock, EmulatorConfig
+from chenyu_assets.emulator.config import Account, Audit, Clock, EmulatorConfig
 from chenyu_assets.emulator.content import SampleSpec
 from chenyu_assets.emulator.faults import FaultRule
 from chenyu_assets.emulator.guard import GuardedSite, PeerCounter, http_logger

@@ -23,7 +23,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
-from chenyu_assets.emulator.audit import AuditAsset, AuditGroup, AuditUpload
+from chenyu_assets.emulator.config import AuditAsset, AuditGroup, AuditUpload
 
 __all__ = [
     "AssetRec",
