@@ -37,7 +37,6 @@ __all__ = [
     "DEMO_ACCESS_KEY",
     "DEMO_API_KEY",
     "DEMO_SECRET_KEY",
-    "LIVE_FIELDS",
     "Account",
     "Audit",
     "AuditAsset",
@@ -183,25 +182,6 @@ class EmulatorConfig(BaseModel):
             if len(set(values)) != len(values):
                 raise ValueError(f"accounts must have distinct {field} values")
         return self
-
-
-#: Settings ``POST /_emulator/config`` may change.
-LIVE_FIELDS = frozenset(
-    {
-        "time_scale",
-        "processing_delay",
-        "processing_jitter",
-        "window",
-        "max_skew_seconds",
-        "clock_offset_seconds",
-        "list_lag",
-        "enforce_limits",
-        "validate_media",
-        "rates",
-        "max_processing",
-        "signed_url_seconds",
-    }
-)
 
 
 class Clock:

@@ -26,7 +26,7 @@ their POSTs need ``Content-Type: application/json`` (415) and a JSON body (400):
 * ``GET /_emulator/audit`` — the :class:`~chenyu_assets.emulator.audit.Audit` as JSON;
 * ``GET /_emulator/config`` — the live config (account secrets and API keys left out);
 * ``POST /_emulator/config`` — change the live settings of
-  :data:`~chenyu_assets.emulator.config.LIVE_FIELDS`; answers the new config;
+  :data:`LIVE_FIELDS`; answers the new config;
 * ``GET|POST /_emulator/faults`` — read, or replace with a JSON list of fault rules;
 * ``POST /_emulator/advance`` — ``{"seconds": n}`` jumps emulated time forward;
 * ``GET /_emulator/media/<kind>/<W>x<H>.<ext>`` — generated sample media (open to anyone;
@@ -51,7 +51,7 @@ from yarl import URL
 from chenyu_assets import media
 from chenyu_assets.emulator.actions import ACTIONS, GATEWAY_ACTIONS, Action
 from chenyu_assets.emulator.chenyu import content_handler, get_handler, upload_handler
-from chenyu_assets.emulator.config import LIVE_FIELDS, Account
+from chenyu_assets.emulator.config import Account
 from chenyu_assets.emulator.content import SampleTooLarge, parse_sample_path
 from chenyu_assets.emulator.faults import FaultRule
 from chenyu_assets.emulator.guard import is_loopback
@@ -87,10 +87,27 @@ from chenyu_assets.spec import (
     GATEWAY_PREFIX,
 )
 
-__all__ = ["ROUTES", "build_app", "public_config"]
+__all__ = ["LIVE_FIELDS", "ROUTES", "build_app", "public_config"]
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 _RULES = TypeAdapter(list[FaultRule])
+#: Settings ``POST /_emulator/config`` may change.
+LIVE_FIELDS = frozenset(
+    {
+        "time_scale",
+        "processing_delay",
+        "processing_jitter",
+        "window",
+        "max_skew_seconds",
+        "clock_offset_seconds",
+        "list_lag",
+        "enforce_limits",
+        "validate_media",
+        "rates",
+        "max_processing",
+        "signed_url_seconds",
+    }
+)
 _SEND_CHUNK = 256 * 1024
 
 
