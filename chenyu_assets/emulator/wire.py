@@ -34,7 +34,6 @@ from chenyu_assets.errors import ark_status_for_code
 from chenyu_assets.spec import ARK_ERROR_STATUS, ARK_VERSION
 
 __all__ = [
-    "FAMILIES",
     "MAX_DEPTH",
     "ApiError",
     "Family",
@@ -57,9 +56,8 @@ __all__ = [
     "unflatten_query",
 ]
 
-Family = Literal["chenyu", "ark", "gateway", "avatar", "content"]
 #: The request families the emulator records (``content`` is a signed-URL download).
-FAMILIES: tuple[Family, ...] = ("chenyu", "ark", "gateway", "avatar", "content")
+Family = Literal["chenyu", "ark", "gateway", "avatar", "content"]
 #: Families with the Volcengine envelope.
 _VOLC = ("ark", "avatar")
 
