@@ -54,19 +54,18 @@ _T = TypeVar("_T")
 _ASSET_ID = re.compile(r"asset_[0-9a-f]{32}")
 
 
-class _TooLarge(Exception):
-    def __init__(self, received: int) -> None:
-        super().__init__(received)
-        self.received = received
+class _Refusal(Exception):
+    """The upload is over a cap (file size, parts, field bytes, idle time): answer ``err``,
+    then drop the connection; ``received`` file bytes were read."""
 
-
-class _FormOverCap(Exception):
-    """The form has too many parts or field bytes: answer, then drop the connection."""
-
-    def __init__(self, err: ApiError, reason: str) -> None:
+    def __init__(self, err: ApiError, reason: str, received: int = 0) -> None:
         super().__init__(err.code)
-        self.err = err
-        self.reason = reason
+        self.err, self.reason, self.received = err, reason, received
+
+
+def _too_large(received: int) -> _Refusal:
+    message = f"the file is larger than {media.UPLOAD_MAX_BYTES} bytes"
+    return _Refusal(ApiError("RequestEntityTooLarge", message, status=413), "too_large", received)
 
 
 async def _idle(step: Awaitable[_T], idle: float) -> _T:
@@ -75,7 +74,7 @@ async def _idle(step: Awaitable[_T], idle: float) -> _T:
         async with asyncio.timeout(idle):
             return await step
     except TimeoutError:
-        raise _FormOverCap(body_timeout(idle), "body_timeout") from None
+        raise _Refusal(body_timeout(idle), "body_timeout") from None
 
 
 def _bad(message: str) -> ApiError:
@@ -119,13 +118,13 @@ def upload_view(state: EmulatorState, u: UploadRec) -> dict[str, Any]:
     }
 
 
-def _fields_too_large(budget: int) -> _FormOverCap:
+def _fields_too_large(budget: int) -> _Refusal:
     err = ApiError(
         "RequestEntityTooLarge",
         f"the non-file form fields are larger than {budget} bytes together",
         status=413,
     )
-    return _FormOverCap(err, "fields_too_large")
+    return _Refusal(err, "fields_too_large")
 
 
 async def _small_field(part: BodyPartReader, name: str, budget: int, cap: int, idle: float) -> str:
@@ -144,7 +143,7 @@ async def _small_field(part: BodyPartReader, name: str, budget: int, cap: int, i
 
 
 async def _stream_file(part: BodyPartReader, partial: Path, idle: float) -> tuple[int, str, bytes]:
-    """Write one file part to ``partial``; (size, sha256, first bytes). Raises _TooLarge."""
+    """Write one file part to ``partial``; (size, sha256, first bytes)."""
     digest = hashlib.sha256()
     head = bytearray()
     size = 0
@@ -152,7 +151,7 @@ async def _stream_file(part: BodyPartReader, partial: Path, idle: float) -> tupl
         while chunk := await _idle(part.read_chunk(_CHUNK), idle):
             size += len(chunk)
             if size > media.UPLOAD_MAX_BYTES:
-                raise _TooLarge(size)
+                raise _too_large(size)
             digest.update(chunk)
             if len(head) < _HEAD:
                 head += chunk[: _HEAD - len(head)]
@@ -160,21 +159,11 @@ async def _stream_file(part: BodyPartReader, partial: Path, idle: float) -> tupl
     return size, digest.hexdigest(), bytes(head)
 
 
-async def _refuse_too_large(call: Call, received: int) -> Sent:
-    """Answer 413 now, let the client read it, then drop the connection."""
-    err = ApiError(
-        "RequestEntityTooLarge",
-        f"the file is larger than {media.UPLOAD_MAX_BYTES} bytes",
-        status=413,
-    )
-    return await _refuse_and_close(call, err, received, "too_large")
-
-
-async def _refuse_and_close(call: Call, err: ApiError, received: int, reason: str) -> Sent:
-    """Answer ``err`` now, let the client read it, then drop the connection (the rest of
-    the body is never read: at most a short bounded drain)."""
-    request, meta = call.request, call.meta
-    call.state.audit.upload_rejected(call.account.name, received, reason)
+async def _refuse_and_close(call: Call, refusal: _Refusal) -> Sent:
+    """Answer now, let the client read it, then drop the connection (the rest of the body
+    is never read: at most a short bounded drain)."""
+    request, meta, err = call.request, call.meta, refusal.err
+    call.state.audit.upload_rejected(call.account.name, refusal.received, refusal.reason)
     resp = error_response(meta, err)
     resp.force_close()
     with contextlib.suppress(ConnectionError):
@@ -201,7 +190,7 @@ async def _upload(call: Call) -> dict[str, Any] | Sent:
         raise _bad("the body must be multipart/form-data")
     length = request.content_length
     if length is not None and length > media.UPLOAD_MAX_BYTES + _FORM_OVERHEAD:
-        return await _refuse_too_large(call, 0)
+        return await _refuse_and_close(call, _too_large(0))
     fields: dict[str, str] = {}
     stored = secrets.token_hex(16) + ".bin"
     partial = state.blob_dir / f".partial-{stored}"
@@ -215,7 +204,7 @@ async def _upload(call: Call) -> dict[str, Any] | Sent:
                 parts += 1
                 if parts > cfg.max_multipart_parts:
                     too_many = _bad(f"the form has more than {cfg.max_multipart_parts} parts")
-                    raise _FormOverCap(too_many, "too_many_parts")
+                    raise _Refusal(too_many, "too_many_parts")
                 if not isinstance(part, BodyPartReader):
                     raise _bad("nested multipart bodies are not accepted")
                 name = part.name or ""
@@ -235,10 +224,8 @@ async def _upload(call: Call) -> dict[str, Any] | Sent:
                     )
                     field_budget -= len(value.encode())
                     fields[name] = value
-        except _TooLarge as exc:
-            return await _refuse_too_large(call, exc.received)
-        except _FormOverCap as exc:
-            return await _refuse_and_close(call, exc.err, 0, exc.reason)
+        except _Refusal as exc:
+            return await _refuse_and_close(call, exc)
         except (ValueError, LookupError, AssertionError, HttpProcessingError):
             raise _bad("the multipart body is malformed") from None
         if found is None:
