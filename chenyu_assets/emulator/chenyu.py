@@ -36,9 +36,9 @@ from aiohttp.http_exceptions import HttpProcessingError
 
 from chenyu_assets import media
 from chenyu_assets.emulator.config import Account
-from chenyu_assets.emulator.pipeline import STATE, Call, EmulatorState, Sent, bearer_account, run
+from chenyu_assets.emulator.pipeline import STATE, Call, EmulatorState, Sent, bearer, run
 from chenyu_assets.emulator.store import UploadRec
-from chenyu_assets.emulator.wire import ApiError, Meta, body_timeout, error_response, new_request_id
+from chenyu_assets.emulator.wire import ApiError, body_timeout, error_response
 from chenyu_assets.spec import CHENYU_MEDIA_TYPES, CHENYU_PURPOSES
 
 __all__ = ["clean_filename", "content_handler", "get_handler", "upload_handler"]
@@ -288,22 +288,10 @@ def _owned_upload(call: Call, asset_id: str) -> UploadRec:
     return upload
 
 
-def _meta(state: EmulatorState, family: str, action: str) -> Meta:
-    return Meta(family=family, action=action, request_id=new_request_id(state.clock.now()))
-
-
-def _bearer(request: web.Request, state: EmulatorState) -> Account:
-    return bearer_account(request.headers.get("Authorization"), state.config.accounts)
-
-
 async def upload_handler(request: web.Request) -> web.StreamResponse:
     """``POST /api/open/v2/assets``."""
     state = request.app[STATE]
-
-    async def authenticate() -> Account:
-        return _bearer(request, state)
-
-    return await run(request, state, _meta(state, "chenyu", "UploadAsset"), authenticate, _upload)
+    return await run(request, state, state.meta("chenyu", "UploadAsset"), bearer(request), _upload)
 
 
 async def get_handler(request: web.Request) -> web.StreamResponse:
@@ -311,13 +299,10 @@ async def get_handler(request: web.Request) -> web.StreamResponse:
     state = request.app[STATE]
     asset_id = request.match_info["asset_id"]
 
-    async def authenticate() -> Account:
-        return _bearer(request, state)
-
     async def handler(call: Call) -> dict[str, Any]:
         return upload_view(state, _owned_upload(call, asset_id))
 
-    return await run(request, state, _meta(state, "chenyu", "GetAsset"), authenticate, handler)
+    return await run(request, state, state.meta("chenyu", "GetAsset"), bearer(request), handler)
 
 
 async def content_handler(request: web.Request) -> web.StreamResponse:
@@ -328,7 +313,7 @@ async def content_handler(request: web.Request) -> web.StreamResponse:
     async def authenticate() -> Account:
         upload = state.store.get_upload(asset_id)
         if "Authorization" in request.headers and "signature" not in request.query:
-            account = _bearer(request, state)
+            account = await bearer(request)()
             if upload is None or upload.account != account.name:
                 raise ApiError("NotFound", "the asset does not exist", status=404)
             return account
@@ -347,4 +332,4 @@ async def content_handler(request: web.Request) -> web.StreamResponse:
         headers = {"Content-Type": upload.mime_type, "Cache-Control": "private, max-age=0"}
         return Sent(web.FileResponse(path, headers=headers), 200)
 
-    return await run(request, state, _meta(state, "content", "GetContent"), authenticate, handler)
+    return await run(request, state, state.meta("content", "GetContent"), authenticate, handler)

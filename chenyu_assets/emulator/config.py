@@ -45,7 +45,6 @@ __all__ = [
     "AuditUpload",
     "Clock",
     "EmulatorConfig",
-    "FaultRule",
     "RejectedUpload",
     "RequestRecord",
 ]

@@ -43,6 +43,7 @@ from chenyu_assets.emulator.wire import (
     error_body,
     error_response,
     json_response,
+    new_request_id,
     ok_body,
 )
 
@@ -51,6 +52,7 @@ __all__ = [
     "Call",
     "EmulatorState",
     "Sent",
+    "bearer",
     "bearer_account",
     "reject",
     "run",
@@ -139,6 +141,10 @@ class EmulatorState:
         """An :class:`Audit` of everything so far."""
         groups, assets, uploads = self.store.audit()
         return self.audit.snapshot(groups=groups, assets=assets, uploads=uploads)
+
+    def meta(self, family: str, action: str, **kw: str) -> Meta:
+        """A new request's envelope data (a fresh request id)."""
+        return Meta(family=family, action=action, request_id=new_request_id(self.clock.now()), **kw)
 
     def account_named(self, name: str) -> Account | None:
         """The account called ``name`` (None: it is no longer configured)."""
@@ -325,6 +331,16 @@ def bearer_account(authorization: str | None, accounts: Sequence[Account]) -> Ac
     if found is None:
         raise ApiError("InvalidAuthorization", "the API key is not valid")
     return found
+
+
+def bearer(request: web.Request) -> Authenticate:
+    """The ``authenticate`` step of a Bearer family (see :func:`bearer_account`)."""
+
+    async def authenticate() -> Account:
+        accounts = request.app[STATE].config.accounts
+        return bearer_account(request.headers.get("Authorization"), accounts)
+
+    return authenticate
 
 
 def signed_account(

@@ -60,19 +60,17 @@ from chenyu_assets.emulator.pipeline import (
     Call,
     EmulatorState,
     Sent,
-    bearer_account,
+    bearer,
     reject,
     run,
     signed_account,
 )
 from chenyu_assets.emulator.wire import (
     ApiError,
-    Meta,
     Params,
     invalid,
     load_json,
     missing,
-    new_request_id,
     parse_json_body,
     read_body,
     unflatten_query,
@@ -111,18 +109,6 @@ LIVE_FIELDS = frozenset(
 _SEND_CHUNK = 256 * 1024
 
 
-def _meta(state: EmulatorState, family: str, action: str, **kw: str) -> Meta:
-    return Meta(family=family, action=action, request_id=new_request_id(state.clock.now()), **kw)
-
-
-def _bearer(request: web.Request) -> Callable[[], Awaitable[Account]]:
-    async def authenticate() -> Account:
-        accounts = request.app[STATE].config.accounts
-        return bearer_account(request.headers.get("Authorization"), accounts)
-
-    return authenticate
-
-
 # -- the Ark-shaped families ----------------------------------------------------------------
 
 
@@ -131,7 +117,7 @@ async def _ark(request: web.Request) -> web.StreamResponse:
     state = request.app[STATE]
     action = request.query.get("Action", "")
     version = request.query.get("Version", "")
-    meta = _meta(state, "ark", action, version=version or ARK_VERSION)
+    meta = state.meta("ark", action, version=version or ARK_VERSION)
     if action not in ARK_ACTIONS or version != ARK_VERSION:
         what = "Version" if action in ARK_ACTIONS else "Action"
         return reject(
@@ -169,7 +155,7 @@ async def _gateway(request: web.Request) -> web.StreamResponse:
     """``POST /byteplus/_unstable/open/{action}``."""
     state = request.app[STATE]
     action = request.match_info["action"]
-    meta = _meta(state, "gateway", action)
+    meta = state.meta("gateway", action)
     if action not in GATEWAY_ACTIONS:
         return reject(state, meta, ApiError("InvalidActionOrVersion", "unknown action"))
 
@@ -177,7 +163,7 @@ async def _gateway(request: web.Request) -> web.StreamResponse:
         params = parse_json_body(await read_body(request, state.config.body_idle_timeout))
         return GATEWAY_ACTIONS[action](call, params)
 
-    return await run(request, state, meta, _bearer(request), handler)
+    return await run(request, state, meta, bearer(request), handler)
 
 
 def _avatar(action: Action, name: str) -> Handler:
@@ -205,7 +191,7 @@ def _avatar(action: Action, name: str) -> Handler:
                 data["Id"] = path_id
             return action(call, Params(data))
 
-        return await run(request, state, _meta(state, "avatar", name), _bearer(request), handler)
+        return await run(request, state, state.meta("avatar", name), bearer(request), handler)
 
     return handle
 
@@ -213,7 +199,7 @@ def _avatar(action: Action, name: str) -> Handler:
 async def _avatar_unknown(request: web.Request) -> web.StreamResponse:
     state = request.app[STATE]
     err = ApiError("InvalidActionOrVersion", "unknown private-avatar route")
-    return reject(state, _meta(state, "avatar", "Unknown"), err)
+    return reject(state, state.meta("avatar", "Unknown"), err)
 
 
 # -- content --------------------------------------------------------------------------------
@@ -282,7 +268,7 @@ async def _ark_content(request: web.Request) -> web.StreamResponse:
             return Sent(web.FileResponse(file), 200)
         raise ApiError("NotFound", "the asset's content is not kept by the emulator", status=404)
 
-    meta = _meta(state, "content", "GetContent")
+    meta = state.meta("content", "GetContent")
     return await run(request, state, meta, authenticate, handler)
 
 
