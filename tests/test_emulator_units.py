@@ -296,7 +296,7 @@ def test_every_fault_kind_is_defined_once_in_the_registry() -> None:
         assert FaultRule(kind=kind).kind == kind
         assert f"``{kind}``" in (FaultRule.__doc__ or "")
         assert (kind in CONNECTION_KINDS) == (fault.send is not None)
-    assert {"http_error", "reset", "close", "truncate", "hang"} == CONNECTION_KINDS
+    assert {"http_error", "reset", "close", "truncate", "hang"} <= CONNECTION_KINDS
     with pytest.raises(ValidationError):
         FaultRule(kind="teleport")
 
