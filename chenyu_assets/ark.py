@@ -51,6 +51,8 @@ from chenyu_assets.errors import (
 from chenyu_assets.events import Hook
 from chenyu_assets.limits import ARK_VERSION, MAX_PROCESSING, OFFSET_PAGING_LIMITS, profile_rates
 from chenyu_assets.models.ark import Asset, AssetGroup
+from chenyu_assets.spec import CREATE_ACTIONS as _CREATES
+from chenyu_assets.spec import GATEWAY_PREFIX, MAX_PAGE_SIZE
 from chenyu_assets.watcher import Slot, Watcher, processing_pool
 
 __all__ = [
@@ -62,10 +64,8 @@ __all__ = [
 ]
 
 VOLCENGINE_ENDPOINT = "https://open.volcengineapi.com"
-GATEWAY_ENDPOINT = "https://api.agentsflare.com/byteplus/_unstable/open"
-_CREATES = frozenset({"CreateAsset", "CreateAssetGroup"})
+GATEWAY_ENDPOINT = "https://api.agentsflare.com" + GATEWAY_PREFIX
 log = get_logger("chenyu_assets.ark")
-MAX_PAGE_SIZE = 100
 #: GroupTypes a client remembers (group id -> type), to send ``Filter.GroupType``
 _GROUP_TYPES_KEPT = 10_000
 M = TypeVar("M", Asset, AssetGroup)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Mapping, Sequence
-from typing import Any, Final, Self
+from typing import Any, Self
 from urllib.parse import quote
 
 from chenyu_assets._core.engine import Prepared, check_base_url
@@ -26,23 +26,12 @@ from chenyu_assets.envelopes import parse_volc_envelope
 from chenyu_assets.errors import ConfigurationError
 from chenyu_assets.events import Hook
 from chenyu_assets.limits import MAX_PROCESSING
+from chenyu_assets.spec import AVATAR_MODELS
+from chenyu_assets.spec import AVATAR_PREFIX as _PREFIX
+from chenyu_assets.spec import AVATAR_ROUTES as _ROUTES
+from chenyu_assets.spec import CREATE_ACTIONS as _CREATES
 
 __all__ = ["AVATAR_MODELS", "PrivateAvatarClient"]
-
-AVATAR_MODELS: Final = ("doubao-seedance-2-0-260128", "doubao-seedance-2-0-fast-260128")
-_PREFIX = "/v1/private-avatar"
-
-#: action -> (HTTP method, path template, id travels in the path)
-_ROUTES: Final[Mapping[str, tuple[str, str]]] = {
-    "CreateAssetGroup": ("POST", "/groups"),  # ①
-    "ListAssetGroups": ("POST", "/groups/list"),  # ②
-    "DeleteAssetGroup": ("DELETE", "/groups/{Id}"),  # ⑤
-    "CreateAsset": ("POST", "/assets"),  # ⑥
-    "ListAssets": ("POST", "/assets/list"),  # ⑦
-    "GetAsset": ("GET", "/assets/{Id}"),  # ⑧
-    "UpdateAsset": ("PATCH", "/assets/{Id}"),  # ⑨
-}
-_CREATES = frozenset({"CreateAsset", "CreateAssetGroup"})
 
 
 class PrivateAvatarClient(ArkFamilyClient):

@@ -48,14 +48,15 @@ from chenyu_assets.errors import (
 )
 from chenyu_assets.events import Hook
 from chenyu_assets.models.chenyu import ChenyuAsset
+from chenyu_assets.spec import CHENYU_MEDIA_TYPES as MEDIA_TYPES
+from chenyu_assets.spec import CHENYU_PREFIX
+from chenyu_assets.spec import CHENYU_PURPOSES as PURPOSES
 
 __all__ = ["CHENYU_RATES", "DEFAULT_BASE_URL", "MEDIA_TYPES", "ChenyuClient"]
 
 log = get_logger("chenyu_assets.chenyu")
 
-DEFAULT_BASE_URL: Final = "https://www.chenyu.cn/api/open/v2"
-MEDIA_TYPES: Final = ("image", "video", "audio", "file")
-PURPOSES: Final = ("temp_input",)
+DEFAULT_BASE_URL: Final = "https://www.chenyu.cn" + CHENYU_PREFIX
 #: Chenyu publishes no rate limits; these client-side defaults mirror the Ark library's
 #: (30/s writes, 100/s reads) so uploads never become the bottleneck of an ingest.
 CHENYU_RATES: Final[Mapping[str, float]] = {"ChenyuUpload": 30.0, "ChenyuGet": 100.0}

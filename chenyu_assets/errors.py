@@ -47,6 +47,7 @@ from __future__ import annotations
 from typing import Any, Final
 
 from chenyu_assets._core.logs import redact_text
+from chenyu_assets.spec import ARK_ERROR_STATUS
 
 __all__ = [
     "ARK_ERROR_STATUS",
@@ -79,29 +80,6 @@ __all__ = [
     "WaitTimeoutError",
     "api_error_for",
 ]
-
-#: The Ark error codes of api-reference.md §2.4 and the HTTP status each travels with.
-#: The emulator answers with these statuses; clients map a code to an exception class
-#: by this status when the HTTP status itself is not an error (an ``Error`` in a 200).
-#: ``MissingParameter.<Field>`` / ``InvalidParameter.<Field>`` / ``NotFound.<field>``
-#: share the status of their prefix.
-ARK_ERROR_STATUS: Final[dict[str, int]] = {
-    "MissingParameter": 400,
-    "InvalidParameter": 400,
-    "InvalidTimestamp": 400,
-    "MissingAuthenticationToken": 401,
-    "MissingSignature": 401,
-    "InvalidAccessKey": 401,
-    "SignatureDoesNotMatch": 401,
-    "InvalidAuthorization": 401,
-    "AccessDenied": 403,
-    "InvalidActionOrVersion": 404,
-    "NotFound": 404,
-    "FlowLimitExceeded": 429,
-    "InternalError": 500,
-    "ServiceUnavailable": 503,
-}
-
 
 #: Server text kept in an error, in characters (after redaction).
 MAX_MESSAGE_CHARS: Final = 2000

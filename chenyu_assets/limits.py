@@ -25,37 +25,25 @@ from typing import Final
 
 from chenyu_assets._core.ratelimit import Rate
 from chenyu_assets.errors import ConfigurationError
+from chenyu_assets.spec import (
+    ACTION_RATES,
+    ARK_ACTIONS,
+    ARK_VERSION,
+    MAX_PROCESSING,
+    OFFSET_PAGING_LIMITS,
+)
 
 __all__ = [
     "ACTION_RATES",
     "ARK_ACTIONS",
     "ARK_VERSION",
     "MAX_PROCESSING",
+    "OFFSET_PAGING_LIMITS",
     "PROFILES",
     "Rate",
     "load_rates",
     "profile_rates",
 ]
-
-#: Requests per second allowed per account, by action (the Volcengine default).
-ACTION_RATES: Final = MappingProxyType(
-    {
-        "CreateAssetGroup": 30.0,
-        "CreateAsset": 30.0,
-        "ListAssetGroups": 30.0,
-        "ListAssets": 30.0,
-        "UpdateAsset": 30.0,
-        "UpdateAssetGroup": 30.0,
-        "DeleteAsset": 30.0,
-        "DeleteAssetGroup": 30.0,
-        "GetAsset": 100.0,
-        "GetAssetGroup": 100.0,
-    }
-)
-
-#: Offset paging (``PageNumber`` × ``PageSize``) is refused past these many items
-#: (api-reference.md §6): the hard cap of a listing's pages.
-OFFSET_PAGING_LIMITS: Final = MappingProxyType({"ListAssets": 20_000, "ListAssetGroups": 10_000})
 
 _DEFAULT: Final = {action: Rate.per_second(r) for action, r in ACTION_RATES.items()}
 
@@ -69,15 +57,6 @@ PROFILES: Final[Mapping[str, Mapping[str, Rate]]] = MappingProxyType(
         },
     }
 )
-
-#: Create tasks an account may have ``Processing`` at once.
-MAX_PROCESSING: Final = 30
-
-#: The API version every Ark action is served under.
-ARK_VERSION: Final = "2024-01-01"
-
-#: The ten Ark actions.
-ARK_ACTIONS: Final = tuple(ACTION_RATES)
 
 
 def profile_rates(name: str) -> dict[str, Rate]:

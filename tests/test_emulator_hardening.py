@@ -25,9 +25,10 @@ from emulator_kit import ark, ark_get, bearer, config, error_code, new_asset, ne
 from pydantic import ValidationError
 from serve_kit import serve
 
-from chenyu_assets.emulator import Account, Emulator, EmulatorConfig, gateway
-from chenyu_assets.emulator.params import MAX_DEPTH
-from chenyu_assets.emulator.samples import SampleMedia, SampleSpec
+from chenyu_assets.emulator import Account, Emulator, EmulatorConfig
+from chenyu_assets.emulator.actions import GATEWAY_ACTIONS
+from chenyu_assets.emulator.content import SampleMedia, SampleSpec
+from chenyu_assets.emulator.wire import MAX_DEPTH
 
 pytestmark = pytest.mark.anyio
 
@@ -482,7 +483,7 @@ async def test_a_handler_error_is_logged_redacted(
         auth = call.request.headers["Authorization"]
         raise RuntimeError(f"bug while handling {auth!r} for {auth.split()[-1]}")
 
-    monkeypatch.setitem(gateway._GATEWAY_ACTIONS, "ListAssets", explode)
+    monkeypatch.setitem(GATEWAY_ACTIONS, "ListAssets", explode)
     caplog.set_level(logging.DEBUG)
     async with Emulator(canary_config()) as emu:
         url = f"{emu.gateway_url}/ListAssets"

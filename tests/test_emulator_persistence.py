@@ -12,8 +12,7 @@ import pytest
 from emulator_kit import ark, bearer, config, new_asset, new_group, result, session, wait_status
 
 from chenyu_assets.emulator import Emulator
-from chenyu_assets.emulator.persist import SqlitePersistence
-from chenyu_assets.emulator.store import AssetRec, Store
+from chenyu_assets.emulator.store import AssetRec, SqlitePersistence, Store
 
 pytestmark = pytest.mark.anyio
 __all__ = ["session"]

@@ -15,12 +15,10 @@ from chenyu_assets.emulator import (
     RequestRecord,
 )
 from chenyu_assets.emulator.chenyu import clean_filename
-from chenyu_assets.emulator.envelopes import ApiError, code_for_status
+from chenyu_assets.emulator.content import UrlSigner, parse_sample_path
 from chenyu_assets.emulator.faults import FaultEngine
-from chenyu_assets.emulator.fetch import parse_sample_path
-from chenyu_assets.emulator.limits import RateLimiter
-from chenyu_assets.emulator.params import unflatten_query
-from chenyu_assets.emulator.signed import UrlSigner
+from chenyu_assets.emulator.guard import RateLimiter
+from chenyu_assets.emulator.wire import ApiError, code_for_status, unflatten_query
 
 
 def rec(
@@ -258,10 +256,84 @@ def test_processing_delays_are_seeded_and_scaled() -> None:
 
 
 def test_audit_log_keeps_the_newest_records() -> None:
-    from chenyu_assets.emulator.audit import AuditLog
+    from chenyu_assets.emulator.config import AuditLog
 
     log = AuditLog(max_records=3)
     for i in range(5):
         log.record(t=float(i), family="ark", action="A", account="a", status=200, code=None)
     snap = log.snapshot(groups=[], assets=[], uploads=[])
     assert [r.t for r in snap.requests] == [2.0, 3.0, 4.0]
+
+
+def test_the_emulator_serves_what_the_spec_names() -> None:
+    """The route table and the actions come from chenyu_assets.spec: every Ark action is
+    implemented, every avatar route is served, and the gateway serves every action."""
+    from chenyu_assets.emulator.actions import ACTIONS, GATEWAY_ACTIONS
+    from chenyu_assets.emulator.routes import ROUTES
+    from chenyu_assets.spec import (
+        ARK_ACTIONS,
+        AVATAR_PREFIX,
+        AVATAR_ROUTES,
+        CHENYU_PREFIX,
+        GATEWAY_PREFIX,
+    )
+
+    assert set(ACTIONS) == set(GATEWAY_ACTIONS) == set(ARK_ACTIONS)
+    served = {(method, path) for method, path, _handler in ROUTES}
+    for method, path in AVATAR_ROUTES.values():
+        assert (method, AVATAR_PREFIX + path) in served
+    assert ("POST", f"{GATEWAY_PREFIX}/{{action}}") in served
+    assert ("POST", f"{CHENYU_PREFIX}/assets") in served
+    assert {("POST", "/"), ("GET", "/")} <= served
+
+
+def test_every_fault_kind_is_defined_once_in_the_registry() -> None:
+    """FaultRule accepts exactly the registry's kinds, documents each, and the pipeline's
+    'replaces the answer' set is derived from it."""
+    from chenyu_assets.emulator.faults import CONNECTION_KINDS, FAULTS
+
+    for kind, fault in FAULTS.items():
+        assert FaultRule(kind=kind).kind == kind
+        assert f"``{kind}``" in (FaultRule.__doc__ or "")
+        assert (kind in CONNECTION_KINDS) == (fault.send is not None)
+    assert {"http_error", "reset", "close", "truncate", "hang"} <= CONNECTION_KINDS
+    with pytest.raises(ValidationError):
+        FaultRule(kind="teleport")
+
+
+def test_the_emulator_has_no_import_cycle() -> None:
+    """No emulator module imports one that (transitively) imports it back, counting every
+    import statement (also those inside functions or under TYPE_CHECKING)."""
+    import ast
+    from pathlib import Path
+
+    import chenyu_assets.emulator as package
+
+    root = Path(package.__file__).parent
+    names = {p.stem for p in root.glob("*.py")} - {"__init__"}
+    graph: dict[str, set[str]] = {}
+    for name in names:
+        tree = ast.parse((root / f"{name}.py").read_text(encoding="utf-8"))
+        graph[name] = set()
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                module = node.module
+                if module == "chenyu_assets.emulator":  # the package: it imports server
+                    graph[name] |= {"__init__"} | {a.name for a in node.names if a.name in names}
+                elif module.startswith("chenyu_assets.emulator."):
+                    graph[name].add(module.rsplit(".", 1)[1])
+    graph["__init__"] = {"server"}
+
+    def reaches(start: str, goal: str) -> bool:
+        seen, todo = set(), list(graph.get(start, ()))
+        while todo:
+            node = todo.pop()
+            if node == goal:
+                return True
+            if node not in seen:
+                seen.add(node)
+                todo.extend(graph.get(node, ()))
+        return False
+
+    assert len(names) >= 10  # the walk saw the package
+    assert [n for n in sorted(names) if reaches(n, n)] == []

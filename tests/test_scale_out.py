@@ -38,8 +38,7 @@ import pytest
 from chenyu_assets._core.redis_limits import RedisLimits, account_fingerprint
 from chenyu_assets.ark import ArkClient
 from chenyu_assets.batch.naming import shard_of
-from chenyu_assets.emulator import DEMO_ACCESS_KEY, DEMO_SECRET_KEY
-from chenyu_assets.emulator.audit import Audit
+from chenyu_assets.emulator import DEMO_ACCESS_KEY, DEMO_SECRET_KEY, Audit
 from chenyu_assets.limits import ACTION_RATES, MAX_PROCESSING
 from tests import mediagen, serve_kit
 from tests.redis_kit import RedisServer, redis_server

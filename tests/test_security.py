@@ -51,7 +51,7 @@ from chenyu_assets.avatar import PrivateAvatarClient
 from chenyu_assets.batch import Event, IngestResult, SourceItem, ingest
 from chenyu_assets.chenyu import ChenyuClient
 from chenyu_assets.emulator import Account, Emulator, EmulatorConfig, FaultRule
-from chenyu_assets.emulator.signed import UrlSigner
+from chenyu_assets.emulator.content import UrlSigner
 from chenyu_assets.errors import (
     AuthenticationError,
     BadRequestError,

@@ -28,6 +28,8 @@ from pathlib import PurePath, PurePosixPath
 from typing import Final
 from urllib.parse import unquote, urlsplit
 
+from chenyu_assets.spec import NAME_MAX
+
 __all__ = [
     "HASH_HEX",
     "NAME_MAX",
@@ -37,8 +39,6 @@ __all__ = [
     "shard_of",
 ]
 
-#: Longest asset Name the service accepts (CreateAsset ``Name`` ≤ 64 characters).
-NAME_MAX: Final = 64
 #: Hex digits of the hash suffix.
 HASH_HEX: Final = 16
 _READABLE_MAX: Final = NAME_MAX - 1 - HASH_HEX  # room for "-" + hash

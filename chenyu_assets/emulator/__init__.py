@@ -21,24 +21,22 @@ Demo account (fixed, public strings): ``DEMO_ACCESS_KEY``, ``DEMO_SECRET_KEY``,
 ``DEMO_API_KEY`` in :mod:`chenyu_assets.emulator.config`.
 """
 
-from chenyu_assets.emulator.audit import (
-    Audit,
-    AuditAsset,
-    AuditGroup,
-    AuditUpload,
-    RejectedUpload,
-    RequestRecord,
-)
-from chenyu_assets.emulator.clock import Clock
 from chenyu_assets.emulator.config import (
     DEMO_ACCESS_KEY,
     DEMO_API_KEY,
     DEMO_SECRET_KEY,
     Account,
+    Audit,
+    AuditAsset,
+    AuditGroup,
+    AuditUpload,
+    Clock,
     EmulatorConfig,
-    FaultRule,
+    RejectedUpload,
+    RequestRecord,
 )
-from chenyu_assets.emulator.server import Emulator
+from chenyu_assets.emulator.faults import FaultRule
+from chenyu_assets.emulator.serve import Emulator
 
 __all__ = [
     "DEMO_ACCESS_KEY",

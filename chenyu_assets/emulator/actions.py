@@ -1,13 +1,29 @@
 """The ten Ark asset-library actions, shared by the Ark, gateway and private-avatar routes.
 
 Each action takes the authenticated :class:`~chenyu_assets.emulator.pipeline.Call` and its
-:class:`~chenyu_assets.emulator.params.Params` and returns the ``Result`` object. Groups
+:class:`~chenyu_assets.emulator.wire.Params` and returns the ``Result`` object. Groups
 and assets are scoped by account and ``ProjectName`` (default ``default``); ids outside the
 caller's scope are ``NotFound.group_id`` / ``NotFound.asset_id``.
+
+Paging of ListAssets / ListAssetGroups (:class:`Paging`) is as strict as the real service may
+be (api-reference §6):
+
+- ``PageNumber``/``PageSize`` (the primary form; ``TotalCount`` in the answer), refused with
+  ``InvalidParameter.PageNumber`` past :data:`~chenyu_assets.spec.OFFSET_PAGING_LIMITS`;
+- ``MaxResults`` (1–100, default 10) + ``NextToken``: no ``TotalCount``; an empty
+  ``NextToken`` ends the walk; no offset limit. Tokens are opaque and bound to the query that
+  issued them (filter, sort, scope): another query's token is ``InvalidParameter.NextToken``;
+- both styles in one request: ``InvalidParameter.NextToken``.
+
+The gateway serves the same actions (:data:`GATEWAY_ACTIONS`) with two variants.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
+import hashlib
+import json
 import random
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
@@ -15,28 +31,24 @@ from typing import Any, TypeVar
 
 from yarl import URL
 
-from chenyu_assets.emulator.envelopes import ApiError, invalid
-from chenyu_assets.emulator.paging import Paging
-from chenyu_assets.emulator.params import Params
-from chenyu_assets.emulator.pipeline import Call
-from chenyu_assets.emulator.state import EmulatorState
+from chenyu_assets.emulator.pipeline import Call, EmulatorState
 from chenyu_assets.emulator.store import AssetRec, GroupRec, new_ark_id
+from chenyu_assets.emulator.wire import ApiError, Params, invalid
+from chenyu_assets.spec import (
+    ASSET_TYPES,
+    DEFAULT_PAGE_SIZE,
+    DESCRIPTION_MAX,
+    GROUP_TYPES,
+    MAX_PAGE_SIZE,
+    NAME_MAX,
+    OFFSET_PAGING_LIMITS,
+    SORT_BY,
+    SORT_ORDERS,
+    STATUSES,
+)
 
-__all__ = [
-    "ACTIONS",
-    "ASSET_TYPES",
-    "GROUP_TYPES",
-    "STATUSES",
-    "asset_view",
-    "create_asset",
-    "gateway_group",
-]
+__all__ = ["ACTIONS", "GATEWAY_ACTIONS", "Paging", "asset_view", "create_asset"]
 
-GROUP_TYPES = ("AIGC", "LivenessFace")
-ASSET_TYPES = ("Image", "Video", "Audio")
-STATUSES = ("Processing", "Active", "Failed")
-_NAME_MAX = 64
-_DESCRIPTION_MAX = 300
 _URL_MAX = 4096
 
 T = TypeVar("T", GroupRec, AssetRec)
@@ -99,6 +111,16 @@ def _asset(call: Call, project: str, asset_id: str) -> AssetRec:
     return rec
 
 
+def _update(call: Call, rec: T, save: Callable[[T], None], **changes: str | None) -> dict[str, Any]:
+    """Set the fields that were sent, move UpdateTime, persist: ``{}``."""
+    for field, value in changes.items():
+        if value is not None:
+            setattr(rec, field, value)
+    rec.update_time = call.state.clock.now()
+    save(rec)
+    return {}
+
+
 def _unique_id(prefix: str, now: float, taken: Callable[[str], bool]) -> str:
     while True:
         candidate = new_ark_id(prefix, now)
@@ -109,12 +131,10 @@ def _unique_id(prefix: str, now: float, taken: Callable[[str], bool]) -> str:
 # -- groups --------------------------------------------------------------------------------
 
 
-def create_asset_group(call: Call, p: Params) -> dict[str, Any]:
-    """CreateAssetGroup: ``{Id}``."""
-    name = p.need_text("Name", max_len=_NAME_MAX)
-    description = p.text("Description", max_len=_DESCRIPTION_MAX, default="") or ""
-    group_type = p.enum("GroupType", GROUP_TYPES, default="AIGC") or "AIGC"
-    project = _project(p)
+def _add_group(
+    call: Call, project: str, name: str, description: str, group_type: str, *, implicit: bool
+) -> GroupRec:
+    """A new group of the caller's account (an implicit one is never hidden by list lag)."""
     store, now = call.state.store, call.state.clock.now()
     rec = GroupRec(
         id=_unique_id("group", now, store.group_id_taken),
@@ -125,10 +145,18 @@ def create_asset_group(call: Call, p: Params) -> dict[str, Any]:
         group_type=group_type,
         create_time=now,
         update_time=now,
-        created_t=call.t,
+        created_t=None if implicit else call.t,
     )
     store.add_group(rec)
-    return {"Id": rec.id}
+    return rec
+
+
+def create_asset_group(call: Call, p: Params) -> dict[str, Any]:
+    """CreateAssetGroup: ``{Id}``."""
+    name = p.need_text("Name", max_len=NAME_MAX)
+    description = p.text("Description", max_len=DESCRIPTION_MAX, default="") or ""
+    group_type = p.enum("GroupType", GROUP_TYPES, default="AIGC") or "AIGC"
+    return {"Id": _add_group(call, _project(p), name, description, group_type, implicit=False).id}
 
 
 def get_asset_group(call: Call, p: Params) -> dict[str, Any]:
@@ -140,16 +168,10 @@ def get_asset_group(call: Call, p: Params) -> dict[str, Any]:
 def update_asset_group(call: Call, p: Params) -> dict[str, Any]:
     """UpdateAssetGroup: only Name and Description change."""
     group_id = p.need_text("Id")
-    name = p.text("Name", max_len=_NAME_MAX, allow_empty=False)
-    description = p.text("Description", max_len=_DESCRIPTION_MAX)
+    name = p.text("Name", max_len=NAME_MAX, allow_empty=False)
+    description = p.text("Description", max_len=DESCRIPTION_MAX)
     rec = _group(call, _project(p), group_id)
-    if name is not None:
-        rec.name = name
-    if description is not None:
-        rec.description = description
-    rec.update_time = call.state.clock.now()
-    call.state.store.save_group(rec)
-    return {}
+    return _update(call, rec, call.state.store.save_group, name=name, description=description)
 
 
 def delete_asset_group(call: Call, p: Params) -> dict[str, Any]:
@@ -165,10 +187,10 @@ def list_asset_groups(call: Call, p: Params) -> dict[str, Any]:
     """ListAssetGroups: Filter{Name, GroupIds, GroupType}, sorting and paging."""
     project = _project(p)
     f = p.obj("Filter")
-    name = f.text("Name", max_len=_NAME_MAX)
+    name = f.text("Name", max_len=NAME_MAX)
     group_ids = f.text_list("GroupIds")
     group_type = f.enum("GroupType", GROUP_TYPES, default=None)
-    sort_by = p.enum("SortBy", ("CreateTime", "UpdateTime"), default="CreateTime")
+    sort_by = p.enum("SortBy", SORT_BY["ListAssetGroups"], default="CreateTime")
     page = Paging(p, "ListAssetGroups", f"{call.account.name}/{project}")
     items: Iterable[GroupRec] = call.state.store.groups(call.account.name, project)
     if group_ids is not None:
@@ -176,10 +198,7 @@ def list_asset_groups(call: Call, p: Params) -> dict[str, Any]:
         items = (g for g in items if g.id in wanted)
     if group_type is not None:
         items = (g for g in items if g.group_type == group_type)
-    if name:
-        needle = name.casefold()
-        items = (g for g in items if needle in g.name.casefold())
-    items = _visible(call, items)
+    items = _visible(call, items, name)
     chosen = _sorted(list(items), sort_by or "CreateTime", page.descending)
     return page.result(chosen, group_view)
 
@@ -203,7 +222,7 @@ def create_asset(call: Call, p: Params, *, group: GroupRec | None = None) -> dic
     group_id = p.need_text("GroupId") if group is None else group.id
     url = p.need_text("URL", max_len=_URL_MAX)
     asset_type = p.enum("AssetType", ASSET_TYPES, required=True, default=None) or "Image"
-    name = p.text("Name", max_len=_NAME_MAX, default="") or ""
+    name = p.text("Name", max_len=NAME_MAX, default="") or ""
     project = _project(p) if group is None else group.project
     _check_url(url)
     if group is None:
@@ -242,13 +261,10 @@ def get_asset(call: Call, p: Params) -> dict[str, Any]:
 def update_asset(call: Call, p: Params) -> dict[str, Any]:
     """UpdateAsset: only Name changes."""
     asset_id = p.need_text("Id")
-    name = p.text("Name", max_len=_NAME_MAX)
-    rec = _asset(call, _project(p), asset_id)
-    if name is not None:
-        rec.name = name
-    rec.update_time = call.state.clock.now()
-    call.state.store.save_asset(rec)
-    return {}
+    name = p.text("Name", max_len=NAME_MAX)
+    return _update(
+        call, _asset(call, _project(p), asset_id), call.state.store.save_asset, name=name
+    )
 
 
 def delete_asset(call: Call, p: Params) -> dict[str, Any]:
@@ -269,8 +285,8 @@ def list_assets(call: Call, p: Params) -> dict[str, Any]:
     statuses = f.text_list("Statuses", max_items=len(STATUSES))
     if statuses is not None and any(s not in STATUSES for s in statuses):
         raise invalid("Filter.Statuses", f"each must be one of {', '.join(STATUSES)}")
-    name = f.text("Name", max_len=_NAME_MAX)
-    sort_by = p.enum("SortBy", ("CreateTime", "UpdateTime", "GroupId"), default="CreateTime")
+    name = f.text("Name", max_len=NAME_MAX)
+    sort_by = p.enum("SortBy", SORT_BY["ListAssets"], default="CreateTime")
     page = Paging(p, "ListAssets", f"{call.account.name}/{project}")
     store, account = call.state.store, call.account.name
     items: Iterable[AssetRec] = store.assets(account, project, group_ids)
@@ -280,10 +296,7 @@ def list_assets(call: Call, p: Params) -> dict[str, Any]:
     if statuses is not None:
         wanted = set(statuses)
         items = (a for a in items if a.status in wanted)
-    if name:
-        needle = name.casefold()
-        items = (a for a in items if needle in a.name.casefold())
-    items = _visible(call, items)
+    items = _visible(call, items, name)
     cfg = call.state.config
     if cfg.freeze_update_time and sort_by == "UpdateTime":
         sort_by = "CreateTime"  # the UpdateTime every answer shows
@@ -295,34 +308,25 @@ def list_assets(call: Call, p: Params) -> dict[str, Any]:
 
 def gateway_group(call: Call) -> GroupRec:
     """The account's implicit group for the overseas gateway (created on first use)."""
-    state, account = call.state, call.account.name
-    key = f"gateway_group:{account}"
-    group_id = state.store.meta(key)
-    if group_id:
-        found = state.store.get_group(account, "default", group_id)
-        if found is not None:
-            return found
-    now = state.clock.now()
-    rec = GroupRec(
-        id=_unique_id("group", now, state.store.group_id_taken),
-        account=account,
-        project="default",
-        name="gateway-default",
-        description="Implicit group of the overseas gateway's CreateAsset",
-        group_type="AIGC",
-        create_time=now,
-        update_time=now,
-        created_t=None,
-    )
-    state.store.add_group(rec)
-    state.store.set_meta(key, rec.id)
+    store, key = call.state.store, f"gateway_group:{call.account.name}"
+    group_id = store.meta(key)
+    found = store.get_group(call.account.name, "default", group_id) if group_id else None
+    if found is not None:
+        return found
+    what = "Implicit group of the overseas gateway's CreateAsset"
+    rec = _add_group(call, "default", "gateway-default", what, "AIGC", implicit=True)
+    store.set_meta(key, rec.id)
     return rec
 
 
-# -- listing helpers -----------------------------------------------------------------------
+# -- listing helpers and paging -------------------------------------------------------------
 
 
-def _visible(call: Call, items: Iterable[T]) -> Iterable[T]:
+def _visible(call: Call, items: Iterable[T], name: str | None) -> Iterable[T]:
+    """The items whose name holds ``name`` (fuzzy), minus those a list lag hides."""
+    if name:
+        needle = name.casefold()
+        items = (i for i in items if needle in i.name.casefold())
     lag = max(call.state.config.list_lag, call.list_lag)
     if lag <= 0:
         return items
@@ -342,6 +346,70 @@ def _sorted(items: list[T], sort_by: str, descending: bool) -> list[T]:
     return items
 
 
+_PAGE_NUMBER_MAX = 1_000_000
+_I = TypeVar("_I")
+
+
+class Paging:
+    """PageNumber/PageSize (primary) or MaxResults/NextToken — never both."""
+
+    def __init__(self, p: Params, action: str, scope: str) -> None:
+        order = p.enum("SortOrder", SORT_ORDERS, default="Desc")
+        self.descending = order != "Asc"
+        self.token_style = p.has("MaxResults") or p.has("NextToken")
+        if self.token_style and (p.has("PageNumber") or p.has("PageSize")):
+            raise invalid("NextToken", "PageNumber/PageSize and MaxResults/NextToken are exclusive")
+        query = {k: v for k, v in p.as_dict().items() if k not in ("MaxResults", "NextToken")}
+        material = json.dumps([action, scope, query], sort_keys=True, default=str).encode()
+        self._query = hashlib.sha256(material).hexdigest()[:16]
+        if self.token_style:
+            self.size = p.integer("MaxResults", default=DEFAULT_PAGE_SIZE, lo=1, hi=MAX_PAGE_SIZE)
+            self.offset = self._decode(p.text("NextToken") or "")
+            self.number = 1
+        else:
+            self.number = p.integer("PageNumber", default=1, lo=1, hi=_PAGE_NUMBER_MAX)
+            self.size = p.integer("PageSize", default=DEFAULT_PAGE_SIZE, lo=1, hi=MAX_PAGE_SIZE)
+            limit = OFFSET_PAGING_LIMITS.get(action)
+            if limit is not None and self.number * self.size > limit:
+                raise invalid(
+                    "PageNumber",
+                    f"PageSize x PageNumber must not pass {limit}; page further with "
+                    "MaxResults/NextToken",
+                )
+            self.offset = (self.number - 1) * self.size
+
+    def result(self, items: list[_I], view: Callable[[_I], dict[str, Any]]) -> dict[str, Any]:
+        chunk = items[self.offset : self.offset + self.size]
+        out: dict[str, Any] = {"Items": [view(i) for i in chunk]}
+        if self.token_style:
+            end = self.offset + len(chunk)
+            out["MaxResults"] = self.size
+            out["NextToken"] = self._encode(end) if end < len(items) else ""
+        else:
+            out["TotalCount"] = len(items)
+            out["PageNumber"] = self.number
+            out["PageSize"] = self.size
+        return out
+
+    def _encode(self, offset: int) -> str:
+        raw = json.dumps({"o": offset, "q": self._query}, separators=(",", ":")).encode()
+        return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+    def _decode(self, token: str) -> int:
+        if not token:
+            return 0
+        try:
+            data = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
+        except (binascii.Error, UnicodeDecodeError, ValueError):
+            raise invalid("NextToken", "not a token this service issued") from None
+        offset = data.get("o") if isinstance(data, dict) else None
+        if not isinstance(offset, int) or isinstance(offset, bool) or offset < 0:
+            raise invalid("NextToken", "not a token this service issued")
+        if data.get("q") != self._query:
+            raise invalid("NextToken", "the token belongs to another query")
+        return offset
+
+
 ACTIONS: dict[str, Action] = {
     "CreateAssetGroup": create_asset_group,
     "GetAssetGroup": get_asset_group,
@@ -353,4 +421,25 @@ ACTIONS: dict[str, Action] = {
     "ListAssets": list_assets,
     "UpdateAsset": update_asset,
     "DeleteAsset": delete_asset,
+}
+
+
+def _gateway_create_asset(call: Call, p: Params) -> dict[str, Any]:
+    """CreateAsset without a GroupId goes to the account's implicit gateway group."""
+    if p.has("GroupId"):
+        return create_asset(call, p)
+    return create_asset(call, p, group=gateway_group(call))
+
+
+def _gateway_get_asset(call: Call, p: Params) -> dict[str, Any]:
+    """GetAsset's published gateway fields only."""
+    view = get_asset(call, p)
+    keys = ("Id", "Status", "AssetType", "Name", "URL", "CreateTime", "UpdateTime", "Error")
+    return {k: view[k] for k in keys if k in view}
+
+
+GATEWAY_ACTIONS: dict[str, Action] = {
+    **ACTIONS,
+    "CreateAsset": _gateway_create_asset,
+    "GetAsset": _gateway_get_asset,
 }

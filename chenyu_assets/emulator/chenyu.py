@@ -35,18 +35,14 @@ from aiohttp import BodyPartReader, web
 from aiohttp.http_exceptions import HttpProcessingError
 
 from chenyu_assets import media
-from chenyu_assets.emulator.ark import body_timeout
-from chenyu_assets.emulator.auth import bearer_account
 from chenyu_assets.emulator.config import Account
-from chenyu_assets.emulator.envelopes import ApiError, Meta, dumps, error_body, new_request_id
-from chenyu_assets.emulator.pipeline import Call, Sent, json_response, run
-from chenyu_assets.emulator.state import STATE, EmulatorState
+from chenyu_assets.emulator.pipeline import STATE, Call, EmulatorState, Sent, bearer, run
 from chenyu_assets.emulator.store import UploadRec
+from chenyu_assets.emulator.wire import ApiError, body_timeout, error_response
+from chenyu_assets.spec import CHENYU_MEDIA_TYPES, CHENYU_PURPOSES
 
-__all__ = ["add_routes"]
+__all__ = ["clean_filename", "content_handler", "get_handler", "upload_handler"]
 
-PREFIX = "/api/open/v2"
-MEDIA_TYPES = ("image", "video", "audio", "file")
 _CHUNK = 256 * 1024
 _HEAD = 4096
 _FIELD_MAX = 1024
@@ -58,19 +54,18 @@ _T = TypeVar("_T")
 _ASSET_ID = re.compile(r"asset_[0-9a-f]{32}")
 
 
-class _TooLarge(Exception):
-    def __init__(self, received: int) -> None:
-        super().__init__(received)
-        self.received = received
+class _Refusal(Exception):
+    """The upload is over a cap (file size, parts, field bytes, idle time): answer ``err``,
+    then drop the connection; ``received`` file bytes were read."""
 
-
-class _FormOverCap(Exception):
-    """The form has too many parts or field bytes: answer, then drop the connection."""
-
-    def __init__(self, err: ApiError, reason: str) -> None:
+    def __init__(self, err: ApiError, reason: str, received: int = 0) -> None:
         super().__init__(err.code)
-        self.err = err
-        self.reason = reason
+        self.err, self.reason, self.received = err, reason, received
+
+
+def _too_large(received: int) -> _Refusal:
+    message = f"the file is larger than {media.UPLOAD_MAX_BYTES} bytes"
+    return _Refusal(ApiError("RequestEntityTooLarge", message, status=413), "too_large", received)
 
 
 async def _idle(step: Awaitable[_T], idle: float) -> _T:
@@ -79,7 +74,7 @@ async def _idle(step: Awaitable[_T], idle: float) -> _T:
         async with asyncio.timeout(idle):
             return await step
     except TimeoutError:
-        raise _FormOverCap(body_timeout(idle), "body_timeout") from None
+        raise _Refusal(body_timeout(idle), "body_timeout") from None
 
 
 def _bad(message: str) -> ApiError:
@@ -123,13 +118,13 @@ def upload_view(state: EmulatorState, u: UploadRec) -> dict[str, Any]:
     }
 
 
-def _fields_too_large(budget: int) -> _FormOverCap:
+def _fields_too_large(budget: int) -> _Refusal:
     err = ApiError(
         "RequestEntityTooLarge",
         f"the non-file form fields are larger than {budget} bytes together",
         status=413,
     )
-    return _FormOverCap(err, "fields_too_large")
+    return _Refusal(err, "fields_too_large")
 
 
 async def _small_field(part: BodyPartReader, name: str, budget: int, cap: int, idle: float) -> str:
@@ -148,7 +143,7 @@ async def _small_field(part: BodyPartReader, name: str, budget: int, cap: int, i
 
 
 async def _stream_file(part: BodyPartReader, partial: Path, idle: float) -> tuple[int, str, bytes]:
-    """Write one file part to ``partial``; (size, sha256, first bytes). Raises _TooLarge."""
+    """Write one file part to ``partial``; (size, sha256, first bytes)."""
     digest = hashlib.sha256()
     head = bytearray()
     size = 0
@@ -156,7 +151,7 @@ async def _stream_file(part: BodyPartReader, partial: Path, idle: float) -> tupl
         while chunk := await _idle(part.read_chunk(_CHUNK), idle):
             size += len(chunk)
             if size > media.UPLOAD_MAX_BYTES:
-                raise _TooLarge(size)
+                raise _too_large(size)
             digest.update(chunk)
             if len(head) < _HEAD:
                 head += chunk[: _HEAD - len(head)]
@@ -164,22 +159,12 @@ async def _stream_file(part: BodyPartReader, partial: Path, idle: float) -> tupl
     return size, digest.hexdigest(), bytes(head)
 
 
-async def _refuse_too_large(call: Call, received: int) -> Sent:
-    """Answer 413 now, let the client read it, then drop the connection."""
-    err = ApiError(
-        "RequestEntityTooLarge",
-        f"the file is larger than {media.UPLOAD_MAX_BYTES} bytes",
-        status=413,
-    )
-    return await _refuse_and_close(call, err, received, "too_large")
-
-
-async def _refuse_and_close(call: Call, err: ApiError, received: int, reason: str) -> Sent:
-    """Answer ``err`` now, let the client read it, then drop the connection (the rest of
-    the body is never read: at most a short bounded drain)."""
-    request, meta = call.request, call.meta
-    call.state.audit.upload_rejected(call.account.name, received, reason)
-    resp = json_response(meta, err.status, dumps(error_body(meta, err)), {})
+async def _refuse_and_close(call: Call, refusal: _Refusal) -> Sent:
+    """Answer now, let the client read it, then drop the connection (the rest of the body
+    is never read: at most a short bounded drain)."""
+    request, meta, err = call.request, call.meta, refusal.err
+    call.state.audit.upload_rejected(call.account.name, refusal.received, refusal.reason)
+    resp = error_response(meta, err)
     resp.force_close()
     with contextlib.suppress(ConnectionError):
         await resp.prepare(request)
@@ -205,7 +190,7 @@ async def _upload(call: Call) -> dict[str, Any] | Sent:
         raise _bad("the body must be multipart/form-data")
     length = request.content_length
     if length is not None and length > media.UPLOAD_MAX_BYTES + _FORM_OVERHEAD:
-        return await _refuse_too_large(call, 0)
+        return await _refuse_and_close(call, _too_large(0))
     fields: dict[str, str] = {}
     stored = secrets.token_hex(16) + ".bin"
     partial = state.blob_dir / f".partial-{stored}"
@@ -219,7 +204,7 @@ async def _upload(call: Call) -> dict[str, Any] | Sent:
                 parts += 1
                 if parts > cfg.max_multipart_parts:
                     too_many = _bad(f"the form has more than {cfg.max_multipart_parts} parts")
-                    raise _FormOverCap(too_many, "too_many_parts")
+                    raise _Refusal(too_many, "too_many_parts")
                 if not isinstance(part, BodyPartReader):
                     raise _bad("nested multipart bodies are not accepted")
                 name = part.name or ""
@@ -239,10 +224,8 @@ async def _upload(call: Call) -> dict[str, Any] | Sent:
                     )
                     field_budget -= len(value.encode())
                     fields[name] = value
-        except _TooLarge as exc:
-            return await _refuse_too_large(call, exc.received)
-        except _FormOverCap as exc:
-            return await _refuse_and_close(call, exc.err, 0, exc.reason)
+        except _Refusal as exc:
+            return await _refuse_and_close(call, exc)
         except (ValueError, LookupError, AssertionError, HttpProcessingError):
             raise _bad("the multipart body is malformed") from None
         if found is None:
@@ -263,11 +246,11 @@ def _record(
     if size == 0:
         raise _bad("the file is empty")
     media_type = fields.get("media_type") or media.media_type_for(head, filename)
-    if media_type not in MEDIA_TYPES:
-        raise _bad(f"media_type must be one of {', '.join(MEDIA_TYPES)}")
-    purpose = fields.get("purpose") or "temp_input"
-    if purpose != "temp_input":
-        raise _bad("purpose must be temp_input")
+    if media_type not in CHENYU_MEDIA_TYPES:
+        raise _bad(f"media_type must be one of {', '.join(CHENYU_MEDIA_TYPES)}")
+    purpose = fields.get("purpose") or CHENYU_PURPOSES[0]
+    if purpose not in CHENYU_PURPOSES:
+        raise _bad(f"purpose must be {' or '.join(CHENYU_PURPOSES)}")
     ttl_text = fields.get("ttl_hours", "").strip() or "48"
     max_ttl = call.state.config.max_ttl_hours
     if not ttl_text.isascii() or not ttl_text.isdigit() or not 1 <= int(ttl_text) <= max_ttl:
@@ -305,22 +288,10 @@ def _owned_upload(call: Call, asset_id: str) -> UploadRec:
     return upload
 
 
-def _meta(state: EmulatorState, family: str, action: str) -> Meta:
-    return Meta(family=family, action=action, request_id=new_request_id(state.clock.now()))
-
-
-def _bearer(request: web.Request, state: EmulatorState) -> Account:
-    return bearer_account(request.headers.get("Authorization"), state.config.accounts)
-
-
 async def upload_handler(request: web.Request) -> web.StreamResponse:
     """``POST /api/open/v2/assets``."""
     state = request.app[STATE]
-
-    async def authenticate() -> Account:
-        return _bearer(request, state)
-
-    return await run(request, state, _meta(state, "chenyu", "UploadAsset"), authenticate, _upload)
+    return await run(request, state, state.meta("chenyu", "UploadAsset"), bearer(request), _upload)
 
 
 async def get_handler(request: web.Request) -> web.StreamResponse:
@@ -328,13 +299,10 @@ async def get_handler(request: web.Request) -> web.StreamResponse:
     state = request.app[STATE]
     asset_id = request.match_info["asset_id"]
 
-    async def authenticate() -> Account:
-        return _bearer(request, state)
-
     async def handler(call: Call) -> dict[str, Any]:
         return upload_view(state, _owned_upload(call, asset_id))
 
-    return await run(request, state, _meta(state, "chenyu", "GetAsset"), authenticate, handler)
+    return await run(request, state, state.meta("chenyu", "GetAsset"), bearer(request), handler)
 
 
 async def content_handler(request: web.Request) -> web.StreamResponse:
@@ -345,17 +313,12 @@ async def content_handler(request: web.Request) -> web.StreamResponse:
     async def authenticate() -> Account:
         upload = state.store.get_upload(asset_id)
         if "Authorization" in request.headers and "signature" not in request.query:
-            account = _bearer(request, state)
+            account = await bearer(request)()
             if upload is None or upload.account != account.name:
                 raise ApiError("NotFound", "the asset does not exist", status=404)
             return account
-        refusal = state.signer.check("chenyu", asset_id, request.query, state.clock.now())
-        if refusal is not None:
-            raise ApiError("AccessDenied", refusal)
-        owner = None if upload is None else _account_named(state, upload.account)
-        if owner is None:
-            raise ApiError("NotFound", "the asset does not exist", status=404)
-        return owner
+        owner = None if upload is None else upload.account
+        return state.signed_owner("chenyu", asset_id, request.query, owner)
 
     async def handler(call: Call) -> Sent:
         upload = state.store.get_upload(asset_id)
@@ -369,15 +332,4 @@ async def content_handler(request: web.Request) -> web.StreamResponse:
         headers = {"Content-Type": upload.mime_type, "Cache-Control": "private, max-age=0"}
         return Sent(web.FileResponse(path, headers=headers), 200)
 
-    return await run(request, state, _meta(state, "content", "GetContent"), authenticate, handler)
-
-
-def _account_named(state: EmulatorState, name: str) -> Account | None:
-    return next((a for a in state.config.accounts if a.name == name), None)
-
-
-def add_routes(app: web.Application) -> None:
-    """Register the Chenyu routes."""
-    app.router.add_post(f"{PREFIX}/assets", upload_handler)
-    app.router.add_get(f"{PREFIX}/assets/{{asset_id}}", get_handler)
-    app.router.add_get("/assets/{asset_id}/content", content_handler)
+    return await run(request, state, state.meta("content", "GetContent"), authenticate, handler)

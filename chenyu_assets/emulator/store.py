@@ -1,25 +1,39 @@
 """The emulator's one store: asset groups, Ark assets and Chenyu uploads of every account.
 
 Everything is scoped by account, and groups and assets also by ``ProjectName``: a lookup
-outside its scope finds nothing (the caller answers NotFound). The store is in memory and
-writes through to :mod:`~chenyu_assets.emulator.persist` when a data directory is used.
-It also keeps the per-account count of ``Processing`` assets (the in-flight cap).
-All methods are synchronous and run on the event loop, so each is atomic.
+outside its scope finds nothing (the caller answers NotFound). It also keeps the
+per-account count of ``Processing`` assets (the in-flight cap). All methods are synchronous
+and run on the event loop, so each is atomic.
+
+The in-memory store is the source of truth while running. With a data directory, every
+mutation is written through to SQLite (stdlib ``sqlite3``, WAL + ``synchronous=NORMAL``)
+as one short autocommit statement, and the whole state is loaded back at start. Only the
+event-loop thread touches the connection.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import secrets
+import sqlite3
 import string
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TypeVar
 
-from chenyu_assets.emulator.audit import AuditAsset, AuditGroup, AuditUpload
-from chenyu_assets.emulator.persist import Persistence
+from chenyu_assets.emulator.config import AuditAsset, AuditGroup, AuditUpload
 
-__all__ = ["AssetRec", "GroupRec", "Store", "UploadRec", "new_ark_id"]
+__all__ = [
+    "AssetRec",
+    "GroupRec",
+    "Persistence",
+    "SqlitePersistence",
+    "Store",
+    "UploadRec",
+    "new_ark_id",
+]
 
 _ID_ALPHABET = string.ascii_lowercase + string.digits
 
@@ -98,6 +112,22 @@ _ASSET_COLS = _columns(AssetRec)
 _UPLOAD_COLS = _columns(UploadRec)
 
 Scope = tuple[str, str]
+_R = TypeVar("_R", GroupRec, AssetRec)
+
+
+def _scoped(rec: _R | None, account: str, project: str) -> _R | None:
+    """``rec`` if it belongs to this account and project."""
+    if rec is None or rec.account != account or rec.project != project:
+        return None
+    return rec
+
+
+_M = TypeVar("_M", AuditGroup, AuditAsset, AuditUpload)
+
+
+def _view(model: type[_M], rec: object, **renamed: str) -> _M:
+    """``model`` built from the record's same-named (or ``renamed``) attributes."""
+    return model.model_construct(**{f: getattr(rec, renamed.get(f, f)) for f in model.model_fields})
 
 
 class Store:
@@ -163,7 +193,7 @@ class Store:
     def add_group(self, rec: GroupRec) -> None:
         """Insert a new group."""
         self._index_group(rec)
-        self._persist.upsert("groups", _GROUP_COLS, self._row(rec, _GROUP_COLS))
+        self.save_group(rec)
 
     def save_group(self, rec: GroupRec) -> None:
         """Persist a changed group."""
@@ -171,10 +201,7 @@ class Store:
 
     def get_group(self, account: str, project: str, group_id: str) -> GroupRec | None:
         """The group if it exists in this account and project."""
-        rec = self._groups.get(group_id)
-        if rec is None or rec.account != account or rec.project != project:
-            return None
-        return rec
+        return _scoped(self._groups.get(group_id), account, project)
 
     def groups(self, account: str, project: str) -> Iterator[GroupRec]:
         """The groups of one scope, oldest first."""
@@ -202,7 +229,7 @@ class Store:
     def add_asset(self, rec: AssetRec) -> None:
         """Insert a new asset (counts toward the in-flight cap while Processing)."""
         self._index_asset(rec)
-        self._persist.upsert("assets", _ASSET_COLS, self._row(rec, _ASSET_COLS))
+        self.save_asset(rec)
 
     def save_asset(self, rec: AssetRec) -> None:
         """Persist a changed asset (not its status: use :meth:`finish_asset`)."""
@@ -233,10 +260,7 @@ class Store:
 
     def get_asset(self, account: str, project: str, asset_id: str) -> AssetRec | None:
         """The asset if it exists in this account and project."""
-        rec = self._assets.get(asset_id)
-        if rec is None or rec.account != account or rec.project != project:
-            return None
-        return rec
+        return _scoped(self._assets.get(asset_id), account, project)
 
     def asset_by_id(self, asset_id: str) -> AssetRec | None:
         """Any asset by id (internal use: processing, signed content URLs)."""
@@ -294,53 +318,13 @@ class Store:
 
     # -- audit -------------------------------------------------------------------------------
 
-    def audit_groups(self) -> list[AuditGroup]:
-        """The groups for an audit snapshot."""
-        return [
-            AuditGroup(
-                id=g.id,
-                name=g.name,
-                account=g.account,
-                project=g.project,
-                group_type=g.group_type,
-                created_t=g.created_t,
-            )
-            for g in self._groups.values()
-        ]
-
-    def audit_assets(self) -> list[AuditAsset]:
-        """The assets for an audit snapshot."""
-        return [
-            AuditAsset.model_construct(
-                id=a.id,
-                name=a.name,
-                group_id=a.group_id,
-                account=a.account,
-                project=a.project,
-                status=a.status,
-                asset_type=a.asset_type,
-                url=a.source_url,
-                error_code=a.error_code,
-                created_t=a.created_t,
-                finished_t=a.finished_t,
-            )
-            for a in self._assets.values()
-        ]
-
-    def audit_uploads(self) -> list[AuditUpload]:
-        """The uploads for an audit snapshot."""
-        return [
-            AuditUpload(
-                asset_id=u.asset_id,
-                account=u.account,
-                size=u.size,
-                sha256=u.sha256,
-                stored_filename=u.stored_filename,
-                original_filename=u.original_filename,
-                media_type=u.media_type,
-            )
-            for u in self._uploads.values()
-        ]
+    def audit(self) -> tuple[list[AuditGroup], list[AuditAsset], list[AuditUpload]]:
+        """The groups, assets and uploads for an audit snapshot."""
+        return (
+            [_view(AuditGroup, g) for g in self._groups.values()],
+            [_view(AuditAsset, a, url="source_url") for a in self._assets.values()],
+            [_view(AuditUpload, u) for u in self._uploads.values()],
+        )
 
     def close(self) -> None:
         """Close the persistence backend."""
@@ -355,3 +339,95 @@ class Store:
             f"Store(groups={len(self._groups)}, assets={len(self._assets)}, "
             f"uploads={len(self._uploads)})"
         )
+
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS groups (
+    id TEXT PRIMARY KEY, account TEXT NOT NULL, project TEXT NOT NULL, name TEXT NOT NULL,
+    description TEXT NOT NULL, group_type TEXT NOT NULL,
+    create_time REAL NOT NULL, update_time REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS assets (
+    id TEXT PRIMARY KEY, account TEXT NOT NULL, project TEXT NOT NULL, group_id TEXT NOT NULL,
+    name TEXT NOT NULL, source_url TEXT NOT NULL, asset_type TEXT NOT NULL,
+    status TEXT NOT NULL, error_code TEXT, error_message TEXT,
+    create_time REAL NOT NULL, update_time REAL NOT NULL, blob TEXT
+);
+CREATE TABLE IF NOT EXISTS uploads (
+    asset_id TEXT PRIMARY KEY, account TEXT NOT NULL, stored_filename TEXT NOT NULL,
+    original_filename TEXT NOT NULL, media_type TEXT NOT NULL, mime_type TEXT NOT NULL,
+    size INTEGER NOT NULL, sha256 TEXT NOT NULL, purpose TEXT NOT NULL,
+    ttl_hours INTEGER NOT NULL, create_time REAL NOT NULL, expires_time REAL NOT NULL
+);
+"""
+
+
+class Persistence:
+    """No-op persistence (an in-memory emulator); :class:`SqlitePersistence` writes through."""
+
+    def upsert(self, table: str, columns: Sequence[str], values: Sequence[Any]) -> None:
+        """Insert or replace one row."""
+
+    def delete(self, table: str, key_column: str, keys: Sequence[str]) -> None:
+        """Delete the rows whose ``key_column`` is in ``keys``."""
+
+    def rows(self, table: str, columns: Sequence[str]) -> Iterator[tuple[Any, ...]]:
+        """Every row of ``table``."""
+        return iter(())
+
+    def get_meta(self, key: str) -> str | None:
+        """A stored metadata value."""
+        return None
+
+    def set_meta(self, key: str, value: str) -> None:
+        """Store a metadata value."""
+
+    def close(self) -> None:
+        """Release the database."""
+
+
+class SqlitePersistence(Persistence):
+    """Write-through SQLite file at ``path``."""
+
+    def __init__(self, path: Path) -> None:
+        self._db = sqlite3.connect(path, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.executescript(_SCHEMA)
+
+    def upsert(self, table: str, columns: Sequence[str], values: Sequence[Any]) -> None:
+        marks = ",".join("?" * len(columns))
+        sql = f"INSERT OR REPLACE INTO {table} ({','.join(columns)}) VALUES ({marks})"  # noqa: S608 - fixed identifiers
+        self._db.execute(sql, tuple(values))
+
+    def delete(self, table: str, key_column: str, keys: Sequence[str]) -> None:
+        if not keys:
+            return
+        if len(keys) == 1:
+            self._db.execute(f"DELETE FROM {table} WHERE {key_column} = ?", (keys[0],))  # noqa: S608
+            return
+        self._db.execute("BEGIN")
+        try:
+            self._db.executemany(
+                f"DELETE FROM {table} WHERE {key_column} = ?",  # noqa: S608
+                [(k,) for k in keys],
+            )
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+
+    def rows(self, table: str, columns: Sequence[str]) -> Iterator[tuple[Any, ...]]:
+        cursor = self._db.execute(f"SELECT {','.join(columns)} FROM {table}")  # noqa: S608
+        yield from cursor
+
+    def get_meta(self, key: str) -> str | None:
+        row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def set_meta(self, key: str, value: str) -> None:
+        self._db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
+
+    def close(self) -> None:
+        self._db.close()

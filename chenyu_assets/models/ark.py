@@ -8,12 +8,12 @@ from typing import Literal
 from pydantic import Field
 
 from chenyu_assets.models._base import WireModel
+from chenyu_assets.spec import TERMINAL_STATUSES
 
 __all__ = ["TERMINAL_STATUSES", "Asset", "AssetErrorDetail", "AssetGroup", "AssetStatus"]
 
 #: Known statuses; any other string is accepted too (forward compatibility).
 AssetStatus = Literal["Processing", "Active", "Failed"] | str
-TERMINAL_STATUSES = frozenset({"Active", "Failed"})
 
 
 class AssetErrorDetail(WireModel):

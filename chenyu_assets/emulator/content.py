@@ -1,4 +1,6 @@
-"""Generated sample media served at ``/_emulator/media/<kind>/<W>x<H>.<ext>``.
+"""The bytes the emulator makes: generated sample media and signed content URLs.
+
+Samples are served at ``/_emulator/media/<kind>/<W>x<H>.<ext>``.
 
 ``emu.media_url(kind="png", width=800, height=1200)`` points here; CreateAsset resolves
 these URLs locally (no socket). Images are drawn with Pillow; ``mp4``/``mov`` are minimal
@@ -9,21 +11,40 @@ stts) that state size, duration and frame rate; ``wav`` is PCM silence; ``html``
 The URLs are unauthenticated, so what one may cost is bounded: an image has at most
 ``max_sample_pixels`` pixels (:class:`SampleTooLarge` otherwise; the route answers 400),
 samples are rendered one at a time, and the cache holds at most ``sample_cache_bytes``.
+
+Signed content URLs are ``<path>?expires=<unix seconds>&signature=<hex>``: HMAC-SHA256
+under a per-emulator secret (kept in the data directory, so URLs survive a restart) over
+``kind`` (a Chenyu URL cannot be replayed as an Ark one), the asset id and ``expires``,
+compared in constant time. A URL is valid only as issued: exactly one canonical ``expires``
+and one lower-case hex ``signature``, nothing else (no two parsers can disagree).
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import io
 import struct
 import threading
 import wave
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Literal
 
 from PIL import Image, ImageDraw
 
-__all__ = ["KINDS", "SampleMedia", "SampleSpec", "SampleTooLarge"]
+__all__ = [
+    "KINDS",
+    "SampleMedia",
+    "SampleSpec",
+    "SampleTooLarge",
+    "UrlKind",
+    "UrlSigner",
+    "parse_sample_path",
+]
+
+UrlKind = Literal["chenyu", "ark"]
 
 #: kind -> (file extension, MIME type)
 KINDS: dict[str, tuple[str, str]] = {
@@ -84,6 +105,30 @@ class SampleSpec:
         if self.kind == "wav":
             return f"{base}?duration={self.duration:g}"
         return base
+
+
+def parse_sample_path(path: str, query: Mapping[str, str]) -> SampleSpec | None:
+    """The sample a ``/_emulator/media/<kind>/<W>x<H>.<ext>`` path names, or None."""
+    parts = path.split("/")
+    if len(parts) != 5 or parts[:3] != ["", "_emulator", "media"]:
+        return None
+    kind, name = parts[3], parts[4]
+    stem = name.rsplit(".", 1)[0]
+    width_s, sep, height_s = stem.partition("x")
+    if not sep or not width_s.isdigit() or not height_s.isdigit():
+        return None
+    try:
+        spec = SampleSpec(
+            kind=kind,
+            width=int(width_s),
+            height=int(height_s),
+            duration=float(query.get("duration", "5")),
+            fps=float(query.get("fps", "30")),
+        )
+        spec.validate()
+    except ValueError:
+        return None
+    return spec
 
 
 class SampleMedia:
@@ -250,3 +295,51 @@ def _wav(duration: float) -> bytes:
         w.setframerate(rate)
         w.writeframes(bytes(2 * round(rate * duration)))
     return out.getvalue()
+
+
+class UrlSigner:
+    """Makes and checks signed-URL query parameters."""
+
+    __slots__ = ("_secret",)
+
+    def __init__(self, secret: bytes) -> None:
+        if len(secret) < 16:
+            raise ValueError("the URL-signing secret must be at least 16 bytes")
+        self._secret = secret
+
+    def signature(self, kind: UrlKind, asset_id: str, expires: int) -> str:
+        """The hex signature for one (kind, asset, expiry)."""
+        message = f"{kind}\n{asset_id}\n{expires}".encode()
+        return hmac.new(self._secret, message, hashlib.sha256).hexdigest()
+
+    def query(self, kind: UrlKind, asset_id: str, expires: int) -> str:
+        """``expires=...&signature=...``."""
+        return f"expires={expires}&signature={self.signature(kind, asset_id, expires)}"
+
+    def check(
+        self, kind: UrlKind, asset_id: str, query: Mapping[str, str], now: float
+    ) -> str | None:
+        """None when ``query`` (a multidict keeps repeated keys) is exactly a valid, unexpired
+        ``expires=...&signature=...``; else why not."""
+        expires_text = query.get("expires")
+        signature = query.get("signature")
+        if not expires_text or not signature:
+            return "the URL is not signed"
+        if len(query) != 2 or set(query) != {"expires", "signature"}:  # len counts repeats
+            return "the URL has parameters besides one expires and one signature"
+        if (
+            not expires_text.isascii()
+            or not expires_text.isdigit()
+            or len(expires_text) > 12
+            or expires_text != str(int(expires_text))
+        ):
+            return "the URL's expiry is malformed"
+        expected = self.signature(kind, asset_id, int(expires_text))
+        if not signature.isascii() or not hmac.compare_digest(expected, signature):
+            return "the URL's signature does not match"
+        if int(expires_text) < now:
+            return "the signed URL has expired"
+        return None
+
+    def __repr__(self) -> str:
+        return "UrlSigner(<secret>)"
