@@ -67,6 +67,7 @@ async def open_ingest(
     on_event: Callable[[Event], None] | None = None,
     run_info: Mapping[str, str] | None = None,
     unique_keys: bool = False,
+    pipeline: Callable[..., Pipeline] = Pipeline,
 ) -> AsyncIterator[IngestStream]:
     """Run an ingest in the background and yield its results as they complete::
 
@@ -83,7 +84,8 @@ async def open_ingest(
     :mod:`chenyu_assets.batch.staging`). Leaving the block early
     cancels the run; the journal stays consistent. ``unique_keys=True`` promises that
     the iterable never repeats a key (the manifest readers guarantee it), which saves one
-    8-byte hash per item.
+    8-byte hash per item. ``pipeline`` builds the run (a :class:`Pipeline` subclass: the
+    queued ingest of :mod:`chenyu_assets.batch.queue`).
     """
     opts = options or IngestOptions()
     if isinstance(source, str | os.PathLike):
@@ -110,7 +112,7 @@ async def open_ingest(
             staging = S3Staging(opts.stage, await stack.enter_async_context(client))
         jt.journal = await jt.run(Journal.open, Path(journal), run_info=info)
         send, receive = anyio.create_memory_object_stream[IngestResult](opts.queue_size)
-        run = Pipeline(
+        run = pipeline(
             ark,
             items,
             group_id=group_id,

@@ -1,0 +1,148 @@
+"""The queued ingest (``enqueue`` / ``ingest --queue``): the records and moves of
+:mod:`chenyu_assets.batch.queue_store` against a real redis-server, then real worker
+processes against one ``serve`` emulator (tests/test_queue_workers.py)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from chenyu_assets.batch.queue import WorkerQueue, enqueue
+from chenyu_assets.batch.queue_store import QueueStore, item_id
+from chenyu_assets.batch.sources import BadItem, SourceItem
+from tests.redis_kit import RedisServer, redis_server
+
+__all__ = ["redis_server"]  # the fixture, re-exported for pytest
+
+GROUP_ID = "group-1"
+
+
+@pytest.fixture
+async def store(redis_server: RedisServer) -> AsyncIterator[QueueStore]:
+    s = QueueStore(redis_server.url, job="t", timeout=2.0)
+    try:
+        yield s
+    finally:
+        await s.aclose()
+
+
+def items(tmp_path: Path, n: int) -> list[SourceItem]:
+    return [SourceItem(f"img-{i}.png", tmp_path / f"img-{i}.png", None) for i in range(n)]
+
+
+@pytest.mark.anyio
+async def test_enqueue_twice_adds_nothing(store: QueueStore, tmp_path: Path) -> None:
+    first = await enqueue(store, items(tmp_path, 7), group_id=GROUP_ID)
+    again = await enqueue(store, items(tmp_path, 9), group_id=GROUP_ID)  # 2 new ones
+    assert (first.added, first.known) == (7, 0)
+    assert (again.added, again.known) == (2, 7)
+    r = store.redis()
+    assert await r.xlen(store.stream) == 9
+    snap = await store.snapshot()
+    assert snap["total"] == 9
+    assert snap["states"] == {"queued": 9}
+    assert snap["group_id"] == GROUP_ID
+    assert snap["enqueuing"] == 0  # the enqueuer's lease is gone with it
+
+
+@pytest.mark.anyio
+async def test_a_job_holds_one_group(store: QueueStore, tmp_path: Path) -> None:
+    from chenyu_assets.errors import ConfigurationError
+
+    await enqueue(store, items(tmp_path, 1), group_id=GROUP_ID)
+    with pytest.raises(ConfigurationError, match="belongs to group group-1"):
+        await enqueue(store, items(tmp_path, 1), group_id="other")
+
+
+@pytest.mark.anyio
+async def test_bad_items_and_credential_urls_are_recorded_skipped_without_secrets(
+    store: QueueStore,
+) -> None:
+    secret_url = "https://user:hunter2@example.com/a.png"
+    source = [
+        SourceItem(secret_url, None, secret_url),
+        BadItem("line-3", "bad_line", "not JSON"),
+    ]
+    report = await enqueue(store, source, group_id=GROUP_ID)
+    assert report.skipped == 2
+    assert await store.redis().xlen(store.stream) == 0  # nothing for a worker to do
+    dump = b""
+    async for key in store.redis().scan_iter(match=store.base + "*"):
+        if await store.redis().type(key) == b"hash":
+            dump += b"".join(x for kv in (await store.redis().hgetall(key)).items() for x in kv)
+    assert b"hunter2" not in dump
+    snap = await store.snapshot()
+    assert snap["states"] == {"skipped": 2}
+    assert {p["error_code"] for p in snap["problems"]} == {"bad_url", "bad_line"}
+
+
+@pytest.mark.anyio
+async def test_claim_fence_takeover_and_finish(store: QueueStore, tmp_path: Path) -> None:
+    await enqueue(store, items(tmp_path, 3), group_id=GROUP_ID)
+    await store.open_job(None)
+    a = await store.claim("a", 10, idle=60)
+    assert len(a) == 3
+    assert {rec["state"] for _, rec in a} == {"claimed"}
+    assert {rec["attempts"] for _, rec in a} == {"1"}
+    assert await store.claim("b", 10, idle=60) == []  # held by a, not idle long enough
+    (eid0, rec0), (eid1, rec1), _ = a
+    assert await store.fence("a", eid0, rec0["id"])  # a may send item 0
+    # b takes everything over (idle 0 stands for "a has been silent for claim_idle")
+    b = await store.claim("b", 10, idle=0)
+    assert len(b) == 3
+    taken = {rec["key"]: rec for _, rec in b}
+    assert taken[rec0["key"]]["sent"] == "1"  # a's create may have been sent: reconcile
+    assert "sent" not in taken[rec1["key"]]  # never sent: no create can exist
+    assert {rec["attempts"] for rec in taken.values()} == {"2"}
+    assert not await store.fence("a", eid1, rec1["id"])  # a lost it: a never sends
+    assert await store.heartbeat("a", [eid0, eid1]) == {eid0, eid1}
+    assert await store.heartbeat("b", [eid0, eid1]) == set()
+    snap = await store.snapshot()
+    assert snap["in_flight"] == {"b": 3}
+    assert not await store.finished()
+    for eid, rec in b:
+        await store.set_state("b", eid, rec["id"], "active", asset_id="asset-x", ack=True)
+    # a late failure of the worker that lost the item never overwrites an Active record
+    await store.set_state("a", eid0, rec0["id"], "retryable", code="upload_failed", ack=True)
+    snap = await store.snapshot()
+    assert snap["states"] == {"active": 3}
+    assert snap["in_flight"] == {}
+    assert await store.finished()
+
+
+@pytest.mark.anyio
+async def test_retryable_items_are_put_back_by_a_worker_start(
+    store: QueueStore, tmp_path: Path
+) -> None:
+    await enqueue(store, items(tmp_path, 2), group_id=GROUP_ID)
+    await store.open_job(None)
+    (eid, rec), (eid2, rec2) = await store.claim("a", 10, idle=60)
+    await store.set_state("a", eid, rec["id"], "retryable", code="upload_failed", ack=True)
+    await store.set_state("a", eid2, rec2["id"], "failed", code="WidthTooSmall", ack=True)
+    snap = await store.snapshot()
+    assert snap["states"] == {"failed": 1, "retryable": 1}
+    assert await store.finished()
+    assert await store.requeue_retryable() == 1  # the failed one stays failed
+    again = await store.claim("b", 10, idle=60)
+    assert [(r["key"], r["attempts"]) for _, r in again] == [(rec["key"], "2")]
+    assert (await store.snapshot())["states"] == {"claimed": 1, "failed": 1}
+
+
+@pytest.mark.anyio
+async def test_worker_queue_holds_at_most_prefetch(store: QueueStore, tmp_path: Path) -> None:
+    await enqueue(store, items(tmp_path, 5), group_id=GROUP_ID)
+    await store.open_job(None)
+    queue = WorkerQueue(store, name="w", prefetch=2, claim_idle=60, poll=0.01)
+    batches = queue.batches()
+    first = await batches.__anext__()
+    assert len(first) == 2
+    assert len(queue.held) == 2
+    assert {item.key for item in first} <= {f"img-{i}.png" for i in range(5)}
+    assert (await store.snapshot())["in_flight"] == {"w": 2}
+    queue.release(first[0].key)  # one done: room for one more
+    second = await batches.__anext__()
+    assert len(second) == 1
+    await batches.aclose()
+    assert item_id(first[0].key) != item_id(second[0].key)
