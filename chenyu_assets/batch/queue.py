@@ -113,10 +113,11 @@ async def enqueue(
     store: QueueStore,
     source: Iterable[SourceItem | BadItem | IgnoredItem],
     *,
-    group_id: str,
+    group_id: str | None,
 ) -> EnqueueReport:
     """Stream ``source`` into the job (items it knows add nothing); workers keep waiting
-    for more while an enqueue runs (a lease in Redis, renewed while it lives)."""
+    for more while an enqueue runs (a lease in Redis, renewed while it lives). A new job
+    needs ``group_id``; a known one may omit it."""
     await store.open_job(group_id)
     me, report, names = worker_name(), EnqueueReport(), KeySet()
 
