@@ -77,7 +77,11 @@ def add_queue_flags(p: argparse.ArgumentParser) -> None:
         "above the longest legitimate CreateAsset)",
     )
     q.add_argument(
-        "--prefetch", type=at_least(1), default=64, help="items a worker holds at once (default 64)"
+        "--prefetch",
+        type=at_least(1),
+        default=32,
+        help="items a worker holds at once (default 32; fewer balance the end of a job "
+        "better, more keep a fast pipeline full)",
     )
     q.add_argument(
         "--upload-bandwidth",
@@ -248,6 +252,8 @@ def queue_status(args: argparse.Namespace) -> int:
         f"items: {data['total']}  "
         + "  ".join(f"{k} {v}" for k, v in states.items())
         + f"  (not yet taken: {data['undelivered']}; enqueuers running: {data['enqueuing']})",
+        f"workers alive: {len(data['workers'])}"
+        + (f" ({', '.join(data['workers'])})" if data["workers"] else ""),
         "in flight per worker:" if data["in_flight"] else "in flight: none",
     ]
     lines += [f"  {name}  {n}" for name, n in data["in_flight"].items()]

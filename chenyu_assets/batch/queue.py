@@ -170,7 +170,7 @@ class WorkerQueue:
         store: QueueStore,
         *,
         name: str | None = None,
-        prefetch: int = 64,
+        prefetch: int = 32,
         claim_idle: float = 60.0,
         poll: float = 0.2,
         upload_bandwidth: float | None = None,
@@ -265,8 +265,10 @@ class WorkerQueue:
         self.release(result.key)
 
     async def heartbeat_forever(self) -> None:
-        """Keep the held entries' idle time low and write the noted asset ids."""
+        """Keep the held entries' idle time low, write the noted asset ids, and renew this
+        worker's lease (``status`` lists the live workers)."""
         while True:
+            await self.store.lease("add", self.name, self.claim_idle, of="workers")
             await anyio.sleep(min(self.claim_idle / 4, 5.0))
             notes, self._notes = self._notes, {}
             for key, asset_id in notes.items():
@@ -362,6 +364,7 @@ async def open_worker(
     await store.requeue_retryable()
     opts = dataclasses.replace(options or IngestOptions(), adopt_existing=True, dry_run=False)
     info = {"queue": store.shown_url, "job": store.job, "worker": queue.name}
+    await store.lease("add", queue.name, queue.claim_idle, of="workers")
     async with anyio.create_task_group() as tg:
         tg.start_soon(queue.heartbeat_forever)
         async with open_ingest(
@@ -379,3 +382,5 @@ async def open_worker(
         ) as run:
             yield run
         tg.cancel_scope.cancel()
+    with anyio.CancelScope(shield=True), contextlib.suppress(Exception):
+        await store.lease("del", queue.name, of="workers")

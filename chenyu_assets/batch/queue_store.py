@@ -11,6 +11,7 @@ Keys, all under ``chenyu-assets:queue:{JOB}:`` (one hash tag: one cluster slot):
                   retryable ones (requeued when a worker starts)
     meta          group_id, created
     enqueuers     live enqueue runs (a sorted set of leases on the server's clock)
+    workers       live workers (the same, renewed by each worker's heartbeat)
 
 An item id is 32 hex digits of blake2b(key), so enqueueing a key twice finds its record
 and adds nothing. States: ``queued`` → ``claimed`` → ``sending`` (``sent`` = 1, set only
@@ -161,13 +162,15 @@ return #ids
 """
 )
 
-#: KEYS the enqueuers set; ARGV op (add | del | count), member, ttl ms -> live enqueuers
+#: KEYS a set of leases; ARGV op (add | del | count | list), member, ttl ms -> how many are
+#: live (list: their names)
 _LEASE: Final = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
 if ARGV[1] == 'add' then redis.call('ZADD', KEYS[1], now + tonumber(ARGV[3]), ARGV[2])
-elseif ARGV[1] == 'del' then redis.call('ZREM', KEYS[1], ARGV[2]) end
+elseif ARGV[1] == 'del' then redis.call('ZREM', KEYS[1], ARGV[2])
+elseif ARGV[1] == 'list' then return redis.call('ZRANGE', KEYS[1], 0, -1) end
 return redis.call('ZCARD', KEYS[1])
 """
 
@@ -299,10 +302,16 @@ class QueueStore:
             pipe.evalsha(sha, 1, self.record_key(iid), self.base, iid, state, *flat)
         return sum(int(x) for x in await self.guard(pipe.execute()))
 
-    async def lease(self, op: str, member: str, ttl: float = 10.0) -> int:
-        """Enqueuers announce themselves (workers do not end while one is live)."""
-        reply = await self.script(_LEASE, [self.base + "enqueuers"], op, member, int(ttl * 1000))
+    async def lease(self, op: str, member: str, ttl: float = 10.0, *, of: str = "enqueuers") -> int:
+        """Enqueuers (``of="enqueuers"``: workers do not end while one is live) and workers
+        (``"workers"``: shown by status) announce themselves with a lease."""
+        reply = await self.script(_LEASE, [self.base + of], op, member, int(ttl * 1000))
         return int(reply)
+
+    async def live(self, of: str) -> list[str]:
+        """The names of the live leases of ``of``."""
+        reply = await self.script(_LEASE, [self.base + of], "list", "", 0)
+        return sorted(_text(x) for x in reply)
 
     async def requeue_retryable(self, limit: int = 10_000) -> int:
         return int(await self.script(_REQUEUE, [], self.base, limit))
@@ -412,6 +421,7 @@ class QueueStore:
             problems.append({k: rec.get(k) for k in ("key", "state", "error_code", "message")})
         problems.sort(key=lambda p: p["key"] or "")
         enqueuers = await self.lease("count", "")
+        workers = await self.live("workers")
         return {
             "job": self.job,
             "queue": self.shown_url,
@@ -420,6 +430,7 @@ class QueueStore:
             "states": {k: v for k, v in sorted(counts.items()) if v},
             "undelivered": undelivered,
             "in_flight": dict(sorted(per_worker.items())),
+            "workers": workers,
             "enqueuing": enqueuers,
             "problems": problems,
         }
