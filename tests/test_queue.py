@@ -146,3 +146,120 @@ async def test_worker_queue_holds_at_most_prefetch(store: QueueStore, tmp_path: 
     assert len(second) == 1
     await batches.aclose()
     assert item_id(first[0].key) != item_id(second[0].key)
+
+
+@pytest.mark.anyio
+async def test_a_dead_workers_sent_item_is_adopted_its_unsent_ones_created(
+    store: QueueStore, tmp_path: Path
+) -> None:
+    """A worker claimed three items, passed the fence of the first two, and died; the
+    create of the first lands late, after a live worker listed the group's names. The
+    live worker takes the three over: the first is reconciled by name and adopted (no
+    second create), the other two are created once each."""
+    import anyio
+
+    from chenyu_assets.batch import IngestOptions
+    from chenyu_assets.batch.naming import asset_name
+    from chenyu_assets.batch.queue import open_worker
+    from chenyu_assets.batch.sources import open_source
+    from chenyu_assets.emulator import Emulator, EmulatorConfig
+    from tests.test_ingest import clients, make_images
+
+    paths = make_images(tmp_path / "src", 4)
+    config = EmulatorConfig(processing_delay=0.05, processing_jitter=0.0)
+    async with Emulator(config) as emu:
+        ark, chenyu = clients(emu)
+        async with ark, chenyu:
+            group = await ark.create_asset_group(name="queue")
+            three = [it for it in open_source(tmp_path / "src") if it.key != "img-0003.png"]
+            await enqueue(store, three, group_id=group)
+            dead = {rec["key"]: (eid, rec) for eid, rec in await store.claim("dead", 10, 60)}
+            for key in ("img-0000.png", "img-0001.png"):
+                eid, rec = dead[key]
+                assert await store.fence("dead", eid, rec["id"])
+            await enqueue(store, open_source(tmp_path / "src"), group_id=group)  # + img-0003
+            up = await chenyu.upload(paths[0])
+            url = up.signed_url or up.url or up.content_url
+            assert url
+            queue = WorkerQueue(store, name="alive", claim_idle=0.3, poll=0.02)
+            opts = IngestOptions(reconcile_wait=0.2, reconcile_interval=0.05)
+            alive = anyio.Event()  # the dead worker's entries kept fresh until set
+            landed = ""
+
+            async def dead_until_landed() -> None:
+                eids = [eid for eid, _ in dead.values()]
+                while not alive.is_set():
+                    await store.heartbeat("dead", eids)
+                    await anyio.sleep(0.05)
+
+            results = {}
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(dead_until_landed)
+                async with open_worker(ark, queue, chenyu=chenyu, options=opts) as run:
+                    async for r in run:
+                        results[r.key] = r
+                        if not alive.is_set():  # img-0003: the names were listed before
+                            assert r.key == "img-0003.png"
+                            name = asset_name("img-0000.png")
+                            landed = await ark.create_asset(group_id=group, url=url, name=name)
+                            alive.set()
+        audit = emu.audit()
+    assert audit.count("CreateAsset", 200) == 4  # the dead worker's one, then three new
+    assert audit.duplicates() == {}
+    assert sorted(a.status for a in audit.assets) == ["Active"] * 4
+    assert results["img-0000.png"].asset_id == landed
+    assert results["img-0000.png"].adopted
+    assert {r.status for r in results.values()} == {"active"}
+    assert queue.taken_over == 3
+    snap = await store.snapshot()
+    assert snap["states"] == {"active": 4}
+    assert snap["in_flight"] == {}
+
+
+@pytest.mark.anyio
+async def test_a_worker_whose_items_were_taken_over_never_sends_them(
+    store: QueueStore, tmp_path: Path
+) -> None:
+    """A worker that froze (here: waiting for a Processing slot) while another took its
+    items over checks ownership before CreateAsset and drops them: 0 creates from it."""
+    import anyio
+
+    from chenyu_assets._core.ratelimit import SlotPool
+    from chenyu_assets.batch.queue import open_worker
+    from chenyu_assets.batch.sources import open_source
+    from chenyu_assets.emulator import Emulator, EmulatorConfig
+    from tests.test_ingest import clients, make_images
+
+    make_images(tmp_path / "src", 2)
+    config = EmulatorConfig(processing_delay=0.05, processing_jitter=0.0)
+    slots = SlotPool(1)
+    await slots.acquire("someone else")  # no create can start until it is released
+    async with Emulator(config) as emu:
+        ark, chenyu = clients(emu)
+        async with ark, chenyu:
+            group = await ark.create_asset_group(name="queue")
+            await enqueue(store, open_source(tmp_path / "src"), group_id=group)
+            queue = WorkerQueue(store, name="frozen", claim_idle=60, poll=0.02)
+            results = []
+
+            async def steal_then_finish() -> None:
+                with anyio.fail_after(30):  # a hang guard only
+                    while len(emu.audit().uploads) < 2:  # both staged, waiting for a slot
+                        await anyio.sleep(0.02)
+                taken = await store.claim("other", 10, idle=0)
+                assert len(taken) == 2
+                await slots.release("someone else")
+                with anyio.fail_after(30):
+                    while queue.held:  # the frozen worker drops what it lost
+                        await anyio.sleep(0.02)
+                for eid, rec in taken:  # the other worker finishes them
+                    await store.set_state("other", eid, rec["id"], "skipped", ack=True)
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(steal_then_finish)
+                async with open_worker(ark, queue, chenyu=chenyu, slots=slots) as run:
+                    results = [r async for r in run]
+        audit = emu.audit()
+    assert audit.count("CreateAsset") == 0
+    assert results == []  # nothing reported for items it no longer owned
+    assert (await store.snapshot())["states"] == {"skipped": 2}

@@ -251,7 +251,7 @@ class QueueStore:
         except self._errors as exc:
             raise LimiterUnavailableError(
                 f"queue at {self.shown_url} unavailable ({type(exc).__name__}: {exc}); "
-                "stopped (start the workers again once Redis is back)"
+                "stopped (rerun the same command once Redis is back: the job resumes)"
             ) from exc
 
     async def script(self, text: str, keys: Sequence[str], *args: str | int) -> Any:
