@@ -139,14 +139,17 @@ def cmd_enqueue(args: argparse.Namespace) -> int:
 
 def cmd_queued(args: argparse.Namespace) -> int:
     """``ingest [SOURCE] --queue URL``."""
-    for flag, given in (
-        ("--shard", args.shard),
-        ("--dry-run", args.dry_run),
-        ("--emulator", args.emulator),
-        ("--group", args.group),
+    for flag, given, why in (
+        ("--shard", args.shard, "workers share the job instead"),
+        ("--group", args.group, "give --group-id: every machine must name one group"),
+        ("--journal", args.journal, "the job's state lives in Redis"),
+        ("--dry-run", args.dry_run, "use ingest without --queue"),
+        ("--emulator", args.emulator, "workers need one shared service: chenyu-assets serve"),
+        ("--retry-failed", args.retry_failed, "not supported for a queued job yet"),
+        ("--replace-changed", args.replace_changed, "not supported for a queued job yet"),
     ):
         if given:
-            raise UsageError(f"{flag} does not go with --queue (workers share the job instead)")
+            raise UsageError(f"{flag} does not go with --queue ({why})")
     console = Console(stderr=True)
     items = _source(args) if args.source else None
     try:
@@ -189,7 +192,6 @@ async def _work(
         create_concurrency=args.concurrency,
         upload_concurrency=args.upload_concurrency,
         max_processing=args.max_processing,
-        retry_failed=args.retry_failed,
         allow_outside_paths=args.allow_outside_paths,
         stage=stage,
         **option_values(args),
@@ -206,9 +208,7 @@ async def _work(
         if ark.shared_limits is not None:
             await ark.shared_limits.ping()  # unreachable: exit 4 before anything is sent
             slots = ark.shared_limits.slots(args.max_processing, lease=args.slot_lease)
-        async with open_worker(
-            ark, queue, chenyu=chenyu, options=options, slots=slots, journal=args.journal
-        ) as run:
+        async with open_worker(ark, queue, chenyu=chenyu, options=options, slots=slots) as run:
             async for result in run:
                 if out is not None:
                     out.write(json.dumps(result.to_json(), ensure_ascii=False) + "\n")
@@ -216,9 +216,9 @@ async def _work(
                 log_item(result.key, result.status, result.asset_id, result.error_code)
     report = run.report
     group_id = await store.open_job(None)
-    summary(console, report, group_id, args.journal)
+    summary(console, report, group_id, None)
     if args.json:
-        figures = report_json(report, group_id, args.journal)
+        figures = report_json(report, group_id, None)
         figures["worker"] = {
             "name": queue.name,
             "claimed": queue.claimed,

@@ -263,3 +263,26 @@ async def test_a_worker_whose_items_were_taken_over_never_sends_them(
     assert audit.count("CreateAsset") == 0
     assert results == []  # nothing reported for items it no longer owned
     assert (await store.snapshot())["states"] == {"skipped": 2}
+
+
+@pytest.mark.parametrize(
+    "flags",
+    [
+        ["--shard", "0/2"],
+        ["--group", "hero"],
+        ["--journal", "j.db"],
+        ["--dry-run"],
+        ["--emulator"],
+        ["--retry-failed"],
+        ["--replace-changed"],
+    ],
+)
+def test_flags_a_queued_ingest_refuses(
+    flags: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from chenyu_assets.cli import main
+
+    # refused while parsing: nothing is read and no Redis is asked (none listens on port 1)
+    code = main(["ingest", str(tmp_path), "--queue", "redis://127.0.0.1:1/0", *flags])
+    assert code == 2
+    assert f"{flags[0]} does not go with --queue" in capsys.readouterr().err

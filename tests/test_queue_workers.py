@@ -130,14 +130,25 @@ def rows(c: Cluster, name: str) -> list[dict[str, Any]]:
 
 
 @pytest.mark.subprocess
-def test_enqueue_twice_adds_nothing_through_the_cli(cluster: Cluster) -> None:
+def test_enqueue_twice_adds_nothing_and_ingest_queue_reruns_create_nothing(
+    cluster: Cluster,
+) -> None:
     src = make_images(cluster.tmp / "src", 5)
-    assert enqueue(cluster, src)["added"] == 5
-    assert enqueue(cluster, src) == {"added": 0, "known": 5, "skipped": 0, "ignored": 0}
+    assert enqueue(cluster, src) == {"added": 5, "known": 0, "skipped": 0, "ignored": 0}
     snap = status(cluster)
     assert snap["states"] == {"queued": 5}
     assert snap["undelivered"] == 5
     assert snap["group_id"] == cluster.group_id
+    # the one command of every machine: enqueue (adds nothing now), then work
+    code, summary, err = finish(worker(cluster, "one", str(src), "--group-id", cluster.group_id))
+    assert code == 0, err[-2000:]
+    assert (summary["active"], summary["creates"]) == (5, 5)
+    assert "added 0, known 5" in err
+    code, summary, err = finish(worker(cluster, "two", str(src)))  # a rerun: nothing to do
+    assert code == 0, err[-2000:]
+    assert (summary["total"], summary["creates"]) == (0, 0)
+    assert_complete(cluster.audit(), 5)
+    assert status(cluster)["states"] == {"active": 5}
 
 
 @pytest.mark.subprocess
