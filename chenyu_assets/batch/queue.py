@@ -287,7 +287,10 @@ class WorkerQueue:
         """Wait for this worker's upload bandwidth (``upload_bandwidth`` bytes/s)."""
         if not self.bandwidth:
             return
-        size = (await anyio.Path(path).stat()).st_size
+        try:
+            size = (await anyio.Path(path).stat()).st_size
+        except OSError:  # gone or unreadable: the upload reports it
+            return
         now = anyio.current_time()
         self._free_at = max(now, self._free_at) + size / self.bandwidth
         await anyio.sleep(self._free_at - now)
