@@ -240,3 +240,30 @@ def test_four_queue_workers_use_the_whole_rate(cluster: Cluster) -> None:
     report("queue: 4 workers", figures)
     assert figures["rejected_429"] == 0, figures
     assert figures["utilisation"] >= 0.95, figures
+
+
+@pytest.mark.slow
+@pytest.mark.subprocess
+def test_redis_dies_then_comes_back_empty_and_the_rerun_adopts(cluster: Cluster) -> None:
+    """Redis lost mid-run: the workers stop (exit 4); Redis comes back *empty* (no
+    persistence): the same command enqueues again and adopts what the group holds."""
+    n = 150
+    src = make_images(cluster.tmp / "src", n)
+    procs = [worker(cluster, f"w{i}", str(src), "--group-id", cluster.group_id) for i in range(2)]
+    deadline = time.monotonic() + 60
+    while len(creates(cluster.audit())) < 40:
+        assert time.monotonic() < deadline, "no 40 creates in 60 s"
+        time.sleep(0.05)
+    cluster.redis.kill()
+    for code, _summary, err in (finish(p, timeout=60) for p in procs):
+        assert code == 4, err[-2000:]
+        assert "unavailable" in err
+    made = len(creates(cluster.audit()))
+    assert 0 < made < n
+    cluster.redis.start()
+    code, summary, err = finish(worker(cluster, "again", str(src), "--group-id", cluster.group_id))
+    assert code == 0, err[-2000:]
+    # every asset made before the loss is adopted by name, the rest created once
+    assert (summary["adopted"], summary["creates"]) == (made, n - made)
+    assert_complete(cluster.audit(), n)  # every item once, none created twice
+    assert status(cluster)["states"] == {"active": n}
