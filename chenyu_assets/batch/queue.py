@@ -23,9 +23,11 @@ Exactly once across workers:
   it is adopted (watched, or its result taken); absent, it is created. Items never sent
   go by the group's name index listed once per worker, like any ingest.
 
-So ``claim_idle`` must exceed the longest create a live worker may still be sending (the
-client's read timeout, 60 s by default, bounds one CreateAsset) plus the list lag: a dead
-worker's last create has then landed, or never will, before its items are reconciled.
+So ``claim_idle`` must exceed the longest time a dead worker's last CreateAsset may stay
+on the wire: it was sent after the worker's last heartbeat, so ``claim_idle`` minus one
+heartbeat interval passes before the item is claimed, plus the reconciliation's wait for
+list lag; with the defaults 55 + 10 s, above the client's 60 s ``headers`` timeout. Left:
+a worker frozen for longer than ``claim_idle`` between its ownership check and its send.
 """
 
 from __future__ import annotations
