@@ -38,11 +38,9 @@ from chenyu_assets.errors import ConfigurationError, LimiterUnavailableError
 if TYPE_CHECKING:
     from redis.asyncio import Redis
 
-__all__ = ["GROUP", "TERMINAL_STATES", "QueueStore", "item_id"]
+__all__ = ["GROUP", "QueueStore", "item_id"]
 
 GROUP: Final = "workers"
-TERMINAL_STATES: Final = frozenset({"active", "failed", "retryable", "skipped"})
-_PROBLEMS: Final = ("failed", "retryable", "skipped")
 
 #: moves a record to another state, keeping ``counts`` and the problem sets in step
 _MOVE: Final = """
