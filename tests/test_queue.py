@@ -1,18 +1,28 @@
-"""The queued ingest (``enqueue`` / ``ingest --queue``): the records and moves of
-:mod:`chenyu_assets.batch.queue_store` against a real redis-server, then real worker
-processes against one ``serve`` emulator (tests/test_queue_workers.py)."""
+"""The queued ingest (``enqueue`` / ``ingest --queue``) in one process: the records and
+moves of :mod:`chenyu_assets.batch.queue_store` against a real redis-server, a worker
+taking over a dead one's items against the emulator over 127.0.0.1, the flags a queued
+ingest refuses and ``status --queue``. Real worker processes: tests/test_queue_workers.py.
+"""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import anyio
 import pytest
 
-from chenyu_assets.batch.queue import WorkerQueue, enqueue
+from chenyu_assets._core.ratelimit import SlotPool
+from chenyu_assets.batch import IngestOptions
+from chenyu_assets.batch.naming import asset_name
+from chenyu_assets.batch.queue import WorkerQueue, enqueue, open_worker
 from chenyu_assets.batch.queue_store import QueueStore, item_id
-from chenyu_assets.batch.sources import BadItem, SourceItem
+from chenyu_assets.batch.sources import BadItem, SourceItem, open_source
+from chenyu_assets.cli import main
+from chenyu_assets.emulator import Emulator, EmulatorConfig
+from chenyu_assets.errors import ConfigurationError
 from tests.redis_kit import RedisServer, redis_server
+from tests.test_ingest import clients, make_images
 
 __all__ = ["redis_server"]  # the fixture, re-exported for pytest
 
@@ -49,8 +59,6 @@ async def test_enqueue_twice_adds_nothing(store: QueueStore, tmp_path: Path) -> 
 
 @pytest.mark.anyio
 async def test_a_job_holds_one_group(store: QueueStore, tmp_path: Path) -> None:
-    from chenyu_assets.errors import ConfigurationError
-
     await enqueue(store, items(tmp_path, 1), group_id=GROUP_ID)
     with pytest.raises(ConfigurationError, match="belongs to group group-1"):
         await enqueue(store, items(tmp_path, 1), group_id="other")
@@ -156,15 +164,6 @@ async def test_a_dead_workers_sent_item_is_adopted_its_unsent_ones_created(
     create of the first lands late, after a live worker listed the group's names. The
     live worker takes the three over: the first is reconciled by name and adopted (no
     second create), the other two are created once each."""
-    import anyio
-
-    from chenyu_assets.batch import IngestOptions
-    from chenyu_assets.batch.naming import asset_name
-    from chenyu_assets.batch.queue import open_worker
-    from chenyu_assets.batch.sources import open_source
-    from chenyu_assets.emulator import Emulator, EmulatorConfig
-    from tests.test_ingest import clients, make_images
-
     paths = make_images(tmp_path / "src", 4)
     config = EmulatorConfig(processing_delay=0.05, processing_jitter=0.0)
     async with Emulator(config) as emu:
@@ -222,14 +221,6 @@ async def test_a_worker_whose_items_were_taken_over_never_sends_them(
 ) -> None:
     """A worker that froze (here: waiting for a Processing slot) while another took its
     items over checks ownership before CreateAsset and drops them: 0 creates from it."""
-    import anyio
-
-    from chenyu_assets._core.ratelimit import SlotPool
-    from chenyu_assets.batch.queue import open_worker
-    from chenyu_assets.batch.sources import open_source
-    from chenyu_assets.emulator import Emulator, EmulatorConfig
-    from tests.test_ingest import clients, make_images
-
     make_images(tmp_path / "src", 2)
     config = EmulatorConfig(processing_delay=0.05, processing_jitter=0.0)
     slots = SlotPool(1)
@@ -280,9 +271,35 @@ async def test_a_worker_whose_items_were_taken_over_never_sends_them(
 def test_flags_a_queued_ingest_refuses(
     flags: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from chenyu_assets.cli import main
-
     # refused while parsing: nothing is read and no Redis is asked (none listens on port 1)
     code = main(["ingest", str(tmp_path), "--queue", "redis://127.0.0.1:1/0", *flags])
     assert code == 2
     assert f"{flags[0]} does not go with --queue" in capsys.readouterr().err
+
+
+@pytest.mark.anyio
+async def test_status_queue_shows_states_workers_and_problems(
+    store: QueueStore, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    await enqueue(
+        store, [*items(tmp_path, 3), BadItem("row-9", "bad_line", "not JSON")], group_id=GROUP_ID
+    )
+    await store.open_job(None)
+    await store.lease("add", "w1", 30, of="workers")
+    (eid, rec), *_ = await store.claim("w1", 2, idle=60)
+    await store.set_state("w1", eid, rec["id"], "retryable", code="upload_failed", ack=True)
+    # the command opens its own connection and event loop: run it off this loop
+    code = await anyio.to_thread.run_sync(
+        main, ["status", "--queue", store.url, "--job", store.job]
+    )
+    out = capsys.readouterr().out
+    assert code == 0
+    assert f"group {GROUP_ID}" in out
+    assert "items: 4" in out
+    assert "claimed 1" in out
+    assert "queued 1" in out
+    assert "retryable 1" in out
+    assert "workers alive: 1 (w1)" in out
+    assert "  w1  1" in out  # in flight per worker
+    assert "row-9  skipped  bad_line  not JSON" in out
+    assert f"{rec['key']}  retryable  upload_failed" in out
