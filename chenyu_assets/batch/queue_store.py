@@ -331,16 +331,20 @@ class QueueStore:
             )
             for _stream, more in fresh or []:
                 entries += more
-        out: list[tuple[str, dict[str, str]]] = []
+        ids = [(_text(e), _text(d.get(b"id", b""))) for e, d in entries if d is not None]
+        if not ids:
+            return []
+        sha = await self.guard(r.script_load(_CLAIM))  # then one EVALSHA per entry
+        pipe = r.pipeline(transaction=False)
         now = f"{time.time():.3f}"
-        for raw_eid, data in entries:
-            if data is None:  # deleted from the stream
-                continue
-            eid, iid = _text(raw_eid), _text(data.get(b"id", b""))
-            rec = await self.script(_CLAIM, [self.record_key(iid)], self.base, eid, me, now)
-            if rec:
-                out.append((eid, {**_pairs(rec), "id": iid}))
-        return out
+        for eid, iid in ids:
+            pipe.evalsha(sha, 1, self.record_key(iid), self.base, eid, me, now)
+        records = await self.guard(pipe.execute())
+        return [
+            (eid, {**_pairs(rec), "id": iid})
+            for (eid, iid), rec in zip(ids, records, strict=True)
+            if rec  # else finished already: acknowledged by the script
+        ]
 
     async def fence(self, me: str, eid: str, iid: str) -> bool:
         now = f"{time.time():.3f}"
