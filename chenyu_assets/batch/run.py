@@ -66,6 +66,7 @@ async def open_ingest(
     on_event: Callable[[Event], None] | None = None,
     run_info: Mapping[str, str] | None = None,
     unique_keys: bool = False,
+    pipeline: Callable[..., Pipeline] = Pipeline,
 ) -> AsyncIterator[IngestStream]:
     """Run an ingest in the background and yield its results as they complete::
 
@@ -82,7 +83,8 @@ async def open_ingest(
     :mod:`chenyu_assets.batch.staging`). Leaving the block early
     cancels the run; the journal stays consistent. ``unique_keys=True`` promises that
     the iterable never repeats a key (the manifest readers guarantee it), which saves one
-    8-byte hash per item.
+    8-byte hash per item. ``pipeline`` builds the run (a :class:`Pipeline` subclass: the
+    queued ingest of :mod:`chenyu_assets.batch.queue`).
     """
     opts = options or IngestOptions()
     if isinstance(source, str | os.PathLike):
@@ -109,7 +111,7 @@ async def open_ingest(
             staging = S3Staging(opts.stage, await stack.enter_async_context(client))
         await jt.open(journal, run_info=info)
         send, receive = anyio.create_memory_object_stream[IngestResult](opts.queue_size)
-        run = Pipeline(
+        run = pipeline(
             ark,
             items,
             group_id=group_id,
