@@ -3,9 +3,10 @@ Redis Stream (:mod:`.queue_store` holds the keys and scripts).
 
 :func:`enqueue` streams a source into the job once: an item whose key the job knows adds
 nothing. A worker (:func:`open_worker`) is one member of the stream's consumer group and
-runs the usual pipeline (:class:`~chenyu_assets.batch.orchestrator.Pipeline`) on the items
-it claims: pre-flight, staging, CreateAsset under the shared rate limits and Processing
-slots, the watcher, one result per item, written to the item's record in Redis together
+runs the usual pipeline (:class:`~chenyu_assets.batch.orchestrator.Pipeline`, given the
+worker's :class:`~chenyu_assets.batch.work.WorkerSeams`) on the items it claims:
+pre-flight, staging, CreateAsset under the shared rate limits and Processing slots, the
+watcher, one result per item, written to the item's record in Redis together
 with the entry's XACK (one script: a result is never recorded without its ack, or the
 reverse).
 
@@ -39,31 +40,24 @@ import secrets
 import socket
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
-from typing import Any
 
 import anyio
-from anyio.abc import ObjectSendStream
 
 from chenyu_assets._core.logs import get_logger, redact_text, redact_url
 from chenyu_assets._core.ratelimit import Slots
 from chenyu_assets.ark import ArkFamilyClient
-from chenyu_assets.batch.adopt import Found
-from chenyu_assets.batch.create import Work
-from chenyu_assets.batch.fingerprints import register_items
-from chenyu_assets.batch.journal import ItemState
+from chenyu_assets.batch.journal import Entry
 from chenyu_assets.batch.journal_thread import take
 from chenyu_assets.batch.naming import asset_name
-from chenyu_assets.batch.orchestrator import Pipeline
 from chenyu_assets.batch.queue_store import QueueStore, item_id
 from chenyu_assets.batch.run import IngestStream, open_ingest
 from chenyu_assets.batch.sources import BadItem, IgnoredItem, KeySet, SourceItem, url_has_userinfo
 from chenyu_assets.batch.types import Event, IngestOptions, IngestResult
+from chenyu_assets.batch.work import WorkerSeams
 from chenyu_assets.chenyu import ChenyuClient
-from chenyu_assets.watcher import Slot
 
-__all__ = ["EnqueueReport", "QueuePipeline", "WorkerQueue", "enqueue", "open_worker"]
+__all__ = ["EnqueueReport", "WorkerQueue", "enqueue", "open_worker"]
 
 log = get_logger("chenyu_assets.batch")
 
@@ -229,6 +223,17 @@ class WorkerQueue:
             self._reconcile.add(name)
         return item
 
+    def seams(self) -> WorkerSeams:
+        """What this worker plugs into the ingest engine (see :func:`open_worker`)."""
+        return WorkerSeams(
+            batches=self.batches,
+            must_reconcile=self.must_reconcile,
+            may_send=self.gate,
+            pace=self.pace,
+            done=self.done,
+            asset=self.note,
+        )
+
     def must_reconcile(self, name: str) -> bool:
         return name in self._reconcile
 
@@ -244,6 +249,15 @@ class WorkerQueue:
         """This worker still owns ``key``'s entry (the record now says ``sending``)."""
         held = self.held.get(key)
         return held is not None and await self.store.fence(self.name, held.eid, held.iid)
+
+    async def gate(self, entry: Entry) -> bool:
+        """Right before CreateAsset (the create stage skips it for an item created earlier:
+        that one is only watched): True when this worker may send it; False releases the
+        item (another worker took it over: it creates or adopts it, not this one)."""
+        if await self.may_send(entry.key):
+            return True
+        self.release(entry.key)
+        return False
 
     def note(self, key: str, asset_id: str) -> None:
         if key in self.held:
@@ -298,58 +312,6 @@ class WorkerQueue:
         await anyio.sleep(self._free_at - now)
 
 
-class QueuePipeline(Pipeline):
-    """The ingest pipeline fed by a :class:`WorkerQueue` instead of a source."""
-
-    def __init__(self, *args: Any, queue: WorkerQueue, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.queue = queue
-
-    async def produce(self, out: ObjectSendStream[Work], resume: ObjectSendStream[Work]) -> None:
-        async with out, resume, anyio.create_task_group() as tg:
-            async for batch in self.queue.batches():
-                for entry, item in await register_items(self.journal, batch):
-                    if not isinstance(entry, BadItem) and self.queue.must_reconcile(entry.name):
-                        # reconciled by name, waiting for list lag: not in the others' way
-                        tg.start_soon(self._dispatch, entry, item, out, resume)
-                    else:
-                        await self._dispatch(entry, item, out, resume)
-
-    async def _find_existing(self, name: str) -> Found | None:
-        if not self.queue.must_reconcile(name):
-            return await super()._find_existing(name)
-        asset = await self.reconcile(name, wait=True)
-        if asset is None:
-            return None
-        return Found(asset.id, asset.status, asset.error.code if asset.error else None)
-
-    async def _create_one(self, work: Work, slot: Slot) -> bool:
-        entry = work.entry
-        if not (entry.state is ItemState.CREATED and entry.asset_id) and not (
-            await self.queue.may_send(entry.key)
-        ):  # another worker took the item over: it creates (or adopts) it, not this one
-            self.items.pop(entry.key, None)
-            self.queue.release(entry.key)
-            super().emit("retried", entry.key, reason="taken over by another worker")
-            return False
-        return await super()._create_one(work, slot)
-
-    async def _ensure_url(self, work: Work) -> bool:
-        item = work.item
-        if item is not None and item.url is None and item.path is not None:
-            await self.queue.pace(item.path)
-        return await super()._ensure_url(work)
-
-    async def finish(self, result: IngestResult) -> None:
-        await self.queue.done(result)
-        await super().finish(result)
-
-    def emit(self, kind: str, key: str | None = None, **data: Any) -> None:
-        if key is not None and kind in ("created", "recovered", "adopted"):
-            self.queue.note(key, str(data.get("asset_id") or ""))
-        super().emit(kind, key, **data)
-
-
 @contextlib.asynccontextmanager
 async def open_worker(
     ark: ArkFamilyClient,
@@ -383,7 +345,7 @@ async def open_worker(
             on_event=on_event,
             run_info=info,
             unique_keys=True,
-            pipeline=partial(QueuePipeline, queue=queue),
+            seams=queue.seams(),
         ) as run:
             yield run
         tg.cancel_scope.cancel()

@@ -23,6 +23,7 @@ from chenyu_assets.batch.orchestrator import Pipeline
 from chenyu_assets.batch.sources import BadItem, IgnoredItem, SourceItem, open_source
 from chenyu_assets.batch.staging import S3Staging
 from chenyu_assets.batch.types import Event, IngestOptions, IngestReport, IngestResult
+from chenyu_assets.batch.work import NO_SEAMS, WorkerSeams
 from chenyu_assets.chenyu import ChenyuClient
 
 __all__ = ["IngestStream", "ingest", "open_ingest", "run_record"]
@@ -66,7 +67,7 @@ async def open_ingest(
     on_event: Callable[[Event], None] | None = None,
     run_info: Mapping[str, str] | None = None,
     unique_keys: bool = False,
-    pipeline: Callable[..., Pipeline] = Pipeline,
+    seams: WorkerSeams = NO_SEAMS,
 ) -> AsyncIterator[IngestStream]:
     """Run an ingest in the background and yield its results as they complete::
 
@@ -83,8 +84,8 @@ async def open_ingest(
     :mod:`chenyu_assets.batch.staging`). Leaving the block early
     cancels the run; the journal stays consistent. ``unique_keys=True`` promises that
     the iterable never repeats a key (the manifest readers guarantee it), which saves one
-    8-byte hash per item. ``pipeline`` builds the run (a :class:`Pipeline` subclass: the
-    queued ingest of :mod:`chenyu_assets.batch.queue`).
+    8-byte hash per item. ``seams`` plugs a work queue into the run (see
+    :class:`~chenyu_assets.batch.work.WorkerSeams` and :mod:`chenyu_assets.batch.queue`).
     """
     opts = options or IngestOptions()
     if isinstance(source, str | os.PathLike):
@@ -111,7 +112,7 @@ async def open_ingest(
             staging = S3Staging(opts.stage, await stack.enter_async_context(client))
         await jt.open(journal, run_info=info)
         send, receive = anyio.create_memory_object_stream[IngestResult](opts.queue_size)
-        run = pipeline(
+        run = Pipeline(
             ark,
             items,
             group_id=group_id,
@@ -123,6 +124,7 @@ async def open_ingest(
             send_results=send,
             check_keys=not unique_keys,
             staging=staging,
+            seams=seams,
         )
         stream = IngestStream(run, receive)
         started, finished = time.time(), False
