@@ -38,12 +38,24 @@ EPILOGS: Final = {
             "chenyu-assets ingest list.csv --group-id group-2025 --out results.jsonl --json",
             "chenyu-assets ingest photos/ --group test --dry-run",
             "chenyu-assets ingest photos/ --emulator --stats 5 --log-format json",
+            "chenyu-assets ingest /mnt/shared/photos --queue redis://redis:6379/0 --group-id "
+            "group-2025   # every machine: enqueue once, then work",
+            "chenyu-assets ingest --queue redis://redis:6379/0 --out w1.jsonl   # join the job",
         ),
         f"{_ARK}; {_CHENYU} (local files staged through Chenyu); AWS_* (--stage s3://); {_TLS}",
+    ),
+    "enqueue": _epilog(
+        (
+            "chenyu-assets enqueue /mnt/shared/photos --queue redis://redis:6379/0 "
+            "--group-id group-2025",
+            "chenyu-assets enqueue manifest.csv --queue redis://redis:6379/0 --job batch-7",
+        ),
+        "none (writes the job to Redis, sends nothing to the service)",
     ),
     "status": _epilog(
         (
             "chenyu-assets status .chenyu/group-2025.db",
+            "chenyu-assets status --queue redis://redis:6379/0 --json   # a queued job",
             "chenyu-assets status --group-id group-2025 --json",
             "chenyu-assets status --group product-shots --limit 0",
         ),

@@ -43,6 +43,7 @@ from chenyu_assets._cli_common import (
     EXIT_ITEMS_FAILED,
     EXIT_OK,
     EXIT_RETRYABLE,
+    UsageError,
     at_least,
     out_file,
     plain,
@@ -75,7 +76,11 @@ def add_ingest(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "one Ark asset per item, at the account's full rate, resumable from a journal, "
         "never duplicating an asset.",
     )
-    p.add_argument("source", help="a directory, a .csv or a .jsonl manifest")
+    p.add_argument(
+        "source",
+        nargs="?",
+        help="a directory, a .csv or a .jsonl manifest (optional with --queue: join the job)",
+    )
     group = p.add_mutually_exclusive_group()
     group.add_argument(
         "--group",
@@ -158,6 +163,9 @@ def add_ingest(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     add_stage_flags(p)
     add_source_flags(p)
+    from chenyu_assets._cli_queue import add_queue_flags  # it imports this module
+
+    add_queue_flags(p)
     p.add_argument(
         "--retry-failed",
         action="store_true",
@@ -242,6 +250,12 @@ def _count(
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:
+    if args.queue:
+        from chenyu_assets._cli_queue import cmd_queued  # it imports this module
+
+        return cmd_queued(args)
+    if args.source is None:
+        raise UsageError("give a SOURCE (or --queue URL to work on a queued job)")
     console = Console(stderr=True)
     # the source is checked now (exit 2 for a missing file, a FIFO, a bad CSV header...)
     items = open_source(

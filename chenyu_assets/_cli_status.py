@@ -57,12 +57,22 @@ def add_status(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         metavar="I/N",
         help="with --group-id/--group: the journal of this shard",
     )
+    which.add_argument(
+        "--queue", metavar="URL", help="the queued job kept in this Redis (README: Scale-out)"
+    )
+    p.add_argument("--job", default="default", help="with --queue: the job's name")
     p.add_argument("--limit", type=at_least(0), default=20, help="problem items to list (0: all)")
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     p.set_defaults(handler=cmd_status)
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    if args.queue:
+        if args.journal is not None:
+            raise UsageError("give a journal or --queue, not both")
+        from chenyu_assets._cli_queue import queue_status  # it imports the ingest command
+
+        return queue_status(args)
     path = _journal_of(args)
     data = read_status(path, limit=args.limit)
     if args.json:

@@ -28,6 +28,7 @@ from chenyu_assets._cli_common import (
 from chenyu_assets._cli_help import add_global_flags, finish
 from chenyu_assets._cli_ingest import add_ingest
 from chenyu_assets._cli_progress import configure_logging
+from chenyu_assets._cli_queue import add_enqueue
 from chenyu_assets._cli_status import add_status
 from chenyu_assets._version import __version__
 
@@ -47,6 +48,7 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     _add_serve(commands)
     add_ingest(commands)
+    add_enqueue(commands)
     add_status(commands)
     add_commands(commands)
     finish(parser, commands)

@@ -45,6 +45,12 @@ class Found:
     status: str
     error_code: str | None
 
+    @classmethod
+    def of(cls, asset: Asset | None) -> Found | None:
+        if asset is None:
+            return None
+        return cls(asset.id, asset.status, asset.error.code if asset.error else None)
+
     def asset(self) -> Asset:
         error = {"Code": self.error_code} if self.error_code else None
         return Asset.model_validate({"Id": self.asset_id, "Status": self.status, "Error": error})

@@ -16,6 +16,7 @@ whose tries all failed transiently stays resumable too.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from enum import Enum
 
 import anyio
@@ -85,6 +86,7 @@ class CreateStage:
         options: IngestOptions,
         slots: Slots,
         report: IngestReport,
+        gate: Callable[[Entry], Awaitable[bool]] | None = None,
     ) -> None:
         self.client = client
         self.journal = journal
@@ -95,6 +97,7 @@ class CreateStage:
         self.opt = options
         self.slots = slots
         self.report = report
+        self.gate = gate  # False: another worker owns the item now (it releases it)
 
     async def run(self, inbox: ObjectReceiveStream[Work]) -> None:
         """Create each item of ``inbox`` (one of ``create_concurrency`` tasks)."""
@@ -115,6 +118,9 @@ class CreateStage:
         if entry.state is ItemState.CREATED and entry.asset_id:
             self.tracker.track(Tracked(entry.key, entry.name, entry.asset_id, entry.source), slot)
             return True
+        if self.gate is not None and not await self.gate(entry):
+            self.sink.emit("retried", entry.key, reason="taken over by another worker")
+            return False
         if work.reconcile:
             found = await self.reconcile(entry.name, wait=True)
             if found is not None:

@@ -42,7 +42,7 @@ from chenyu_assets._core.logs import redact_text, redact_url
 from chenyu_assets._core.ratelimit import Slots
 from chenyu_assets.ark import ArkFamilyClient
 from chenyu_assets.batch import hooks
-from chenyu_assets.batch.adopt import Adoption
+from chenyu_assets.batch.adopt import Adoption, Found
 from chenyu_assets.batch.checks import hash_and_check, url_problem
 from chenyu_assets.batch.create import CreateStage
 from chenyu_assets.batch.fingerprints import register_items, replace_asset
@@ -62,7 +62,7 @@ from chenyu_assets.batch.staging import S3Staging
 from chenyu_assets.batch.tracking import Tracker
 from chenyu_assets.batch.types import Event, IngestOptions, IngestReport, IngestResult, Outcome
 from chenyu_assets.batch.upload import Uploads
-from chenyu_assets.batch.work import Fatal, Work
+from chenyu_assets.batch.work import NO_SEAMS, Fatal, Work, WorkerSeams
 from chenyu_assets.chenyu import ChenyuClient
 from chenyu_assets.errors import (
     APIError,
@@ -98,8 +98,10 @@ class Pipeline:
         send_results: ObjectSendStream[IngestResult],
         check_keys: bool = True,
         staging: S3Staging | None = None,
+        seams: WorkerSeams = NO_SEAMS,
     ) -> None:
         self.ark = ark
+        self.seams = seams
         self.staging = staging
         self.source = source
         self.group_id = group_id
@@ -121,20 +123,13 @@ class Pipeline:
             on_event=on_event,
             hook_set=ark.hooks,
             on_finished=on_finished,
+            on_done=seams.done,
+            on_asset=seams.asset,
         )
         self.on_event = on_event
         self.tracker = Tracker(ark, self.results, self.report, group_id=group_id, options=options)
         self.uploads = Uploads(
-            journal, self.results, options=options, chenyu=chenyu, staging=staging
-        )
-        self.reuse = Reuse(
-            ark,
-            journal,
-            Adoption(ark, group_id),
-            self.results,
-            self.tracker,
-            options=options,
-            report=self.report,
+            journal, self.results, options=options, chenyu=chenyu, staging=staging, pace=seams.pace
         )
         self.creator = CreateStage(
             ark,
@@ -146,6 +141,18 @@ class Pipeline:
             options=options,
             slots=slots,
             report=self.report,
+            gate=seams.may_send,
+        )
+        self.reuse = Reuse(
+            ark,
+            journal,
+            Adoption(ark, group_id),
+            self.results,
+            self.tracker,
+            options=options,
+            report=self.report,
+            must_reconcile=seams.must_reconcile,
+            reconcile=self._reconciled,
         )
         self._keys = KeySet() if check_keys else None  # see _unique
         self._names = KeySet()
@@ -214,8 +221,23 @@ class Pipeline:
             for stream in (pre_in, to_up, up_in, to_create, create_in):
                 stream.close()
 
+    async def _reconciled(self, name: str) -> Found | None:
+        return Found.of(await self.creator.reconcile(name, wait=True))
+
     # -- stages ------------------------------------------------------------------------
     async def produce(self, out: ObjectSendStream[Work], resume: ObjectSendStream[Work]) -> None:
+        batches, must = self.seams.batches, self.seams.must_reconcile
+        # a work queue's claimed items (unique, no ignored ones); one whose Name must be
+        # reconciled (waiting for list lag) is dispatched in a task: not in the others' way
+        if batches is not None:
+            async with out, resume, anyio.create_task_group() as tg:
+                async for claimed in batches():
+                    for entry, item in await register_items(self.journal, claimed):
+                        if must and not isinstance(entry, BadItem) and must(entry.name):
+                            tg.start_soon(self._dispatch, entry, item, out, resume)
+                        else:
+                            await self._dispatch(entry, item, out, resume)
+            return
         async with out, resume:
             iterator = iter(self.source)
             while taken := await anyio.to_thread.run_sync(take, iterator, 256):

@@ -8,7 +8,7 @@ sent to the results stream the caller reads.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from anyio.abc import ObjectSendStream
@@ -23,6 +23,8 @@ from chenyu_assets.events import HookSet
 
 __all__ = ["Results"]
 
+_ASSET_KINDS = frozenset({"created", "recovered", "adopted"})
+
 
 class Results:
     """The :class:`~.work.EventSink` of one run."""
@@ -36,6 +38,8 @@ class Results:
         on_event: Callable[[Event], None] | None = None,
         hook_set: HookSet | None = None,
         on_finished: Callable[[IngestResult], None] | None = None,
+        on_done: Callable[[IngestResult], Awaitable[None]] | None = None,
+        on_asset: Callable[[str, str], None] | None = None,
     ) -> None:
         self.journal = journal
         self.report = report
@@ -43,9 +47,13 @@ class Results:
         self.on_event = on_event
         self.hooks = hook_set
         self.on_finished = on_finished
+        self.on_done = on_done  # awaited with each result first (a work queue records it)
+        self.on_asset = on_asset  # (key, asset id) of created / recovered / adopted events
         self._adopted: set[str] = set()  # adopted keys whose result is not out yet
 
     def emit(self, kind: str, key: str | None = None, **data: Any) -> None:
+        if self.on_asset is not None and key is not None and kind in _ASSET_KINDS:
+            self.on_asset(key, str(data.get("asset_id") or ""))
         if self.on_event is not None:
             self.on_event(Event(kind, key, data))
         if self.hooks and (event := hooks.item_event(kind, key, data)) is not None:
@@ -55,6 +63,8 @@ class Results:
         self._adopted.add(key)
 
     async def finish(self, result: IngestResult) -> None:
+        if self.on_done is not None:
+            await self.on_done(result)
         if result.message:  # server text may echo credentials: masked before any output
             result = dataclasses.replace(result, message=redact_text(result.message))
         if result.key in self._adopted:

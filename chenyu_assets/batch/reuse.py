@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 
 import anyio
 from anyio.abc import ObjectSendStream
@@ -47,6 +48,8 @@ class Reuse:
         *,
         options: IngestOptions,
         report: IngestReport,
+        must_reconcile: Callable[[str], bool] | None = None,
+        reconcile: Callable[[str], Awaitable[Found | None]] | None = None,
     ) -> None:
         self.client = client
         self.journal = journal
@@ -55,6 +58,9 @@ class Reuse:
         self.tracker = tracker
         self.opt = options
         self.report = report
+        # names a create may have been sent for elsewhere: found by ``reconcile`` instead
+        self.must_reconcile = must_reconcile
+        self.reconcile = reconcile
 
     async def retry_if_allowed(self, entry: Entry) -> Entry | None:
         """A finished row that this run tries again, back to PENDING; None when it stays
@@ -145,6 +151,9 @@ class Reuse:
         """The group's asset named ``name`` from the adoption index. The group's listing
         is retried like reconciliation's (a listing that failed proves nothing): a refusal
         or ``reconcile_timeout`` s of failures stop the run, every item resumable."""
+        must, reconcile = self.must_reconcile, self.reconcile
+        if must is not None and reconcile is not None and must(name):
+            return await reconcile(name)
         give_up = asyncio.get_running_loop().time() + self.opt.reconcile_timeout
         while True:
             try:

@@ -23,6 +23,7 @@ from chenyu_assets.batch.orchestrator import Pipeline
 from chenyu_assets.batch.sources import BadItem, IgnoredItem, SourceItem, open_source
 from chenyu_assets.batch.staging import S3Staging
 from chenyu_assets.batch.types import Event, IngestOptions, IngestReport, IngestResult
+from chenyu_assets.batch.work import NO_SEAMS, WorkerSeams
 from chenyu_assets.chenyu import ChenyuClient
 
 __all__ = ["IngestStream", "ingest", "open_ingest", "run_record"]
@@ -66,6 +67,7 @@ async def open_ingest(
     on_event: Callable[[Event], None] | None = None,
     run_info: Mapping[str, str] | None = None,
     unique_keys: bool = False,
+    seams: WorkerSeams = NO_SEAMS,
 ) -> AsyncIterator[IngestStream]:
     """Run an ingest in the background and yield its results as they complete::
 
@@ -82,7 +84,8 @@ async def open_ingest(
     :mod:`chenyu_assets.batch.staging`). Leaving the block early
     cancels the run; the journal stays consistent. ``unique_keys=True`` promises that
     the iterable never repeats a key (the manifest readers guarantee it), which saves one
-    8-byte hash per item.
+    8-byte hash per item. ``seams`` plugs a work queue into the run (see
+    :class:`~chenyu_assets.batch.work.WorkerSeams` and :mod:`chenyu_assets.batch.queue`).
     """
     opts = options or IngestOptions()
     if isinstance(source, str | os.PathLike):
@@ -121,6 +124,7 @@ async def open_ingest(
             send_results=send,
             check_keys=not unique_keys,
             staging=staging,
+            seams=seams,
         )
         stream = IngestStream(run, receive)
         started, finished = time.time(), False

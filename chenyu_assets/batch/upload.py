@@ -11,6 +11,8 @@ retry budget spent) is tried ``UPLOAD_TRIES`` times, then reported ``failed`` /
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
 
 import anyio
 from anyio.abc import ObjectReceiveStream, ObjectSendStream
@@ -48,12 +50,14 @@ class Uploads:
         options: IngestOptions,
         chenyu: ChenyuClient | None,
         staging: S3Staging | None,
+        pace: Callable[[Path], Awaitable[None]] | None = None,
     ) -> None:
         self.journal = journal
         self.sink = sink
         self.opt = options
         self.chenyu = chenyu
         self.staging = staging
+        self.pace = pace  # awaited before a file is uploaded or staged (a worker's bandwidth)
 
     async def run(self, inbox: ObjectReceiveStream[Work], out: ObjectSendStream[Work]) -> None:
         """The upload stage (one of ``upload_concurrency`` tasks)."""
@@ -71,6 +75,8 @@ class Uploads:
         if item is None or item.url is not None:
             return True
         if self.staging is not None:
+            if self.pace is not None and item.path is not None:
+                await self.pace(item.path)
             return await self.staging.ensure(self, work)
         entry = work.entry
         fresh_until = time.time() + self.opt.url_min_validity
@@ -83,6 +89,8 @@ class Uploads:
             )
         if item.path is None:  # pragma: no cover - URL items returned above
             raise Fatal(f"item {entry.key!r} has no path")
+        if self.pace is not None:
+            await self.pace(item.path)
         for attempt in range(1, UPLOAD_TRIES + 1):
             try:
                 up = await self.chenyu.upload(item.path, ttl_hours=self.opt.upload_ttl_hours)

@@ -8,14 +8,25 @@ from (:class:`UrlProvider`). Nothing is filled in by a subclass.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol
 
 from chenyu_assets.batch.journal import Entry
-from chenyu_assets.batch.sources import SourceItem
+from chenyu_assets.batch.sources import BadItem, SourceItem
 from chenyu_assets.batch.types import IngestResult, Outcome
 
-__all__ = ["EventSink", "Fatal", "ItemRef", "Tracked", "UrlProvider", "Work"]
+__all__ = [
+    "NO_SEAMS",
+    "EventSink",
+    "Fatal",
+    "ItemRef",
+    "Tracked",
+    "UrlProvider",
+    "Work",
+    "WorkerSeams",
+]
 
 
 class Fatal(Exception):
@@ -93,3 +104,31 @@ class UrlProvider(Protocol):
     async def refresh(self, work: Work) -> None:
         """Renew ``work.url`` if it would not stay valid long enough (staged files)."""
         ...
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerSeams:
+    """What a run fed by a work queue (:mod:`chenyu_assets.batch.queue`) plugs into the
+    engine, given to :func:`~chenyu_assets.batch.open_ingest` as one object; every field
+    left None does nothing (the default run pays one ``is None`` test per use).
+
+    - ``batches``: the items to ingest, a batch at a time (instead of the source); an
+      item whose Name ``must_reconcile`` is dispatched in a task of its own;
+    - ``must_reconcile(name)``: a create of this Name may have been sent elsewhere: the
+      item is reconciled by its exact Name (waiting for list lag), not by the name index;
+    - ``may_send(entry)``: awaited before an item's CreateAsset; False drops the item
+      (the gate releases it; an ``retried`` event says why);
+    - ``pace(path)``: awaited before a local file is uploaded or staged;
+    - ``done(result)``: awaited with each result before it is reported;
+    - ``asset(key, asset_id)``: an item's asset is known (created, recovered, adopted).
+    """
+
+    batches: Callable[[], AsyncIterator[list[SourceItem | BadItem]]] | None = None
+    must_reconcile: Callable[[str], bool] | None = None
+    may_send: Callable[[Entry], Awaitable[bool]] | None = None
+    pace: Callable[[Path], Awaitable[None]] | None = None
+    done: Callable[[IngestResult], Awaitable[None]] | None = None
+    asset: Callable[[str, str], None] | None = None
+
+
+NO_SEAMS = WorkerSeams()
