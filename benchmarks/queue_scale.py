@@ -37,8 +37,7 @@ from chenyu_assets.ark import ArkClient
 from chenyu_assets.batch.queue import enqueue
 from chenyu_assets.batch.queue_store import QueueStore
 from chenyu_assets.batch.sources import open_source
-from chenyu_assets.emulator import DEMO_ACCESS_KEY, DEMO_SECRET_KEY
-from chenyu_assets.emulator.audit import Audit
+from chenyu_assets.emulator import DEMO_ACCESS_KEY, DEMO_SECRET_KEY, Audit
 from tests import mediagen, serve_kit
 from tests.redis_kit import RedisServer, redis_server_binary
 

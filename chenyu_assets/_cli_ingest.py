@@ -22,27 +22,20 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import re
-import signal
 import sys
-from collections.abc import AsyncIterator, Coroutine, Iterator, Mapping
+from collections.abc import Iterator
 from hashlib import blake2b
 from pathlib import Path
 from typing import Any, Final, TextIO
-from urllib.parse import urlsplit
 
 import anyio
 from rich.console import Console
 from rich.text import Text
 
 from chenyu_assets._cli_common import (
-    EXIT_FATAL,
     EXIT_INTERRUPTED,
-    EXIT_ITEMS_FAILED,
-    EXIT_OK,
-    EXIT_RETRYABLE,
     UsageError,
     at_least,
     out_file,
@@ -52,18 +45,19 @@ from chenyu_assets._cli_common import (
 )
 from chenyu_assets._cli_groups import resolve_group
 from chenyu_assets._cli_progress import Stats, ingest_bar, log_item, report_json, summary
+from chenyu_assets._cli_queue import add_queue_flags, cmd_queued
+from chenyu_assets._cli_run import exit_code, interruptible, open_clients
 from chenyu_assets._cli_source import add_source_flags, option_values, walk_arguments
 from chenyu_assets._cli_stage import add_stage_flags, stage_of
 from chenyu_assets._core.ratelimit import DEFAULT_MARGIN
 from chenyu_assets.ark import ArkClient
-from chenyu_assets.batch import Event, IngestOptions, IngestReport, Outcome, S3Stage, open_ingest
+from chenyu_assets.batch import Event, IngestOptions, open_ingest
 from chenyu_assets.batch.checks import hash_and_check, url_problem
 from chenyu_assets.batch.journal_files import check as check_journal
 from chenyu_assets.batch.naming import shard_of
 from chenyu_assets.batch.sources import BadItem, IgnoredItem, SourceItem, open_source
-from chenyu_assets.chenyu import CHENYU_RATES, ChenyuClient
-from chenyu_assets.errors import ConfigurationError, JournalError, MediaCheckError
-from chenyu_assets.limits import PROFILES, Rate, load_rates, profile_rates
+from chenyu_assets.errors import JournalError, MediaCheckError
+from chenyu_assets.limits import PROFILES
 
 _SAFE_ID: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
 
@@ -163,7 +157,6 @@ def add_ingest(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     add_stage_flags(p)
     add_source_flags(p)
-    from chenyu_assets._cli_queue import add_queue_flags  # it imports this module
 
     add_queue_flags(p)
     p.add_argument(
@@ -251,8 +244,6 @@ def _count(
 
 def cmd_ingest(args: argparse.Namespace) -> int:
     if args.queue:
-        from chenyu_assets._cli_queue import cmd_queued  # it imports this module
-
         return cmd_queued(args)
     if args.source is None:
         raise UsageError("give a SOURCE (or --queue URL to work on a queued job)")
@@ -262,112 +253,12 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         Path(args.source), allow_outside=args.allow_outside_paths, **walk_arguments(args)
     )
     try:
-        return asyncio.run(_interruptible(_ingest(args, console, items)))
+        return asyncio.run(interruptible(_ingest(args, console, items)))
     except KeyboardInterrupt:
         console.print(
             Text("interrupted: in-flight items were journaled; rerun to resume", "yellow")
         )
         return EXIT_INTERRUPTED
-
-
-async def _interruptible(job: Coroutine[Any, Any, int]) -> int:
-    """Ctrl-C cancels the run through an anyio cancel scope, which keeps re-delivering the
-    cancellation until every task has left (a bare ``task.cancel()``, asyncio.run's own
-    handler, can be absorbed by a task that is inside a shielded scope at that instant, and
-    the run would go on). Shielded create units finish first; a second Ctrl-C stops at once."""
-    loop = asyncio.get_running_loop()
-    with anyio.CancelScope() as scope:
-
-        def again() -> None:
-            raise KeyboardInterrupt
-
-        def first() -> None:
-            scope.cancel()
-            loop.add_signal_handler(signal.SIGINT, again)
-
-        try:
-            loop.add_signal_handler(signal.SIGINT, first)
-        except (NotImplementedError, RuntimeError, ValueError):  # not the main thread
-            return await job
-        try:
-            return await job
-        finally:
-            loop.remove_signal_handler(signal.SIGINT)
-    raise KeyboardInterrupt  # the scope caught the cancellation: interrupted
-
-
-@contextlib.asynccontextmanager
-async def _clients(
-    args: argparse.Namespace, stage: S3Stage | None
-) -> AsyncIterator[tuple[ArkClient, ChenyuClient | None]]:
-    if args.rate_margin < 0:
-        raise ConfigurationError("--rate-margin must not be negative")
-    if args.rates is not None:
-        ark_rates = load_rates(args.rates, profile=args.limits_profile)
-    else:
-        ark_rates = profile_rates(args.limits_profile or "volcengine")
-    ca = str(args.ca_bundle) if args.ca_bundle else None
-    if not args.emulator:
-        scale = args.rate_scale
-        # Ark first: every ingest needs it, Chenyu only for local files
-        ark_client = ArkClient.from_env(
-            rates=_scaled(ark_rates, scale),
-            rate_margin=args.rate_margin,
-            limits=args.limits,
-            ca_bundle=ca,
-        )
-        if stage is not None:  # no Chenyu account needed
-            async with ark_client as ark:
-                yield ark, None
-            return
-        try:
-            chenyu_client = ChenyuClient.from_env(
-                rate_limits=_scaled_floats(CHENYU_RATES, scale), ca_bundle=ca
-            )
-        except ConfigurationError as exc:  # the message names the setting, never a value
-            raise ConfigurationError(
-                f"{exc} (no Chenyu account? stage local files in your own S3-compatible "
-                "bucket: --stage s3://bucket/prefix)"
-            ) from None
-        async with ark_client as ark, chenyu_client as chenyu:
-            yield ark, chenyu
-        return
-    from chenyu_assets.emulator import Emulator, EmulatorConfig
-
-    scale = args.emulator_time_scale
-    # the embedded emulator may fetch the staging bucket's presigned URLs (and nothing else)
-    allow = (_authority(stage.endpoint_url),) if stage and stage.endpoint_url else ()
-    async with Emulator(EmulatorConfig(time_scale=scale, fetch_allowlist=allow)) as emu:
-        acct = emu.account
-        async with (
-            ArkClient(
-                access_key=acct.access_key,
-                secret_key=acct.secret_key,
-                base_url=emu.url,
-                rates=_scaled(ark_rates, scale),
-                rate_margin=args.rate_margin,
-                limits=args.limits,
-            ) as ark,
-            ChenyuClient(
-                api_key=acct.api_key,
-                base_url=emu.chenyu_url,
-                rate_limits=_scaled_floats(CHENYU_RATES, scale),
-            ) as chenyu,
-        ):
-            yield ark, chenyu
-
-
-def _authority(url: str) -> str:
-    parts = urlsplit(url)
-    return f"{parts.hostname}:{parts.port}" if parts.port else str(parts.hostname)
-
-
-def _scaled(rates: Mapping[str, Rate], scale: float) -> dict[str, Rate]:
-    return {k: v.scaled(scale) for k, v in rates.items()}
-
-
-def _scaled_floats(rates: Mapping[str, float], scale: float) -> dict[str, float]:
-    return {k: v * scale for k, v in rates.items()}
 
 
 async def _resolve_group(ark: ArkClient, args: argparse.Namespace) -> str | None:
@@ -450,7 +341,7 @@ async def _run(
     total: int | None,
 ) -> int:
     shard: tuple[int, int] | None = args.shard
-    async with _clients(args, options.stage) as (ark, chenyu):
+    async with open_clients(args, options.stage) as (ark, chenyu):
         slots = None
         if ark.shared_limits is not None:
             await ark.shared_limits.ping()  # unreachable: exit 4 before anything is sent
@@ -519,16 +410,6 @@ async def _run(
     if args.json:
         print(json.dumps(report_json(report, group_id, journal)))
     return exit_code(report)
-
-
-def exit_code(report: IngestReport) -> int:
-    """4 fatal; 3 a content failure or a skip; 5 only retryable failures; 0 all active."""
-    if report.fatal:
-        return EXIT_FATAL
-    counts = report.outcomes()
-    if counts[Outcome.FAILED] or counts[Outcome.SKIPPED]:
-        return EXIT_ITEMS_FAILED
-    return EXIT_RETRYABLE if counts[Outcome.RETRYABLE] else EXIT_OK
 
 
 def _key(item: SourceItem | BadItem) -> str:

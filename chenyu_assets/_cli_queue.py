@@ -32,8 +32,8 @@ from chenyu_assets._cli_common import (
     plain,
     positive_float,
 )
-from chenyu_assets._cli_ingest import _clients, _interruptible, exit_code
 from chenyu_assets._cli_progress import log_item, report_json, summary
+from chenyu_assets._cli_run import exit_code, interruptible, open_clients
 from chenyu_assets._cli_source import add_source_flags, option_values, walk_arguments
 from chenyu_assets._cli_stage import stage_of
 from chenyu_assets.batch import IngestOptions
@@ -153,7 +153,7 @@ def cmd_queued(args: argparse.Namespace) -> int:
     console = Console(stderr=True)
     items = _source(args) if args.source else None
     try:
-        return asyncio.run(_interruptible(_queued(args, console, items)))
+        return asyncio.run(interruptible(_queued(args, console, items)))
     except KeyboardInterrupt:
         console.print(
             Text(
@@ -203,7 +203,7 @@ async def _work(
         claim_idle=args.claim_idle,
         upload_bandwidth=args.upload_bandwidth,
     )
-    async with _clients(args, stage) as (ark, chenyu):
+    async with open_clients(args, stage) as (ark, chenyu):
         slots = None
         if ark.shared_limits is not None:
             await ark.shared_limits.ping()  # unreachable: exit 4 before anything is sent

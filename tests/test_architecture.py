@@ -16,7 +16,6 @@ PACKAGE = Path(__file__).resolve().parent.parent / "chenyu_assets"
 #: only shrink (issue 18 restructures them). A module that grows past its entry, or a new one
 #: past 450, fails here.
 OVERSIZED: dict[str, int] = {
-    "chenyu_assets._cli_ingest": 521,
     "chenyu_assets.ark": 717,
     "chenyu_assets.watcher": 463,
 }
