@@ -30,10 +30,9 @@ from urllib.parse import urlsplit
 
 import anyio
 
-from chenyu_assets._core.retry import Decision, classify
 from chenyu_assets.batch.journal_thread import JournalFacade
 from chenyu_assets.batch.types import IngestOptions, Outcome, StageStats
-from chenyu_assets.batch.work import EventSink, Fatal, Work
+from chenyu_assets.batch.work import EventSink, Fatal, Work, tried
 from chenyu_assets.errors import (
     APIError,
     AuthenticationError,
@@ -94,41 +93,28 @@ class S3Staging:
                 )
                 return False
         bucket, key = self.stage.bucket, self.stage.key_for(sha)
-        for attempt in range(1, STAGE_TRIES + 1):
+        path = item.path
+
+        async def put() -> bool:
             try:
-                await self._put(item.path, bucket, key, sha)
-                break
-            except UploadError as exc:
-                await pipe.sink.finish_entry(
-                    entry, Outcome.SKIPPED, code=exc.reason, message=str(exc)
-                )
-                return False
-            except OSError as exc:
-                await pipe.sink.finish_entry(
-                    entry,
-                    Outcome.SKIPPED,
-                    code="unreadable",
-                    message=f"{item.path}: {exc.strerror or exc}",
-                )
-                return False
-            except (AuthenticationError, PermissionDeniedError, ConfigurationError) as exc:
+                await self._put(path, bucket, key, sha)
+            except OSError as exc:  # the file, not the bucket: the item's own fault
+                reason = f"{path}: {exc.strerror or exc}"
+                raise UploadError(reason, reason="unreadable", path=str(path)) from None
+            except ConfigurationError as exc:  # no usable credentials, a bad S3 setting
                 raise Fatal(f"S3 staging refused: {exc}") from None
-            except NotFoundError as exc:  # a HEAD 404 is "absent"; this is the bucket
-                raise Fatal(f"S3 staging: bucket {bucket} not found: {exc}") from None
-            except (APIError, TransportError) as exc:
-                transient = classify(exc) is Decision.RETRY
-                if transient and attempt < STAGE_TRIES:
-                    pipe.sink.emit("retried", entry.key, reason=f"staging failed: {exc}")
-                    await anyio.sleep(STAGE_PAUSE * attempt)
-                    continue
-                await pipe.sink.finish_entry(
-                    entry,
-                    Outcome.FAILED,
-                    code="upload_failed",
-                    message=str(exc),
-                    record=not transient,
-                )
-                return False
+            return True
+
+        def fatal(exc: APIError | TransportError) -> str | None:
+            if isinstance(exc, (AuthenticationError, PermissionDeniedError)):
+                return f"S3 staging refused: {exc}"
+            if isinstance(exc, NotFoundError):  # a HEAD 404 is "absent"; this is the bucket
+                return f"S3 staging: bucket {bucket} not found: {exc}"
+            return None
+
+        tries, pause = STAGE_TRIES, STAGE_PAUSE
+        if not await tried(pipe.sink, entry, "staging", put, tries=tries, pause=pause, fatal=fatal):
+            return False
         await self._presign(work, bucket, key)
         raw = bytes.fromhex(sha)
         if self._digest.get(entry.key) != raw:

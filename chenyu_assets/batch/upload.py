@@ -14,21 +14,18 @@ import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-import anyio
 from anyio.abc import ObjectReceiveStream, ObjectSendStream
 
-from chenyu_assets._core.retry import Decision, classify
 from chenyu_assets.batch.journal_thread import JournalFacade
 from chenyu_assets.batch.staging import S3Staging
 from chenyu_assets.batch.types import IngestOptions, Outcome
-from chenyu_assets.batch.work import EventSink, Fatal, Work
+from chenyu_assets.batch.work import EventSink, Fatal, Work, tried
 from chenyu_assets.chenyu import ChenyuClient
 from chenyu_assets.errors import (
     APIError,
     AuthenticationError,
     PermissionDeniedError,
     TransportError,
-    UploadError,
 )
 
 __all__ = ["UPLOAD_PAUSE", "UPLOAD_TRIES", "Uploads"]
@@ -91,33 +88,18 @@ class Uploads:
             raise Fatal(f"item {entry.key!r} has no path")
         if self.pace is not None:
             await self.pace(item.path)
-        for attempt in range(1, UPLOAD_TRIES + 1):
-            try:
-                up = await self.chenyu.upload(item.path, ttl_hours=self.opt.upload_ttl_hours)
-                break
-            except UploadError as exc:
-                await self.sink.finish_entry(
-                    entry, Outcome.SKIPPED, code=exc.reason, message=str(exc)
-                )
-                return False
-            except (AuthenticationError, PermissionDeniedError) as exc:
-                raise Fatal(f"upload refused: {exc}") from exc
-            except (APIError, TransportError) as exc:
-                # transient (the client's retries or retry budget ran out): pause and try
-                # again; if it still fails, the item stays resumable for a rerun
-                transient = classify(exc) is Decision.RETRY
-                if transient and attempt < UPLOAD_TRIES:
-                    self.sink.emit("retried", entry.key, reason=f"upload failed: {exc}")
-                    await anyio.sleep(UPLOAD_PAUSE * attempt)
-                    continue
-                await self.sink.finish_entry(
-                    entry,
-                    Outcome.FAILED,
-                    code="upload_failed",
-                    message=str(exc),
-                    record=not transient,
-                )
-                return False
+        path, chenyu = item.path, self.chenyu
+        up = await tried(
+            self.sink,
+            entry,
+            "upload",
+            lambda: chenyu.upload(path, ttl_hours=self.opt.upload_ttl_hours),
+            tries=UPLOAD_TRIES,
+            pause=UPLOAD_PAUSE,
+            fatal=_refused,
+        )
+        if up is None:
+            return False
         url = up.signed_url or up.url or up.content_url
         if not url:
             await self.sink.finish_entry(
@@ -131,3 +113,9 @@ class Uploads:
         work.entry = await self.journal.get(entry.key)
         self.sink.emit("uploaded", entry.key, size=up.size_bytes)
         return True
+
+
+def _refused(exc: APIError | TransportError) -> str | None:
+    if isinstance(exc, (AuthenticationError, PermissionDeniedError)):
+        return f"upload refused: {exc}"
+    return None

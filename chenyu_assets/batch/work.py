@@ -11,11 +11,17 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
+import anyio
+
+from chenyu_assets._core.retry import Decision, classify
 from chenyu_assets.batch.journal import Entry
 from chenyu_assets.batch.sources import BadItem, SourceItem
 from chenyu_assets.batch.types import IngestResult, Outcome
+from chenyu_assets.errors import APIError, TransportError, UploadError
+
+T = TypeVar("T")
 
 __all__ = [
     "NO_SEAMS",
@@ -132,3 +138,42 @@ class WorkerSeams:
 
 
 NO_SEAMS = WorkerSeams()
+
+
+async def tried(
+    sink: EventSink,
+    entry: Entry,
+    what: str,
+    op: Callable[[], Awaitable[T]],
+    *,
+    tries: int,
+    pause: float,
+    fatal: Callable[[APIError | TransportError], str | None],
+) -> T | None:
+    """``op()`` for one item's file (an upload, a staging), tried up to ``tries`` times;
+    None when the item ended instead (``sink`` told). An :class:`UploadError` is the file's
+    own fault: ``skipped`` with its reason. A transient failure (the client's retries or its
+    budget ran out) pauses ``pause`` × the try number and tries again, and after the last try
+    leaves the item ``retryable`` (not journaled as finished, so a rerun takes it); any other
+    API or transport failure is ``failed``. ``fatal(exc)`` returns the message of a failure
+    that must stop the run (credentials, a missing bucket), raised as :class:`Fatal`."""
+    for attempt in range(1, tries + 1):
+        try:
+            return await op()
+        except UploadError as exc:
+            await sink.finish_entry(entry, Outcome.SKIPPED, code=exc.reason, message=str(exc))
+            return None
+        except (APIError, TransportError) as exc:
+            stop = fatal(exc)
+            if stop is not None:
+                raise Fatal(stop) from None
+            transient = classify(exc) is Decision.RETRY
+            if transient and attempt < tries:
+                sink.emit("retried", entry.key, reason=f"{what} failed: {exc}")
+                await anyio.sleep(pause * attempt)
+                continue
+            await sink.finish_entry(
+                entry, Outcome.FAILED, code="upload_failed", message=str(exc), record=not transient
+            )
+            return None
+    return None  # pragma: no cover - the last try returns above
