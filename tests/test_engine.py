@@ -35,7 +35,7 @@ from chenyu_assets.errors import (
     RequestTimeoutError,
     ServerError,
 )
-from chenyu_assets.limits import ACTION_RATES
+from chenyu_assets.limits import ACTION_RATES, Rate
 
 FAST = RetryPolicy(base_delay=0.01, max_delay=0.05, max_elapsed=10)
 
@@ -229,6 +229,34 @@ async def test_retry_storm_without_a_budget_ends_at_the_deadline() -> None:
     busiest = max(bisect.bisect_left(sent, t + 1.0) - i for i, t in enumerate(sent))
     assert busiest <= rate + 1, busiest
     print(f"\nstorm without a budget: {len(sent)} sends, busiest second {busiest}")
+
+
+@virtual
+async def test_a_grant_caught_by_a_later_429_pause_ends_at_its_deadline_unsent() -> None:
+    # The client sends GetAssetGroup at 2/s, the server allows 1/min. A goes at t=0 and is
+    # held 1.01 s (a latency fault) before the server counts it: 429 at 1.01 s. B goes at
+    # t=0 too and is accepted. C (deadline 1.5 s) gets B's place back at 1.02 s, and its
+    # grant comes `lead` early, at 1.0 s — just before A's 429 pauses the action. C must not
+    # sit through that pause: it ends at its deadline, never sent.
+    rates = {"GetAssetGroup": Rate(2, 1.0)}
+    server = {**ACTION_RATES, "GetAssetGroup": "1/min"}
+    async with running(rates=server) as (emu, vt), client(emu, rates=rates) as ark:
+        group = await make_group(ark)
+        emu.set_faults([FaultRule(action="GetAssetGroup", kind="latency", delay=1.01, max_count=1)])
+        started = vt.now()
+        a = asyncio.ensure_future(ark.get_asset_group(group, deadline=30))
+        await asyncio.sleep(0)
+        b = asyncio.ensure_future(ark.get_asset_group(group, deadline=30))
+        await asyncio.sleep(0.001)
+        with pytest.raises(RequestTimeoutError) as info:
+            await ark.get_asset_group(group, deadline=1.5)
+        assert abs((vt.now() - started) - 1.501) < 1e-3, vt.now() - started
+        assert info.value.sent is False
+        for call in (a, b):
+            call.cancel()
+        await asyncio.gather(a, b, return_exceptions=True)
+        answers = [(r.status, r.t) for r in emu.audit().requests if r.action == "GetAssetGroup"]
+    assert [s for s, _ in answers] == [200, 429], answers  # C never went out
 
 
 @virtual

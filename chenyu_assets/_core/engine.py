@@ -164,11 +164,20 @@ class Engine:
             except BaseException:
                 grant.cancel()  # never sent: its place in the window goes back
                 raise
+            try:  # the grant's instant, and any pause (a 429) begun since: within the deadline
+                async with asyncio.timeout_at(None if deadline is None else started + deadline):
+                    await grant.send()  # stamps the send time; cancelled, it gives its place back
+            except TimeoutError:
+                raise RequestTimeoutError(
+                    f"{endpoint}: deadline of {deadline:g} s passed waiting for the rate limit",
+                    method=method,
+                    sent=False,
+                ) from None
+            now = clock()
             if attempt == 1 and self.budget is not None:
                 self.budget.record_request()
             self.stats.requests += 1
             self.stats.by_endpoint[endpoint] += 1
-            now = clock()
             first_sent = now if first_sent is None else first_sent
             bounds = [self.policy.max_elapsed - (now - first_sent)] if policy_bound else []
             if deadline is not None:
@@ -177,7 +186,6 @@ class Engine:
             failure: TransportError | APIError
             response: Response | None = None
             try:
-                await grant.send()  # waits for the grant's instant; stamps the send time
                 try:
                     response = await self.transport.request(
                         method,
