@@ -29,12 +29,13 @@ imported when a :class:`RedisLimits` is built.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Final, NamedTuple
 from urllib.parse import urlsplit, urlunsplit
 
-from chenyu_assets._core.logs import register_secret
+from chenyu_assets._core.logs import get_logger, register_secret
 from chenyu_assets._core.ratelimit import DEFAULT_MARGIN, LimiterFactory, Rate
 from chenyu_assets._core.redis_bucket import WINDOW_SCRIPT, RedisWindow
 from chenyu_assets._core.redis_slots import SLOTS_SCRIPT, RedisSlots
@@ -42,6 +43,8 @@ from chenyu_assets.errors import ConfigurationError, LimiterUnavailableError
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
+
+log = get_logger("chenyu_assets.limits")
 
 __all__ = [
     "RedisLimits",
@@ -199,14 +202,22 @@ class RedisLimits:
         return pool
 
     async def aclose(self) -> None:
-        for window in self._windows:
-            await window.aclose()
-        for pool in self._slots:
-            await pool.aclose()
+        """Wait for the stamps on their way, stop renewing, close the pool — bounded: a
+        Redis that stopped answering never holds a close for more than ``4 × timeout``."""
+        try:
+            async with asyncio.timeout(self.timeout * 2):
+                for window in self._windows:
+                    await window.aclose()
+                for pool in self._slots:
+                    await pool.aclose()
+        except TimeoutError:
+            log.warning("shared limiter at %s: closed with stamps unsent", self.shown_url)
         self._slots.clear()
         client, self._client = self._client, None
         if client is not None:
-            await client.aclose()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.timeout * 2):
+                    await client.aclose()
 
 
 class SharedSetup(NamedTuple):
