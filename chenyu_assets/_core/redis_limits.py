@@ -52,6 +52,7 @@ __all__ = [
     "RedisWindow",
     "SharedSetup",
     "account_fingerprint",
+    "import_redis",
     "open_limits",
 ]
 
@@ -72,6 +73,27 @@ def _shown(url: str) -> str:
     host = parts.hostname or ""
     netloc = f"{user}:***@{host}" + (f":{parts.port}" if parts.port else "")
     return urlunsplit(parts._replace(netloc=netloc))
+
+
+def import_redis(url: str, needer: str, what: str) -> tuple[Any, Any]:
+    """``redis.asyncio`` and ``redis`` (for its exceptions), after checking ``url`` parses;
+    ConfigurationError naming ``needer`` / ``what`` otherwise (never quoting the URL)."""
+    try:
+        import redis
+        import redis.asyncio as aioredis
+        import redis.exceptions
+        from redis.asyncio.connection import parse_url
+    except ImportError:
+        raise ConfigurationError(
+            f"{needer} needs the redis package: pip install 'chenyu-assets[redis]'"
+        ) from None
+    try:
+        parse_url(url)
+    except ValueError:  # the message may quote the URL: not shown
+        raise ConfigurationError(
+            f"{what} is not valid (expected redis://[:password@]host[:port][/db])"
+        ) from None
+    return aioredis, redis
 
 
 class RedisLimits:
@@ -101,21 +123,7 @@ class RedisLimits:
             raise ConfigurationError("shared limits need the account's access key")
         if not timeout > 0:
             raise ConfigurationError("timeout must be positive")
-        try:
-            import redis.asyncio as aioredis
-            import redis.exceptions
-        except ImportError:
-            raise ConfigurationError(
-                "limits='redis://...' needs the redis package: pip install 'chenyu-assets[redis]'"
-            ) from None
-        try:
-            from redis.asyncio.connection import parse_url
-
-            parse_url(url)
-        except ValueError:  # the message may quote the URL: not shown
-            raise ConfigurationError(
-                "limits URL is not valid (expected redis://[:password@]host[:port][/db])"
-            ) from None
+        aioredis, redis = import_redis(url, "limits='redis://...'", "limits URL")
         register_secret(parts.password)
         self._aioredis = aioredis
         self._errors: tuple[type[BaseException], ...] = (

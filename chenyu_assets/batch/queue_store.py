@@ -32,7 +32,7 @@ from hashlib import blake2b
 from typing import TYPE_CHECKING, Any, Final
 
 from chenyu_assets._core.logs import register_secret
-from chenyu_assets._core.redis_limits import _shown
+from chenyu_assets._core.redis_limits import _shown, import_redis
 from chenyu_assets.errors import ConfigurationError, LimiterUnavailableError
 
 if TYPE_CHECKING:
@@ -191,20 +191,7 @@ class QueueStore:
     Building one does no I/O; :meth:`aclose` closes the connection."""
 
     def __init__(self, url: str, *, job: str = "default", timeout: float = 5.0) -> None:
-        try:
-            import redis.asyncio as aioredis
-            import redis.exceptions
-            from redis.asyncio.connection import parse_url
-        except ImportError:
-            raise ConfigurationError(
-                "--queue needs the redis package: pip install 'chenyu-assets[redis]'"
-            ) from None
-        try:
-            parse_url(url)
-        except ValueError:  # the message may quote the URL: not shown
-            raise ConfigurationError(
-                "queue URL is not valid (expected redis://[:password@]host[:port][/db])"
-            ) from None
+        aioredis, redis = import_redis(url, "--queue", "queue URL")
         if not job or not job.replace("-", "").replace("_", "").replace(".", "").isalnum():
             raise ConfigurationError("a job name is letters, digits, '.', '_' and '-'")
         from urllib.parse import urlsplit
