@@ -30,11 +30,10 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
 import itertools
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import timedelta
-from typing import Any
+from typing import Any, Final
 
 from chenyu_assets._core.logs import get_logger
 from chenyu_assets._core.ratelimit import Slots
@@ -56,9 +55,18 @@ __all__ = ["Slot", "Watcher", "WatcherEvent", "processing_pool"]
 
 log = get_logger("chenyu_assets.watcher")
 
-#: ``listener(kind, fields)`` for "slot_taken", "slot_freed", "lease_expired", "switched",
-#: "finished".
+#: ``listener(kind, fields)``: slot_taken, slot_freed, lease_expired, switched, finished.
 WatcherEvent = Callable[[str, Mapping[str, Any]], None]
+
+#: The tick bounds and sweep windows (seconds; a divisor of ``P``) a client starts with.
+DEFAULT_TUNING: Final[Mapping[str, float]] = {
+    "min_interval": 0.25,
+    "starved_interval": 0.04,
+    "starved_divisor": 24.0,
+    "max_interval": 10.0,
+    "lookback": 2.0,
+    "stale_after": 15.0,
+}
 
 #: Finished assets remembered, so that a wait that starts after the end resolves at once.
 RECENT = 4096
@@ -73,12 +81,6 @@ class Watcher:
         *,
         slots: Slots | None,
         lease: float = 3600.0,
-        min_interval: float = 0.25,
-        starved_interval: float = 0.04,
-        starved_divisor: float = 24.0,
-        max_interval: float = 10.0,
-        lookback: float = 2.0,
-        stale_after: float = 15.0,
     ) -> None:
         if not lease > 0:
             raise ValueError(f"lease must be > 0, got {lease!r}")
@@ -93,14 +95,7 @@ class Watcher:
             live=lambda w: self._watches.get(w.asset_id) is w,
             emit=self._emit,
         )
-        self.tune(
-            min_interval=min_interval,
-            starved_interval=starved_interval,
-            starved_divisor=starved_divisor,
-            max_interval=max_interval,
-            lookback=lookback,
-            stale_after=stale_after,
-        )
+        self.tune(**DEFAULT_TUNING)
         #: the last finished assets (``RECENT`` of them): a wait on one resolves at once
         self._recent: collections.OrderedDict[str, Asset] = collections.OrderedDict()
         self._names = itertools.count(1)
@@ -120,8 +115,7 @@ class Watcher:
         lookback: float,
         stale_after: float,
     ) -> None:
-        """Set the tick bounds (seconds); the bulk ingest applies its poll options here for
-        the length of its run (see :meth:`tuning`)."""
+        """Set the tick bounds; a bulk ingest sets its poll options for its run."""
         self.min_interval = min_interval
         self.starved_interval = starved_interval
         self.starved_divisor = starved_divisor
@@ -385,8 +379,10 @@ class Watcher:
         task, self._task = self._task, None
         if task is not None:
             task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
+            try:
                 await task
+            except (asyncio.CancelledError, Exception) as exc:  # a failure: the waits have it
+                log.debug("status sweep ended: %r", type(exc).__name__)
         for w in self._watches.values():
             for f in w.waiters:
                 f.cancel()
@@ -452,9 +448,14 @@ class Watcher:
                     del self._watches[w.asset_id]
 
     async def _fail_all(self, exc: BaseException) -> None:
+        """Every wait fails with ``exc``; a slot that cannot go back ends with its lease."""
         watches, self._watches = list(self._watches.values()), {}
         for w in watches:
-            await self.release(w.slot)
             for f in w.waiters:
                 if not f.done():
                     f.set_exception(exc)
+        for w in watches:
+            try:
+                await self.release(w.slot)
+            except Exception as err:  # the waits already carry it
+                log.info("slot of %s not given back (%s): its lease frees it", w.asset_id, err)

@@ -17,7 +17,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "chenyu_assets"
 #: past 450, fails here.
 OVERSIZED: dict[str, int] = {
     "chenyu_assets.ark": 717,
-    "chenyu_assets.watcher": 463,
+    "chenyu_assets.watcher": 461,
 }
 
 #: Import cycles known today, each as its sorted member list; may only shrink.

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import bisect
 import itertools
+import math
 import random
 import sys
 import time
@@ -129,18 +130,28 @@ async def test_cancelled_grant_gives_its_place_back_to_another_client(
 
 @pytest.mark.anyio
 async def test_pause_is_shared_then_sends_are_spaced(
-    two: tuple[RedisLimits, RedisLimits],
+    two: tuple[RedisLimits, RedisLimits], redis_server: RedisServer
 ) -> None:
+    import redis.asyncio as aioredis
+
     a, b = two
     la, lb = a.limiter("CreateAsset", 100.0), b.limiter("CreateAsset", 100.0)
     await _sent(lb)
+    t0 = time.monotonic()  # before the pause: its 80 ms run on Redis's clock from then on
     await la.pause(0.08)  # a 429 seen by client A ...
-    t0 = time.monotonic()
+    r = aioredis.Redis.from_url(redis_server.url)
     times: list[float] = []
-    await sends(lb, 3, times)  # ... holds client B too, then spaces its sends
+    instants: list[int] = []  # each grant's instant on Redis's clock (µs), as recorded there
+    try:
+        for i in range(4):  # ... holds client B too, then spaces its grants (both clients')
+            await sends(lb if i % 2 else la, 1, times)
+            instants.append(int(await r.hget(f"{lb.key}:state", "last")))
+    finally:
+        await r.aclose()
     assert times[0] - t0 >= 0.08
-    gaps = [y - x for x, y in itertools.pairwise(times)]
-    assert min(gaps) >= (1.0 + DEFAULT_MARGIN) / 100 * 0.99
+    # at least (window + margin) / limit apart on the shared clock, whatever the load here
+    spacing = math.ceil((1.0 + DEFAULT_MARGIN) * 1e6 / 100)
+    assert min(y - x for x, y in itertools.pairwise(instants)) >= spacing
 
 
 # -- the slots ----------------------------------------------------------------------------

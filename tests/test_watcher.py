@@ -19,7 +19,7 @@ from chenyu_assets._core.ratelimit import SlotPool
 from chenyu_assets._core.retry import RetryPolicy
 from chenyu_assets.ark import ArkClient
 from chenyu_assets.emulator import Emulator, FaultRule
-from chenyu_assets.errors import RateLimitError
+from chenyu_assets.errors import APIError, LimiterUnavailableError, RateLimitError
 from chenyu_assets.limits import MAX_PROCESSING
 
 NO_RETRY = RetryPolicy(max_attempts=1)
@@ -155,6 +155,32 @@ async def test_a_slot_comes_back_after_its_lease_when_the_asset_stays_processing
         assert times[1] - times[0] == pytest.approx(5.0, abs=ark.watcher.interval + 0.01)
         assert "lease_expired" in events
         assert stuck not in ark.watcher.watched()  # nobody waits on it and its slot is gone
+
+
+class GonePool(SlotPool):
+    """Slots shared through a backend that has just died: giving one back fails."""
+
+    async def release(self, holder: str) -> None:
+        raise LimiterUnavailableError("shared limiter at redis://127.0.0.1:1/0 unavailable")
+
+
+@virtual
+async def test_a_refused_sweep_fails_every_wait_and_closing_does_not_raise() -> None:
+    # the sweep is refused (403) while the slots' backend is gone: every wait fails with the
+    # refusal (none hangs, none gets the release failure) and the client still closes cleanly
+    async with running(client={"processing_slots": GonePool(5)}) as (emu, ark, group_id):
+        url = emu.media_url()
+        ids = [await ark.create_asset(group_id=group_id, url=url) for _ in range(3)]
+        emu.set_faults(
+            [FaultRule(action="ListAssets", status=403), FaultRule(action="GetAsset", status=403)]
+        )
+        waits = [asyncio.ensure_future(ark.wait_for_asset(i, timeout=60)) for i in ids]
+        done, pending = await asyncio.wait(waits, timeout=10)
+        assert not pending
+        for w in done:
+            assert isinstance(w.exception(), APIError)
+            assert not isinstance(w.exception(), LimiterUnavailableError)
+    # leaving ``running`` closed the client: it did not raise the release failure
 
 
 @virtual

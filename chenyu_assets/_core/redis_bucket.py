@@ -12,7 +12,9 @@ margin is not needed here; it only shortens the wait while a request is in fligh
 Without that second round trip a place could only be counted from its admission, and a
 late send would push a window over. Admission is one round trip (the script prunes,
 counts and adds atomically; FIFO among this process's waiters). A 429 (``pause``) stops
-the action and switches it to even spacing in every process.
+the action and switches it to even spacing in every process: each grant's instant, on the
+server's clock, at least ``(window + margin) / limit`` after the previous one's, for as
+long as the action is in use (the state expires ``idle`` after the last grant).
 """
 
 from __future__ import annotations
@@ -67,15 +69,18 @@ if n >= limit then
   if at > now + span then return {0, -1} end
   if at > due then due = at end
 end
-if redis.call('HGET', state, 'spaced') and n > 0 then
-  local last = tonumber(redis.call('ZRANGE', key, -1, -1, 'WITHSCORES')[2])
-  if last > now + span then return {0, -1} end
-  local next_ = last - span + math.ceil(span / limit)
+local spaced = redis.call('HGET', state, 'spaced')
+if spaced then
+  local next_ = tonumber(redis.call('HGET', state, 'last') or '0') + math.ceil(span / limit)
   if next_ > due then due = next_ end
 end
 if due - lead > now then return {0, due - lead - now} end
 redis.call('ZADD', key, now + lease, member)
 redis.call('PEXPIRE', key, math.floor(lease / 1000) + idle)
+if spaced then
+  redis.call('HSET', state, 'last', string.format('%.0f', due))
+  redis.call('PEXPIRE', state, math.floor(span / 1000) + idle)
+end
 return {1, due - now}
 """
 
