@@ -48,6 +48,7 @@ from chenyu_assets.errors import (
     ServerError,
     UploadError,
 )
+from chenyu_assets.events import RetryEvent
 from chenyu_assets.media import UPLOAD_MAX_BYTES
 
 pytestmark = pytest.mark.anyio
@@ -436,8 +437,8 @@ async def test_file_changed_between_attempts_is_not_resent(
     write_png(path, 2 * MiB)
     emu.set_faults([FaultRule(action="UploadAsset", family="chenyu", kind="reset", max_count=1)])
 
-    def on_retry(event: str, fields: Any) -> None:
-        if event == "retry":
+    def on_retry(event: object) -> None:
+        if isinstance(event, RetryEvent):
             if change == "delete":
                 path.unlink()
             else:
@@ -447,7 +448,7 @@ async def test_file_changed_between_attempts_is_not_resent(
     async with ChenyuClient(
         api_key=emu.account.api_key, base_url=emu.chenyu_url, retry=FAST_RETRY
     ) as client:
-        client.add_event_hook(on_retry)
+        client.add_hook(on_retry)
         with pytest.raises(UploadError) as caught:
             await client.upload(path)
         assert client.stats.requests == 2  # one retry, then the change stopped it

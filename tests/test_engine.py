@@ -11,7 +11,7 @@ import bisect
 import contextlib
 import io
 import logging
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -35,6 +35,7 @@ from chenyu_assets.errors import (
     RequestTimeoutError,
     ServerError,
 )
+from chenyu_assets.events import ThrottleEvent
 from chenyu_assets.limits import ACTION_RATES, Rate
 
 FAST = RetryPolicy(base_delay=0.01, max_delay=0.05, max_elapsed=10)
@@ -129,11 +130,11 @@ async def test_429_pauses_the_endpoint_for_every_task() -> None:
             )
             seen: list[float] = []  # loop time the client took the 429 in
 
-            def hook(event: str, fields: Mapping[str, Any]) -> None:
-                if event == "rate_limited":
+            def hook(event: object) -> None:
+                if isinstance(event, ThrottleEvent):
                     seen.append(vt.now())
 
-            ark.add_event_hook(hook)
+            ark.add_hook(hook)
             done: dict[int, list[float]] = {}
 
             async def one(task: int) -> None:
