@@ -44,6 +44,7 @@ are attributes (``method``, ``host``, ``path``, ``status``, ``cause_name``).
 
 from __future__ import annotations
 
+import enum
 from typing import Any, Final
 
 from chenyu_assets._core.logs import redact_text
@@ -79,6 +80,7 @@ __all__ = [
     "UploadError",
     "WaitTimeoutError",
     "api_error_for",
+    "is_transient",
 ]
 
 #: Server text kept in an error, in characters (after redaction).
@@ -223,39 +225,6 @@ class APIError(ChenyuAssetsError, _RequestContext):
         if self.request_id:
             text += f" (request_id={self.request_id})"
         return text
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (
-            _rebuild_api_error,
-            (
-                type(self),
-                self.message,
-                self.status,
-                self.code,
-                self.request_id,
-                self.method,
-                self.path,
-                self.__dict__,
-            ),
-        )
-
-
-def _rebuild_api_error(
-    cls: type[APIError],
-    message: str,
-    status: int | None,
-    code: str | None,
-    request_id: str | None,
-    method: str | None,
-    path: str | None,
-    state: dict[str, Any],
-) -> APIError:
-    err = cls.__new__(cls)
-    APIError.__init__(
-        err, message, status=status, code=code, request_id=request_id, method=method, path=path
-    )
-    err.__dict__.update(state)
-    return err
 
 
 class BadRequestError(APIError):
@@ -416,3 +385,50 @@ class JournalLockedError(ChenyuAssetsError):
 class JournalError(ChenyuAssetsError, ValueError):
     """The ingest journal file cannot be used (the message names it and why): a folder, a
     file that is not an SQLite database, a journal of another group, a newer schema."""
+
+
+# --- what a failure means: try again, give up, or reconcile ------------------------------------
+
+
+class Decision(enum.StrEnum):
+    RETRY = "retry"
+    FATAL = "fatal"
+    AMBIGUOUS = "ambiguous"
+
+
+_TRANSIENT_5XX: Final = frozenset({500, 502, 503, 504})
+
+
+def classify(failure: BaseException, *, idempotent: bool = True) -> Decision:
+    """Retry, give up, or (for a create whose effect is unknown) reconcile; the table is in
+    :mod:`chenyu_assets._core.retry`."""
+    maybe_done = Decision.RETRY if idempotent else Decision.AMBIGUOUS
+    if isinstance(failure, TLSVerificationError):
+        return Decision.FATAL
+    if isinstance(failure, ConnectError):
+        return Decision.RETRY
+    if isinstance(failure, RequestTimeoutError):
+        return maybe_done if failure.sent else Decision.RETRY
+    if isinstance(failure, ConnectionLostError):
+        return maybe_done
+    if isinstance(failure, RateLimitError):
+        return Decision.RETRY
+    if isinstance(failure, ResponseFormatError):
+        if not failure.retryable:  # asking again cannot help; a create may still be done
+            return Decision.FATAL if idempotent else Decision.AMBIGUOUS
+        if failure.status is not None and 400 <= failure.status < 500:
+            return Decision.RETRY if failure.status in (408, 429) else Decision.FATAL
+        return maybe_done
+    if isinstance(failure, ServerError):
+        transient = failure.status in _TRANSIENT_5XX or failure.status is None
+        return maybe_done if transient else Decision.FATAL
+    if isinstance(failure, APIError):
+        return Decision.RETRY if failure.status == 408 else Decision.FATAL
+    return Decision.FATAL
+
+
+def is_transient(failure: BaseException) -> bool:
+    """True if the same request may succeed later (a timeout, a reset, a 429, a 503...):
+    what the SDK itself retries; False for a refusal (401, 403, 404, a bad request) and
+    for anything that is not one of this package's errors."""
+    return classify(failure) is Decision.RETRY

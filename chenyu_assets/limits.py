@@ -13,6 +13,10 @@ default). A rates file overrides any of them; its format (JSON)::
 
 ``profile`` (optional) is the base; each rate is ``"N/s"``, ``"N/min"``, ``"N/10s"`` or a
 number of requests per second.
+
+The types a user passes to a client's pacing options live here too: :class:`Rate`,
+:class:`Slots` (the protocol of ``processing_slots=``), :class:`SlotPool` (the local one) and
+:class:`RedisLimits` (``limits=``, shared through Redis).
 """
 
 from __future__ import annotations
@@ -23,7 +27,8 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Final
 
-from chenyu_assets._core.ratelimit import Rate
+from chenyu_assets._core.ratelimit import Rate, SlotPool, Slots
+from chenyu_assets._core.redis_limits import RedisLimits
 from chenyu_assets.errors import ConfigurationError
 from chenyu_assets.spec import (
     ACTION_RATES,
@@ -41,6 +46,9 @@ __all__ = [
     "OFFSET_PAGING_LIMITS",
     "PROFILES",
     "Rate",
+    "RedisLimits",
+    "SlotPool",
+    "Slots",
     "load_rates",
     "profile_rates",
 ]

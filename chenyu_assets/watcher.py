@@ -37,16 +37,14 @@ from typing import Any, Final
 
 from chenyu_assets._core.logs import get_logger
 from chenyu_assets._core.ratelimit import Slots
-from chenyu_assets._core.retry import Decision, classify
 from chenyu_assets._slots import CAP_WORDS, Slot, processing_pool
 from chenyu_assets._sweep import StatusAPI, Sweep, Watch
 from chenyu_assets.errors import (
     AmbiguousOutcomeError,
-    APIError,
     RateLimitError,
     RequestTimeoutError,
-    TransportError,
     WaitTimeoutError,
+    is_transient,
 )
 from chenyu_assets.events import watcher_event
 from chenyu_assets.models.ark import Asset
@@ -403,7 +401,7 @@ class Watcher:
                 self.ticks += 1
                 await self._sweep.tick(list(self._watches.values()), started)
             except Exception as exc:
-                if isinstance(exc, TransportError | APIError) and classify(exc) is Decision.RETRY:
+                if is_transient(exc):
                     log.info("status sweep failed, retrying next tick: %s", exc)
                 else:  # refused (401, 403...) or malformed: every wait fails with it
                     await self._fail_all(exc)

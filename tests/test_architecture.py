@@ -128,6 +128,18 @@ def test_layers_point_down() -> None:
             assert not embeds or name.startswith(_MAY_EMBED_THE_EMULATOR), (name, sorted(imports))
 
 
+def test_the_batch_engine_uses_only_what_the_clients_publish() -> None:
+    # errors.is_transient, limits.Slots/SlotPool/RedisLimits, the clients' protocol; of the
+    # core only the log helpers, and the Redis work queue the shared Redis connection
+    for name, imports in import_graph().items():
+        if name.startswith("chenyu_assets.batch"):
+            core = {i for i in imports if i.startswith("chenyu_assets._core")}
+            allowed = {"chenyu_assets._core.logs"}
+            if name == "chenyu_assets.batch.queue_store":
+                allowed.add("chenyu_assets._core.redis_limits")
+            assert core <= allowed, (name, sorted(core - allowed))
+
+
 #: What ``_core`` may import outside itself: the error tree, events, log context and version.
 _CORE_MAY_USE = {
     "chenyu_assets.errors",

@@ -30,6 +30,7 @@ from chenyu_assets.errors import (
     ServerError,
     TLSVerificationError,
     api_error_for,
+    is_transient,
 )
 
 R, F, A = Decision.RETRY, Decision.FATAL, Decision.AMBIGUOUS
@@ -68,6 +69,14 @@ CASES = [
 def test_classify_table(failure: BaseException, idem: Decision, create: Decision) -> None:
     assert classify(failure, idempotent=True) is idem
     assert classify(failure, idempotent=False) is create
+
+
+@pytest.mark.parametrize(("failure", "idem", "create"), CASES, ids=lambda c: repr(c)[:40])
+def test_is_transient_is_the_tables_retry_column(
+    failure: BaseException, idem: Decision, create: Decision
+) -> None:
+    # the public predicate the batch engine (and users) depend on, instead of classify
+    assert is_transient(failure) is (idem is Decision.RETRY)
 
 
 @pytest.mark.parametrize(

@@ -33,9 +33,9 @@ import contextlib
 import hashlib
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Final, NamedTuple
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
-from chenyu_assets._core.logs import get_logger, register_secret
+from chenyu_assets._core.logs import get_logger, redact_url, register_secret
 from chenyu_assets._core.ratelimit import DEFAULT_MARGIN, LimiterFactory, Rate
 from chenyu_assets._core.redis_bucket import WINDOW_SCRIPT, RedisWindow
 from chenyu_assets._core.redis_slots import SLOTS_SCRIPT, RedisSlots
@@ -62,17 +62,6 @@ _SCHEMES: Final = ("redis", "rediss", "unix")
 def account_fingerprint(access_key: str) -> str:
     """The account's name in Redis keys: 16 hex digits of sha256(access key)."""
     return hashlib.sha256(access_key.encode("utf-8")).hexdigest()[:16]
-
-
-def _shown(url: str) -> str:
-    """``url`` without its password (for messages and logs)."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    user = parts.username or ""
-    host = parts.hostname or ""
-    netloc = f"{user}:***@{host}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit(parts._replace(netloc=netloc))
 
 
 def import_redis(url: str, needer: str, what: str) -> tuple[Any, Any]:
@@ -132,7 +121,7 @@ class RedisLimits:
             TimeoutError,
         )
         self.url = url
-        self.shown_url = _shown(url)
+        self.shown_url = redact_url(url)
         self.namespace = f"{prefix}:{account_fingerprint(account)}"
         self.timeout = timeout
         self.idle_ms = int(idle_ttl * 1000)

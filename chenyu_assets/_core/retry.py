@@ -1,6 +1,8 @@
 """When to try again, and how long to wait.
 
-``classify(failure, idempotent=...)`` is the one decision table:
+``classify(failure, idempotent=...)`` (in :mod:`chenyu_assets.errors`, beside the errors it
+reads; :func:`chenyu_assets.errors.is_transient` is its public yes/no) is the one decision
+table:
 
 =====================================  ==============  =====================
 failure                                idempotent      create (not idempotent)
@@ -37,7 +39,6 @@ small floor) instead of a storm. ``set_testing(True)`` turns every wait into zer
 from __future__ import annotations
 
 import email.utils
-import enum
 import math
 import random
 import time
@@ -45,16 +46,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from chenyu_assets.errors import (
-    APIError,
-    ConnectError,
-    ConnectionLostError,
-    RateLimitError,
-    RequestTimeoutError,
-    ResponseFormatError,
-    ServerError,
-    TLSVerificationError,
-)
+from chenyu_assets.errors import Decision, RateLimitError, classify
 
 __all__ = [
     "Decision",
@@ -66,7 +58,6 @@ __all__ = [
     "set_testing",
 ]
 
-_TRANSIENT_5XX = frozenset({500, 502, 503, 504})
 _testing = False
 
 
@@ -78,42 +69,6 @@ def set_testing(enabled: bool) -> None:
 
 def is_testing() -> bool:
     return _testing
-
-
-class Decision(enum.StrEnum):
-    RETRY = "retry"
-    FATAL = "fatal"
-    AMBIGUOUS = "ambiguous"
-
-
-def classify(failure: BaseException, *, idempotent: bool = True) -> Decision:
-    """Retry, give up, or (for a create whose effect is unknown) reconcile."""
-    maybe_done = Decision.RETRY if idempotent else Decision.AMBIGUOUS
-    if isinstance(failure, TLSVerificationError):
-        return Decision.FATAL
-    if isinstance(failure, ConnectError):
-        return Decision.RETRY
-    if isinstance(failure, RequestTimeoutError):
-        return maybe_done if failure.sent else Decision.RETRY
-    if isinstance(failure, ConnectionLostError):
-        return maybe_done
-    if isinstance(failure, RateLimitError):
-        return Decision.RETRY
-    if isinstance(failure, ResponseFormatError):
-        if not failure.retryable:  # asking again cannot help; a create may still be done
-            return Decision.FATAL if idempotent else Decision.AMBIGUOUS
-        if failure.status is not None and 400 <= failure.status < 500:
-            return Decision.RETRY if failure.status in (408, 429) else Decision.FATAL
-        return maybe_done
-    if isinstance(failure, ServerError):
-        return (
-            maybe_done
-            if failure.status in _TRANSIENT_5XX or failure.status is None
-            else (Decision.FATAL)
-        )
-    if isinstance(failure, APIError):
-        return Decision.RETRY if failure.status == 408 else Decision.FATAL
-    return Decision.FATAL
 
 
 def parse_retry_after(headers: Mapping[str, str], *, now: datetime | None = None) -> float | None:

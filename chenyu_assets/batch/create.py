@@ -23,8 +23,6 @@ import anyio
 from anyio.abc import ObjectReceiveStream
 
 from chenyu_assets._api import AssetAPI
-from chenyu_assets._core.ratelimit import Slots
-from chenyu_assets._core.retry import Decision, classify
 from chenyu_assets.batch.checks import asset_type_for
 from chenyu_assets.batch.journal import Entry, ItemState
 from chenyu_assets.batch.journal_thread import JournalFacade
@@ -39,7 +37,9 @@ from chenyu_assets.errors import (
     NotFoundError,
     RateLimitError,
     TransportError,
+    is_transient,
 )
+from chenyu_assets.limits import Slots
 from chenyu_assets.models.ark import Asset
 from chenyu_assets.watcher import Slot
 
@@ -293,7 +293,7 @@ class CreateStage:
                     if asset.name == name:
                         matches.append(asset)
             except (APIError, TransportError) as exc:
-                if classify(exc) is not Decision.RETRY:  # refused (401, 403, clock skew...)
+                if not is_transient(exc):  # refused (401, 403, clock skew...)
                     raise Fatal(f"ListAssets refused: {exc}") from exc
                 if asyncio.get_running_loop().time() >= give_up:
                     msg = f"cannot reconcile {name!r}: ListAssets keeps failing: {exc}"

@@ -39,7 +39,6 @@ import anyio
 from anyio.abc import ObjectReceiveStream, ObjectSendStream
 
 from chenyu_assets._core.logs import redact_text, redact_url
-from chenyu_assets._core.ratelimit import Slots
 from chenyu_assets.ark import ArkFamilyClient
 from chenyu_assets.batch import hooks
 from chenyu_assets.batch.adopt import Adoption, Found
@@ -73,6 +72,7 @@ from chenyu_assets.errors import (
     TransportError,
 )
 from chenyu_assets.events import IngestEvent, next_call_id
+from chenyu_assets.limits import Slots
 
 __all__ = ["Pipeline"]
 

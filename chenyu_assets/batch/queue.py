@@ -45,7 +45,6 @@ from pathlib import Path
 import anyio
 
 from chenyu_assets._core.logs import get_logger, redact_text, redact_url
-from chenyu_assets._core.ratelimit import Slots
 from chenyu_assets.ark import ArkFamilyClient
 from chenyu_assets.batch.journal import Entry
 from chenyu_assets.batch.journal_thread import take
@@ -56,6 +55,7 @@ from chenyu_assets.batch.sources import BadItem, IgnoredItem, KeySet, SourceItem
 from chenyu_assets.batch.types import Event, IngestOptions, IngestResult
 from chenyu_assets.batch.work import WorkerSeams
 from chenyu_assets.chenyu import ChenyuClient
+from chenyu_assets.limits import Slots
 
 __all__ = ["EnqueueReport", "WorkerQueue", "enqueue", "open_worker"]
 

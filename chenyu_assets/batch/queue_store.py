@@ -31,8 +31,8 @@ from collections.abc import Awaitable, Sequence
 from hashlib import blake2b
 from typing import TYPE_CHECKING, Any, Final
 
-from chenyu_assets._core.logs import register_secret
-from chenyu_assets._core.redis_limits import _shown, import_redis
+from chenyu_assets._core.logs import redact_url, register_secret
+from chenyu_assets._core.redis_limits import import_redis
 from chenyu_assets.errors import ConfigurationError, LimiterUnavailableError
 
 if TYPE_CHECKING:
@@ -204,7 +204,7 @@ class QueueStore:
             TimeoutError,
         )
         self.url = url
-        self.shown_url = _shown(url)
+        self.shown_url = redact_url(url)
         self.job = job
         self.base = f"chenyu-assets:queue:{{{job}}}:"
         self.stream = self.base + "stream"

@@ -21,14 +21,13 @@ import anyio
 from anyio.abc import ObjectSendStream
 
 from chenyu_assets._api import AssetAPI
-from chenyu_assets._core.retry import Decision, classify
 from chenyu_assets.batch.adopt import Adoption, Found, delete_failed, may_retry
 from chenyu_assets.batch.journal import Entry, ItemState
 from chenyu_assets.batch.journal_thread import JournalFacade
 from chenyu_assets.batch.tracking import Tracker
 from chenyu_assets.batch.types import IngestOptions, IngestReport, Outcome
 from chenyu_assets.batch.work import EventSink, Fatal, Tracked, Work
-from chenyu_assets.errors import APIError, TransportError
+from chenyu_assets.errors import APIError, TransportError, is_transient
 
 __all__ = ["Reuse"]
 
@@ -159,7 +158,7 @@ class Reuse:
             try:
                 return await self.adoption.find(name)
             except (APIError, TransportError) as exc:
-                if classify(exc) is not Decision.RETRY:  # refused, or an answer we can't read
+                if not is_transient(exc):  # refused, or an answer we can't read
                     raise Fatal(f"ListAssets refused (listing the group's names): {exc}") from exc
                 if asyncio.get_running_loop().time() >= give_up:
                     msg = f"cannot list the group's names: ListAssets keeps failing: {exc}"

@@ -15,7 +15,6 @@ import anyio
 from anyio.abc import ObjectReceiveStream
 
 from chenyu_assets._core.logs import get_logger
-from chenyu_assets._core.ratelimit import SlotPool, Slots
 from chenyu_assets.ark import ArkFamilyClient
 from chenyu_assets.batch.filters import PathFilter
 from chenyu_assets.batch.journal_thread import AsyncJournal
@@ -25,6 +24,7 @@ from chenyu_assets.batch.staging import S3Staging
 from chenyu_assets.batch.types import Event, IngestOptions, IngestReport, IngestResult
 from chenyu_assets.batch.work import NO_SEAMS, WorkerSeams
 from chenyu_assets.chenyu import ChenyuClient
+from chenyu_assets.limits import SlotPool, Slots
 
 __all__ = ["IngestStream", "ingest", "open_ingest", "run_record"]
 

@@ -15,11 +15,10 @@ from typing import Any, Protocol, TypeVar
 
 import anyio
 
-from chenyu_assets._core.retry import Decision, classify
 from chenyu_assets.batch.journal import Entry
 from chenyu_assets.batch.sources import BadItem, SourceItem
 from chenyu_assets.batch.types import IngestResult, Outcome
-from chenyu_assets.errors import APIError, TransportError, UploadError
+from chenyu_assets.errors import APIError, TransportError, UploadError, is_transient
 
 T = TypeVar("T")
 
@@ -167,7 +166,7 @@ async def tried(
             stop = fatal(exc)
             if stop is not None:
                 raise Fatal(stop) from None
-            transient = classify(exc) is Decision.RETRY
+            transient = is_transient(exc)
             if transient and attempt < tries:
                 sink.emit("retried", entry.key, reason=f"{what} failed: {exc}")
                 await anyio.sleep(pause * attempt)
