@@ -117,10 +117,6 @@ class Transport:
         state = "open" if self._session is not None and not self._session.closed else "closed"
         return f"<Transport {state} limit={self._limit} timeouts={self.timeouts}>"
 
-    @property
-    def is_open(self) -> bool:
-        return self._session is not None and not self._session.closed
-
     async def open(self) -> None:
         if self._session is not None:
             return
